@@ -1,3 +1,5 @@
 """Imports every command module so that each registers itself on `main`."""
 
 # One line per command module (each decorates itself onto `darkbp.cli.main`).
+from darkbp.cli import summary  # noqa: F401,E402
+from darkbp.cli import data  # noqa: F401,E402

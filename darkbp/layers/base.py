@@ -10,6 +10,8 @@ not parameters: they are listed in `state_names`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -45,25 +47,40 @@ class Layer:
         c, h, w = self.out_shape
         return c * h * w
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of each parameter and state array, known before anything is allocated."""
+        return {}
+
+    def parameter_count(self) -> int:
+        shapes = self.param_shapes()
+        return sum(math.prod(shapes[name]) for name in self.param_names)
+
+    def init_params(self, rng: np.random.Generator, dtype) -> None:
+        """Allocate parameters (Darknet's initialisation), their gradients and state."""
+        for name, shape in self.param_shapes().items():
+            setattr(self, name, np.zeros(shape, dtype))
+        self._init_values(rng)
+        self.astype(dtype)
+
+    def _init_values(self, rng: np.random.Generator) -> None:
+        """Fill freshly zeroed arrays with their initial values (override where not zero)."""
+
     def parameters(self):
         """Yield (name, array, gradient array) for each parameter, in `.weights` order."""
         for name in self.param_names:
             yield name, getattr(self, name), getattr(self, grad_name(name))
-
-    def parameter_count(self) -> int:
-        return sum(getattr(self, name).size for name in self.param_names)
 
     def zero_grads(self) -> None:
         for _, _, grad in self.parameters():
             grad.fill(0)
 
     def astype(self, dtype) -> None:
-        """Convert parameters, gradients and state to `dtype` in place on the layer."""
+        """Convert parameters and state to `dtype`; gradients start again at zero."""
         for name in self.param_names:
-            setattr(self, name, getattr(self, name).astype(dtype))
+            setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
             setattr(self, grad_name(name), np.zeros_like(getattr(self, name)))
         for name in self.state_names:
-            setattr(self, name, getattr(self, name).astype(dtype))
+            setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         raise NotImplementedError

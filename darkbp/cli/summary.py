@@ -1,0 +1,84 @@
+"""`darkbp summary`: the layer table as a rich table, Darknet's exact text, or JSON."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from darkbp.cli import main
+from darkbp.cli.common import human_bytes, load_network, print_rich
+from darkbp.summary import darknet_text, summary_data
+
+
+@main.command()
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "darknet", "json"]),
+              default="table", show_default=True,
+              help="table: rich table with parameters and totals; darknet: Darknet's "
+                   "text byte for byte; json: the table's data.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Batch for the activation-memory total (default: the cfg's batch).")
+def summary(cfg: str, fmt: str, batch: int | None) -> None:
+    """Print the layer table of a Darknet cfg.
+
+    \b
+    Examples:
+      darkbp summary cfg/mnist.cfg
+      darkbp summary cfg/mnist.cfg --format darknet
+      darkbp summary cfg/mnist.cfg --format json --batch 256
+    """
+    network = load_network(cfg)
+    if fmt == "darknet":
+        click.echo(darknet_text(network), nl=False)
+        return
+    data = summary_data(network, batch)
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    print_rich(_table(data))
+
+
+def _shape(whc) -> str:
+    return " x ".join(str(v) for v in whc)
+
+
+def _describe(row) -> tuple[str, str, str]:
+    """(type, filters, size) columns, in Darknet's words."""
+    if row["type"] == "convolutional":
+        kind = "conv"
+        if row["groups"] > 1:
+            kind += f" g{row['groups']}"
+        if row["batch_normalize"]:
+            kind += " bn"
+        return (f"{kind} {row['activation']}", str(row["filters"]),
+                f"{row['size']} x {row['size']} / {row['stride']}")
+    if row["type"] == "maxpool":
+        return "max", "", f"{row['size']} x {row['size']} / {row['stride']}"
+    if row["type"] == "connected":
+        bn = " bn" if row["batch_normalize"] else ""
+        return f"connected{bn} {row['activation']}", "", ""
+    return row["type"], "", ""
+
+
+def _table(data) -> Table:
+    totals = data["totals"]
+    table = Table(title=f"{data['file']}  (input {_shape(data['input'])}, batch {data['batch']})",
+                  show_footer=True, title_justify="left")
+    columns = [("layer", "right"), ("type", "left"), ("filters", "right"), ("size", "left"),
+               ("input", "right"), ("output", "right"), ("BFLOPs", "right"), ("params", "right")]
+    footers = {"type": "total", "BFLOPs": f"{totals['bflops']:.6f}",
+               "params": f"{totals['params']:,}"}
+    for name, justify in columns:
+        table.add_column(name, justify=justify, footer=footers.get(name, ""))
+    for row in data["layers"]:
+        kind, filters, size = _describe(row)
+        table.add_row(str(row["index"]), kind, filters, size, _shape(row["input"]),
+                      _shape(row["output"]), f"{row['bflops']:.6f}" if row["bflops"] else "",
+                      f"{row['params']:,}" if row["params"] else "")
+    table.caption = (f"{totals['params']:,} parameters · {totals['bflops'] * 1e3:.3f} MFLOPs per "
+                     f"image (forward) · activations {human_bytes(totals['activation_bytes'])} "
+                     f"at batch {data['batch']} (float32)")
+    table.caption_justify = "left"
+    return table

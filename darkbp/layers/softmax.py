@@ -1,0 +1,40 @@
+"""[softmax]: softmax over `groups` equal slices, at temperature T; with cross-entropy as the cost."""
+
+from __future__ import annotations
+
+from darkbp.layers.base import Layer
+from darkbp.ops.softmax import (cross_entropy, softmax_cross_entropy_backward,
+                                softmax_forward)
+
+
+class SoftmaxLayer(Layer):
+    """x: (N, ...) flattened to (N, inputs) -> p: (N, inputs, 1, 1)."""
+
+    type = "softmax"
+
+    def __init__(self, in_shape, groups: int, temperature: float):
+        c, h, w = in_shape
+        super().__init__(in_shape, (c * h * w, 1, 1))
+        self.groups, self.temperature = groups, temperature
+
+    def forward(self, x, train):
+        n = x.shape[0]
+        self._p = softmax_forward(x.reshape(n, -1), self.groups, self.temperature)
+        return self._p.reshape(n, self.outputs, 1, 1)
+
+    def cost(self, truth):
+        """Per-image cross-entropy −Σ truth·log(p) of the last forward. truth: (N, outputs)."""
+        return cross_entropy(self._p, truth)
+
+    def input_grad(self, truth):
+        """d(Σ_images cost)/d(input), exact for any truth (see ops.softmax)."""
+        dx = softmax_cross_entropy_backward(self._p, truth, self.groups, self.temperature)
+        return dx.reshape((truth.shape[0],) + self.in_shape)
+
+    def backward(self, dy):
+        # A softmax inside the network (not the cost): the Jacobian-vector product per group.
+        n = dy.shape[0]
+        p = self._p.reshape(n, self.groups, -1)
+        g = dy.reshape(n, self.groups, -1)
+        dx = p * (g - (g * p).sum(axis=2, keepdims=True)) / p.dtype.type(self.temperature)
+        return dx.reshape((n,) + self.in_shape)
