@@ -70,8 +70,12 @@ def _key(index: int, name: str) -> str:
 
 
 def load_buffers(buffers: dict[str, np.ndarray], state: Mapping[str, np.ndarray],
-               prefix: str, what: str) -> None:
-    """Copy `state[key]` into each buffer, after checking that keys and shapes match exactly."""
+                 prefix: str, what: str) -> None:
+    """Copy `state[key]` into each buffer of `buffers` (keys starting with `prefix`).
+
+    Keys and shapes must match exactly, or nothing is copied: a state saved from
+    another network is a DarkbpError. Shared by SGD and EMA.
+    """
     saved = {key for key in state.keys() if key.startswith(prefix)}
     missing, extra = sorted(buffers.keys() - saved), sorted(saved - buffers.keys())
     if missing or extra:
