@@ -1,0 +1,264 @@
+"""Slow, obviously-correct loop references for the kernels in darkbp/ops (tests only).
+
+Every function here is written from the definition, element by element, in
+float64, sharing no code with darkbp: the fast kernels must agree with it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+# --- convolution --------------------------------------------------------------
+
+def conv_forward(x, weights, stride, padding, groups):
+    """y[n, f, oh, ow] = Σ_{c in f's group, i, j} x[n, c, oh·s−p+i, ow·s−p+j] · W[f, c', i, j]."""
+    n_img, chans, h, w = x.shape
+    filters, cg, size, _ = weights.shape
+    fg = filters // groups
+    oh_n = (h + 2 * padding - size) // stride + 1
+    ow_n = (w + 2 * padding - size) // stride + 1
+    y = np.zeros((n_img, filters, oh_n, ow_n))
+    for n in range(n_img):
+        for f in range(filters):
+            g = f // fg
+            for oh in range(oh_n):
+                for ow in range(ow_n):
+                    total = 0.0
+                    for ci in range(cg):
+                        for i in range(size):
+                            for j in range(size):
+                                ih = oh * stride - padding + i
+                                iw = ow * stride - padding + j
+                                if 0 <= ih < h and 0 <= iw < w:
+                                    total += x[n, g * cg + ci, ih, iw] * weights[f, ci, i, j]
+                    y[n, f, oh, ow] = total
+    return y
+
+
+def conv_backward(x, weights, dy, stride, padding, groups):
+    """(dx, dweights) by distributing every dy[n, f, oh, ow] along the forward's terms."""
+    n_img, chans, h, w = x.shape
+    filters, cg, size, _ = weights.shape
+    fg = filters // groups
+    _, _, oh_n, ow_n = dy.shape
+    dx = np.zeros(x.shape)
+    dw = np.zeros(weights.shape)
+    for n in range(n_img):
+        for f in range(filters):
+            g = f // fg
+            for oh in range(oh_n):
+                for ow in range(ow_n):
+                    d = dy[n, f, oh, ow]
+                    for ci in range(cg):
+                        for i in range(size):
+                            for j in range(size):
+                                ih = oh * stride - padding + i
+                                iw = ow * stride - padding + j
+                                if 0 <= ih < h and 0 <= iw < w:
+                                    c = g * cg + ci
+                                    dw[f, ci, i, j] += d * x[n, c, ih, iw]
+                                    dx[n, c, ih, iw] += d * weights[f, ci, i, j]
+    return dx, dw
+
+
+# --- max pooling (Darknet's maxpool_layer.c) ------------------------------------
+
+def maxpool_forward(x, size, stride, padding):
+    """Returns (y, argmax) with argmax[n, c, oh, ow] = (ih, iw) of the winner or None.
+
+    Windows start at −(padding // 2); outside cells are −∞; a later cell wins
+    only if strictly greater (the first maximum in row-major order wins).
+    """
+    n_img, chans, h, w = x.shape
+    oh_n = (h + padding - size) // stride + 1
+    ow_n = (w + padding - size) // stride + 1
+    offset = -(padding // 2)
+    y = np.zeros((n_img, chans, oh_n, ow_n))
+    arg = np.empty((n_img, chans, oh_n, ow_n), dtype=object)
+    for n in range(n_img):
+        for c in range(chans):
+            for oh in range(oh_n):
+                for ow in range(ow_n):
+                    best, where = -math.inf, None
+                    for i in range(size):
+                        for j in range(size):
+                            ih = offset + oh * stride + i
+                            iw = offset + ow * stride + j
+                            inside = 0 <= ih < h and 0 <= iw < w
+                            val = x[n, c, ih, iw] if inside else -math.inf
+                            if val > best:
+                                best, where = val, (ih, iw)
+                    y[n, c, oh, ow] = best
+                    arg[n, c, oh, ow] = where
+    return y, arg
+
+
+def maxpool_backward(x_shape, arg, dy):
+    dx = np.zeros(x_shape)
+    n_img, chans, oh_n, ow_n = dy.shape
+    for n in range(n_img):
+        for c in range(chans):
+            for oh in range(oh_n):
+                for ow in range(ow_n):
+                    if arg[n, c, oh, ow] is not None:
+                        ih, iw = arg[n, c, oh, ow]
+                        dx[n, c, ih, iw] += dy[n, c, oh, ow]
+    return dx
+
+
+# --- batch normalisation ---------------------------------------------------------
+
+def batchnorm_forward_train(x, scales, eps=1e-5):
+    """x (N, C, P): per channel, mean and biased variance over N·P values, y = scale·x̂.
+
+    Returns (y, mean, biased variance, unbiased variance).
+    """
+    n_img, chans, pix = x.shape
+    m = n_img * pix
+    y = np.zeros(x.shape)
+    means, var_b, var_u = np.zeros(chans), np.zeros(chans), np.zeros(chans)
+    for c in range(chans):
+        values = [x[n, c, p] for n in range(n_img) for p in range(pix)]
+        mean = sum(values) / m
+        ss = sum((v - mean) ** 2 for v in values)
+        means[c], var_b[c] = mean, ss / m
+        var_u[c] = ss / (m - 1)
+        for n in range(n_img):
+            for p in range(pix):
+                y[n, c, p] = scales[c] * (x[n, c, p] - mean) / math.sqrt(var_b[c] + eps)
+    return y, means, var_b, var_u
+
+
+def batchnorm_backward_train(x, scales, dy, eps=1e-5):
+    """(dx, dscales) from the full Jacobian of the training forward, per channel.
+
+    ∂y_j/∂x_i = scale·[(δ_ij − 1/M)/σ − (x_j − μ)(x_i − μ)/(M·σ³)], σ = sqrt(var + eps).
+    """
+    n_img, chans, pix = x.shape
+    m = n_img * pix
+    dx = np.zeros(x.shape)
+    dscales = np.zeros(chans)
+    for c in range(chans):
+        idx = [(n, p) for n in range(n_img) for p in range(pix)]
+        vals = [x[n, c, p] for n, p in idx]
+        mean = sum(vals) / m
+        sigma = math.sqrt(sum((v - mean) ** 2 for v in vals) / m + eps)
+        for (nj, pj), xj in zip(idx, vals):
+            dscales[c] += dy[nj, c, pj] * (xj - mean) / sigma
+        for a, (ni, pi) in enumerate(idx):
+            total = 0.0
+            for b, (nj, pj) in enumerate(idx):
+                jac = ((a == b) - 1.0 / m) / sigma - (vals[b] - mean) * (vals[a] - mean) / (m * sigma ** 3)
+                total += dy[nj, c, pj] * scales[c] * jac
+            dx[ni, c, pi] = total
+    return dx, dscales
+
+
+# --- softmax and cross-entropy ---------------------------------------------------
+
+def softmax(x, groups, temperature):
+    n_img, n = x.shape
+    width = n // groups
+    p = np.zeros(x.shape)
+    for r in range(n_img):
+        for g in range(groups):
+            z = [x[r, g * width + k] / temperature for k in range(width)]
+            top = max(z)
+            e = [math.exp(v - top) for v in z]
+            s = sum(e)
+            for k in range(width):
+                p[r, g * width + k] = e[k] / s
+    return p
+
+
+def cross_entropy(p, truth):
+    return np.array([-sum(t * math.log(q) for q, t in zip(pr, tr) if t != 0)
+                     for pr, tr in zip(p, truth)])
+
+
+# --- activations, transcribed from Darknet's src/activations.h --------------------
+# Forward functions of the pre-activation x; Darknet's gradients are functions of
+# the OUTPUT y (gradient_array(l.output, ...)).
+
+def _stair(x):
+    n = math.floor(x)
+    if n % 2 == 0:
+        return math.floor(x / 2)
+    return (x - n) + math.floor(x / 2)
+
+
+def _plse(x):
+    if x < -4:
+        return .01 * (x + 4)
+    if x > 4:
+        return .01 * (x - 4) + 1
+    return .125 * x + .5
+
+
+def _lhtan(x):
+    if x < 0:
+        return .001 * x
+    if x > 1:
+        return .001 * (x - 1) + 1
+    return x
+
+
+DARKNET_ACTIVATE = {
+    "linear": lambda x: x,
+    "logistic": lambda x: 1 / (1 + math.exp(-x)),
+    "loggy": lambda x: 2 / (1 + math.exp(-x)) - 1,
+    "relu": lambda x: x * (x > 0),
+    "elu": lambda x: (x >= 0) * x + (x < 0) * (math.exp(x) - 1),
+    "selu": lambda x: (x >= 0) * 1.0507 * x + (x < 0) * 1.0507 * 1.6732 * (math.exp(x) - 1),
+    "relie": lambda x: x if x > 0 else .01 * x,
+    "ramp": lambda x: x * (x > 0) + .1 * x,
+    "leaky": lambda x: x if x > 0 else .1 * x,
+    "tanh": lambda x: (math.exp(2 * x) - 1) / (math.exp(2 * x) + 1),
+    "plse": _plse,
+    "stair": _stair,
+    "hardtan": lambda x: -1 if x < -1 else (1 if x > 1 else x),
+    "lhtan": _lhtan,
+}
+
+DARKNET_GRADIENT_OF_OUTPUT = {
+    "linear": lambda y: 1,
+    "logistic": lambda y: (1 - y) * y,
+    "loggy": lambda y: 2 * (1 - (y + 1) / 2) * ((y + 1) / 2),
+    "relu": lambda y: float(y > 0),
+    "elu": lambda y: (y >= 0) + (y < 0) * (y + 1),
+    "selu": lambda y: (y >= 0) * 1.0507 + (y < 0) * (y + 1.0507 * 1.6732),
+    "relie": lambda y: 1 if y > 0 else .01,
+    "ramp": lambda y: (y > 0) + .1,
+    "leaky": lambda y: 1 if y > 0 else .1,
+    "tanh": lambda y: 1 - y * y,
+    "plse": lambda y: .01 if (y < 0 or y > 1) else .125,
+    "stair": lambda y: 0 if math.floor(y) == y else 1,
+    "hardtan": lambda y: 1 if -1 < y < 1 else 0,
+    "lhtan": lambda y: 1 if 0 < y < 1 else .001,
+}
+
+
+# --- finite differences ------------------------------------------------------------
+
+def numeric_grad(loss, x, eps=1e-6):
+    """Central differences (loss(x+ε) − loss(x−ε)) / 2ε for every element of x (float64, in place)."""
+    grad = np.zeros(x.shape)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for k in range(flat.size):
+        old = flat[k]
+        flat[k] = old + eps
+        plus = loss()
+        flat[k] = old - eps
+        minus = loss()
+        flat[k] = old
+        gflat[k] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def max_rel_error(analytic, numeric, floor=1e-8):
+    """Max over elements of |a − n| / max(|a|, |n|, floor) (floor keeps exact zeros comparable)."""
+    a, n = np.asarray(analytic, float), np.asarray(numeric, float)
+    return float(np.max(np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)))

@@ -1,0 +1,165 @@
+"""Fast grouped convolution (darkbp/ops/conv.py) against the six-loop reference and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from darkbp.ops import conv, im2col
+from darkbp.ops.conv import conv_backward, conv_forward
+from tests import naive
+
+# (N, C, H, W, F, size, stride, padding, groups)
+CASES = [
+    (1, 1, 5, 5, 1, 1, 1, 0, 1),
+    (2, 3, 6, 5, 4, 3, 1, 1, 1),
+    (3, 2, 7, 9, 3, 3, 2, 0, 1),
+    (2, 4, 8, 6, 6, 3, 1, 1, 2),
+    (1, 4, 7, 7, 8, 3, 2, 1, 4),
+    (2, 4, 6, 7, 4, 3, 1, 1, 4),      # depthwise
+    (2, 6, 9, 8, 12, 3, 3, 2, 6),     # depthwise, two filters per channel, stride 3
+    (2, 3, 9, 10, 2, 5, 1, 2, 1),
+    (1, 2, 11, 8, 3, 5, 3, 1, 1),
+    (2, 2, 6, 6, 4, 2, 2, 0, 2),
+    (2, 3, 5, 7, 2, 2, 1, 1, 1),
+    (3, 4, 5, 4, 4, 1, 1, 0, 1),      # 1x1 stride 1: no im2col
+    (2, 4, 5, 6, 6, 1, 1, 2, 2),      # 1x1 stride 1 with padding
+    (2, 3, 7, 6, 2, 1, 2, 0, 1),      # 1x1 stride 2
+    (2, 3, 4, 5, 2, 1, 3, 1, 1),
+    (1, 1, 10, 3, 2, 3, 1, 0, 1),     # tall and narrow
+    (2, 2, 3, 12, 2, 3, 2, 2, 2),     # short and wide
+    (2, 8, 6, 6, 8, 3, 2, 1, 8),      # depthwise, stride 2
+    (4, 1, 8, 8, 3, 5, 1, 2, 1),
+    (2, 2, 4, 4, 2, 5, 1, 2, 1),      # kernel larger than the input, padding makes it fit
+]
+
+
+@pytest.fixture(params=im2col.LAYOUTS)
+def layout(request, monkeypatch):
+    """Run a test under each column layout, whatever choose_layout would pick."""
+    monkeypatch.setattr(conv, "choose_layout", lambda batch, out_w: request.param)
+    return request.param
+
+
+def check_against_naive(rng, n, c, h, w, f, size, stride, padding, groups):
+    x = rng.standard_normal((n, c, h, w))
+    weights = rng.standard_normal((f, c // groups, size, size))
+    y, cache = conv_forward(x, weights, stride, padding, groups)
+    np.testing.assert_allclose(y, naive.conv_forward(x, weights, stride, padding, groups),
+                               rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, dw = conv_backward(dy, cache, weights)
+    ndx, ndw = naive.conv_backward(x, weights, dy, stride, padding, groups)
+    np.testing.assert_allclose(dx, ndx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, ndw, rtol=1e-12, atol=1e-12)
+    assert y.flags.c_contiguous and dx.flags.c_contiguous
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
+def test_conv_equals_naive(case, layout):
+    check_against_naive(np.random.default_rng(hash(case) % 2**32), *case)
+
+
+@st.composite
+def conv_shapes(draw):
+    groups = draw(st.sampled_from([1, 2, 3]))
+    c = groups * draw(st.integers(1, 2))
+    f = groups * draw(st.integers(1, 3))
+    size = draw(st.sampled_from([1, 2, 3, 5]))
+    stride = draw(st.integers(1, 3))
+    padding = draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, size - 2 * padding), 9))
+    w = draw(st.integers(max(1, size - 2 * padding), 9))
+    n = draw(st.integers(1, 3))
+    return n, c, h, w, f, size, stride, padding, groups
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=conv_shapes(), seed=st.integers(0, 2**32 - 1),
+       layout=st.sampled_from(im2col.LAYOUTS))
+def test_conv_equals_naive_random_shapes(shape, seed, layout):
+    original = conv.choose_layout
+    conv.choose_layout = lambda batch, out_w: layout
+    try:
+        check_against_naive(np.random.default_rng(seed), *shape)
+    finally:
+        conv.choose_layout = original
+
+
+@pytest.mark.parametrize("case", [
+    (2, 4, 5, 6, 4, 3, 2, 1, 2),
+    (2, 3, 6, 5, 3, 3, 1, 1, 3),
+    (1, 2, 5, 5, 3, 2, 1, 0, 1),
+])
+def test_conv_gradients_match_finite_differences(case, layout):
+    n, c, h, w, f, size, stride, padding, groups = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, c, h, w))
+    weights = rng.standard_normal((f, c // groups, size, size))
+    y, cache = conv_forward(x, weights, stride, padding, groups)
+    r = rng.standard_normal(y.shape)  # loss = Σ r·y, so dy = r
+
+    def loss():
+        return float(np.sum(r * conv_forward(x, weights, stride, padding, groups)[0]))
+
+    dx, dw = conv_backward(r, cache, weights)
+    assert naive.max_rel_error(dx, naive.numeric_grad(loss, x)) < 1e-6
+    assert naive.max_rel_error(dw, naive.numeric_grad(loss, weights)) < 1e-6
+
+
+def test_need_dx_false_skips_dx_only(layout):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 6, 6))
+    weights = rng.standard_normal((3, 2, 3, 3))
+    y, cache = conv_forward(x, weights, 1, 1, 1)
+    dy = rng.standard_normal(y.shape)
+    dx_none, dw = conv_backward(dy, cache, weights, need_dx=False)
+    assert dx_none is None
+    np.testing.assert_allclose(dw, naive.conv_backward(x, weights, dy, 1, 1, 1)[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size,stride,padding,groups", [(3, 1, 1, 1), (1, 1, 0, 2), (3, 2, 1, 4)])
+def test_conv_preserves_dtype(dtype, size, stride, padding, groups, layout):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 7, 6)).astype(dtype)
+    weights = rng.standard_normal((4, 4 // groups, size, size)).astype(dtype)
+    y, cache = conv_forward(x, weights, stride, padding, groups)
+    dx, dw = conv_backward(np.ones_like(y), cache, weights)
+    assert y.dtype == dx.dtype == dw.dtype == dtype
+    if dtype == np.float32:  # float32 agrees with the float64 reference to float32 precision
+        ref = naive.conv_forward(x.astype(float), weights.astype(float), stride, padding, groups)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_accepts_non_contiguous_input():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 6, 5, 2)).transpose(0, 3, 1, 2)  # (3, 2, 6, 5), strided
+    weights = rng.standard_normal((2, 2, 3, 3))
+    y, _ = conv_forward(x, weights, 1, 1, 1)
+    np.testing.assert_allclose(y, naive.conv_forward(x, weights, 1, 1, 1), rtol=1e-12, atol=1e-12)
+
+
+def test_choose_layout_uses_both():
+    # Which layout is faster is a benchmark question; both must be reachable.
+    assert im2col.choose_layout(64, 8) == "CHWN"
+    assert im2col.choose_layout(64, 24) == "CNHW"
+    assert im2col.choose_layout(1, 8) == "CNHW"
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,groups", [
+    ((1, 4, 5, 5), (4, 2, 3, 3), 1, 0, 3),   # groups do not divide channels
+    ((1, 4, 5, 5), (4, 4, 3, 3), 1, 0, 2),   # weights' channel axis is not C/groups
+    ((1, 4, 5, 5), (4, 4, 3, 2), 1, 0, 1),   # non-square kernel
+    ((1, 4, 2, 2), (4, 4, 3, 3), 1, 0, 1),   # no output pixel
+])
+def test_conv_rejects_bad_shapes(x_shape, w_shape, stride, padding, groups):
+    with pytest.raises(ValueError):
+        conv_forward(np.zeros(x_shape), np.zeros(w_shape), stride, padding, groups)
+
+
+def test_conv_rejects_mixed_dtypes():
+    with pytest.raises(ValueError, match="float32"):
+        conv_forward(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 3, 3)), 1, 0, 1)
