@@ -1,0 +1,111 @@
+"""`darkbp data list` and `darkbp data fetch NAME`: where the datasets are, and getting one."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.table import Table
+
+from darkbp import datasets
+from darkbp.cli import main
+from darkbp.fetch import fetch as fetch_dataset
+
+
+@main.group()
+def data() -> None:
+    """Find and download the datasets darkbp trains on.
+
+    \b
+    Examples:
+      darkbp data list
+      darkbp data fetch mnist
+    """
+
+
+@data.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also look in DIR/NAME/ and DIR itself first, as `train --data-dir` does.")
+def list_datasets(data_dir: str | None) -> None:
+    """Show where each dataset is looked for and whether it is there.
+
+    Folders are listed in look-up order; the first complete one is used. When
+    full MNIST is nowhere, darkbp uses the small MNIST sample it ships.
+
+    \b
+    Example:
+      DARKBP_DATA=~/datasets darkbp data list
+    """
+    table = Table(title="datasets, in look-up order")
+    for column in ("dataset", "status", "folder"):
+        table.add_column(column)
+    for name in datasets.NAMES:
+        located = datasets.locate(name, data_dir)
+        used = next((folder for folder, found in located if found), None)
+        for folder, found in located:
+            table.add_row(name, _status(folder, found, used), str(folder))
+        if name == "mnist":
+            sample_found = not datasets.missing_files(datasets.SAMPLE_DIR)
+            status = "missing" if not sample_found else (
+                "fallback (used)" if used is None else "fallback")
+            table.add_row("mnist (sample shipped with darkbp)", status, str(datasets.SAMPLE_DIR))
+    _console().print(table)
+
+
+@data.command("fetch")
+@click.argument("name", type=click.Choice(datasets.NAMES))
+@click.option("--mirror", metavar="URL",
+              help="Download from this base URL instead of the public mirrors.")
+@click.option("--dest", type=click.Path(file_okay=False), metavar="DIR",
+              help="Put the files in DIR instead of the cache (~/.cache/darkbp/NAME).")
+def fetch(name: str, mirror: str | None, dest: str | None) -> None:
+    """Download dataset NAME and check each file's md5.
+
+    \b
+    Examples:
+      darkbp data fetch mnist
+      darkbp data fetch fashion-mnist --mirror http://127.0.0.1:8000/fashion/
+    """
+    console = _console()
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn())
+    progress = Progress(*columns, console=console)
+    tasks = {}
+
+    def on_progress(filename: str, done: int, total: int | None) -> None:
+        if filename not in tasks:
+            progress.start()  # only once something downloads: no empty bar on an early error
+            tasks[filename] = progress.add_task(filename, total=total)
+        progress.update(tasks[filename], completed=done)
+
+    try:
+        report = fetch_dataset(name, dest=dest, mirror=mirror, on_progress=on_progress)
+    finally:
+        if tasks:
+            progress.stop()
+
+    if report.downloaded:
+        console.print(f"{name}: downloaded {len(report.downloaded)} file(s) into "
+                      f"{report.dest}, each matching its published md5")
+    if report.present:
+        console.print(f"{name}: {len(report.present)} file(s) already in {report.dest} "
+                      "with the right md5")
+    if report.dest not in datasets.candidates(name):
+        console.print(f"darkbp does not look in {report.dest} by itself: "
+                      f"pass --data {report.dest}")
+
+
+def _status(folder, found: bool, used) -> str:
+    if found:
+        return "found (used)" if folder == used else "found"
+    missing = datasets.missing_files(folder)
+    if len(missing) < len(datasets.FILES):
+        return "incomplete, lacks " + ", ".join(missing)
+    return "missing"
+
+
+def _console() -> Console:
+    console = Console()
+    # Piped or captured output: no wrapping, so paths stay whole for grep and tests.
+    return console if console.is_terminal else Console(width=400)
