@@ -1,0 +1,84 @@
+"""Batch normalisation per channel over the batch and the pixels, forward and backward.
+
+x: (N, C, P) — a conv's (N, F, OH·OW) or a connected layer's (N, outputs, 1).
+Training: mean and *biased* variance over the M = N·P values of a channel,
+x̂ = (x − mean)/sqrt(var + eps), y = scales·x̂.  Darknet itself normalises
+with the unbiased variance and divides by sqrt(var) + 1e-6, which its
+backward does not differentiate; darkbp uses the one formula above in both
+directions, so the gradient is exact (SPEC §3).  The rolling statistics are
+updated in place as Darknet does: rolling = 0.99·rolling + 0.01·batch, with
+the unbiased (M − 1) variance.  Evaluation uses the rolling statistics and
+updates nothing.  The layer's bias, the shift, is added by the caller.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+MOMENTUM = 0.01  # Darknet: rolling = .99·rolling + .01·batch statistic
+
+
+class BatchnormCache(NamedTuple):
+    """What batchnorm_backward needs from batchnorm_forward."""
+
+    x_hat: np.ndarray        # (N, C, P) normalised input
+    inv_std: np.ndarray      # (C,) 1/sqrt(var + eps), batch (train) or rolling (eval) variance
+    scales: np.ndarray       # (C,)
+    train: bool
+
+
+def batchnorm_forward(x: np.ndarray, scales: np.ndarray, rolling_mean: np.ndarray,
+                      rolling_variance: np.ndarray, train: bool,
+                      eps: float = 1e-5) -> tuple[np.ndarray, BatchnormCache]:
+    """y = scales·(x − mean)/sqrt(var + eps) per channel; x (N, C, P) -> y (N, C, P), x's dtype.
+
+    In training, mean/var are the batch's (biased var) and rolling_mean /
+    rolling_variance (C,) are updated in place; in evaluation they are used as is.
+    """
+    if x.ndim != 3:
+        raise ValueError(f"batchnorm input must be (N, C, P), got shape {x.shape}")
+    n, c, p = x.shape
+    for name, a in (("scales", scales), ("rolling_mean", rolling_mean),
+                    ("rolling_variance", rolling_variance)):
+        if a.shape != (c,) or a.dtype != x.dtype:
+            raise ValueError(f"batchnorm {name} is {a.dtype} {a.shape}, expected {x.dtype} ({c},)")
+    m = n * p
+    if train:
+        if m < 2:
+            raise ValueError("batch norm in training needs more than one value per channel "
+                             f"(batch × pixels = {m})")
+        mean = x.mean(axis=(0, 2))
+        centred = x - mean[:, None]
+        var = np.square(centred).mean(axis=(0, 2))
+        rolling_mean *= 1 - MOMENTUM
+        rolling_mean += MOMENTUM * mean
+        rolling_variance *= 1 - MOMENTUM
+        rolling_variance += (MOMENTUM * m / (m - 1)) * var
+    else:
+        centred = x - rolling_mean[:, None]
+        var = rolling_variance
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat = centred
+    x_hat *= inv_std[:, None]
+    return scales[:, None] * x_hat, BatchnormCache(x_hat, inv_std, scales, train)
+
+
+def batchnorm_backward(dy: np.ndarray, cache: BatchnormCache) -> tuple[np.ndarray, np.ndarray]:
+    """(dx (N, C, P), dscales (C,)): the exact gradient of the forward that made `cache`.
+
+    Training: dx = scales·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂)), means over N·P
+    (mean and variance depend on x too).  Evaluation: dx = scales·inv_std·dy.
+    """
+    x_hat = cache.x_hat
+    dscales = np.einsum("ncp,ncp->c", dy, x_hat)
+    k = cache.scales * cache.inv_std                      # (C,)
+    if not cache.train:
+        return dy * k[:, None], dscales
+    m = dy.shape[0] * dy.shape[2]
+    dx = x_hat * (dscales / m)[:, None]                   # x̂·mean(dy·x̂)
+    dx += dy.mean(axis=(0, 2))[:, None]
+    np.subtract(dy, dx, out=dx)
+    dx *= k[:, None]
+    return dx, dscales

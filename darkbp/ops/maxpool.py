@@ -1,0 +1,128 @@
+"""Darknet's max pooling, forward and backward.
+
+Semantics (maxpool_layer.c): out = (H + padding − size)//stride + 1; window
+(oh, ow) covers rows −(padding//2) + oh·stride + [0, size) and likewise for
+columns; a cell outside the input counts as −∞; on ties the first maximum in
+row-major window order wins, and only it receives gradient.  A window lying
+wholly outside the input outputs −∞ and passes no gradient.
+
+The max over a size×size window is taken in two separable passes, along W
+then along H, each a loop over `size` offsets of whole strided views:
+
+    rowmax[n, c, r, ow] = max_j  x[n, c, r, ow·s + j]          (first j on ties)
+    y[n, c, oh, ow]     = max_i  rowmax[n, c, oh·s + i, ow]    (first i on ties)
+
+The winner is the first row holding the window maximum and, in that row, the
+first column holding it: exactly the first maximum in row-major order.  Each
+pass stores the index of its winner (uint8), and backward routes dy back
+through the two passes.  Everything is branch-free arithmetic (masks
+multiplied, not selected): NumPy's masked selects are several times slower on
+data whose winners are random.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class MaxpoolCache(NamedTuple):
+    """What maxpool_backward needs from maxpool_forward."""
+
+    x_shape: tuple           # (N, C, H, W)
+    padded_shape: tuple      # (N, C, Hp, Wp): the −∞-padded input the windows run over
+    top: int                 # padding//2: where x starts inside the padded input
+    size: int
+    stride: int
+    col_winner: np.ndarray   # (N, C, Hp, OW): j of each row's maximum
+    row_winner: np.ndarray   # (N, C, OH, OW): i of each window's maximum row
+
+
+def maxpool_out_size(size_in: int, size: int, stride: int, padding: int) -> int:
+    """Darknet's max-pool output size: (in + padding − size)//stride + 1."""
+    return (size_in + padding - size) // stride + 1
+
+
+def _window_view(a: np.ndarray, axis: int, offset: int, stride: int, count: int) -> np.ndarray:
+    index = [slice(None)] * a.ndim
+    index[axis] = slice(offset, offset + stride * (count - 1) + 1, stride)
+    return a[tuple(index)]
+
+
+def _max_pass(a: np.ndarray, axis: int, size: int, stride: int, count: int):
+    """Max over `size` taps along `axis` at `count` positions; (max, index of the first max)."""
+    best = _window_view(a, axis, 0, stride, count).copy()
+    winner = np.zeros(best.shape, np.min_scalar_type(size - 1))
+    for j in range(1, size):
+        tap = _window_view(a, axis, j, stride, count)
+        better = tap > best  # strict: an equal later tap does not take over
+        np.maximum(best, tap, out=best)
+        # j grows with the loop, so "winner = j where better" is a max: branch-free.
+        np.maximum(winner, better * winner.dtype.type(j), out=winner)
+    return best, winner
+
+
+def _max_pass_backward(dbest: np.ndarray, winner: np.ndarray, shape: tuple, axis: int,
+                       size: int, stride: int) -> np.ndarray:
+    """Send each position's gradient to the tap that won it; sums where taps overlap."""
+    da = np.zeros(shape, dbest.dtype)
+    count = dbest.shape[axis]
+    for j in range(size):
+        view = _window_view(da, axis, j, stride, count)
+        if stride >= size:  # windows do not overlap: each input cell is written once
+            np.multiply(dbest, winner == j, out=view)
+        else:
+            view += dbest * (winner == j)
+    return da
+
+
+def maxpool_forward(x: np.ndarray, size: int, stride: int,
+                    padding: int) -> tuple[np.ndarray, MaxpoolCache]:
+    """y = Darknet max pool of x.
+
+    x: (N, C, H, W). Returns y (N, C, OH, OW), OH = (H + padding − size)//stride + 1
+    (same for W), in x's dtype, and the cache for maxpool_backward.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"maxpool input must be (N, C, H, W), got shape {x.shape}")
+    if size < 1 or stride < 1 or padding < 0:
+        raise ValueError(f"bad maxpool size={size} stride={stride} padding={padding}")
+    n, c, h, w = x.shape
+    out_h = maxpool_out_size(h, size, stride, padding)
+    out_w = maxpool_out_size(w, size, stride, padding)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"maxpool {size}x{size}/{stride} padding {padding} leaves no output on {h}x{w}")
+
+    top = padding // 2
+    span_h = (out_h - 1) * stride + size  # rows the windows cover, from −top
+    span_w = (out_w - 1) * stride + size
+    if top == 0 and span_h <= h and span_w <= w:
+        xp = x  # every window lies inside the input: no −∞ padding needed
+    else:
+        xp = np.full((n, c, span_h, span_w), -np.inf, x.dtype)
+        keep_h, keep_w = max(0, min(h, span_h - top)), max(0, min(w, span_w - top))
+        xp[:, :, top:top + keep_h, top:top + keep_w] = x[:, :, :keep_h, :keep_w]
+
+    rowmax, col_winner = _max_pass(xp, 3, size, stride, out_w)   # (N, C, Hp, OW)
+    y, row_winner = _max_pass(rowmax, 2, size, stride, out_h)    # (N, C, OH, OW)
+    return y, MaxpoolCache(x.shape, xp.shape, top, size, stride, col_winner, row_winner)
+
+
+def maxpool_backward(dy: np.ndarray, cache: MaxpoolCache) -> np.ndarray:
+    """dx (N, C, H, W): each dy goes to its window's first maximum, summed over windows."""
+    n, c, h, w = cache.x_shape
+    _, _, hp, wp = cache.padded_shape
+    if dy.shape != cache.row_winner.shape:
+        raise ValueError(f"maxpool dy has shape {dy.shape}, expected {cache.row_winner.shape}")
+    drowmax = _max_pass_backward(dy, cache.row_winner, cache.col_winner.shape, 2,
+                                 cache.size, cache.stride)
+    dxp = _max_pass_backward(drowmax, cache.col_winner, cache.padded_shape, 3,
+                             cache.size, cache.stride)
+    if cache.padded_shape == cache.x_shape and cache.top == 0:
+        return dxp
+    dx = np.zeros(cache.x_shape, dy.dtype)
+    t = cache.top
+    keep_h, keep_w = max(0, min(h, hp - t)), max(0, min(w, wp - t))
+    dx[:, :, :keep_h, :keep_w] = dxp[:, :, t:t + keep_h, t:t + keep_w]
+    return dx
