@@ -1,0 +1,229 @@
+"""Darknet's activation functions (src/activations.h), each with its true derivative.
+
+    act = ACTIVATIONS["leaky"]            # or activation("leaky")
+    y = act.forward(x)                    # x: any shape, float32 or float64
+    dx = act.backward(x, y, dy)           # dL/dx from dL/dy; x and y from forward
+
+backward gets both the input x and the output y: logistic, loggy and tanh
+use y (σ' = σ(1 − σ)), the rest use x.  Results keep x's dtype; nothing is
+modified in place.  linear returns its argument itself (no copy) in both
+directions, so callers must not write into what they got back.
+
+Darknet computes every gradient from the layer's *output* y
+(gradient_array(l.output, …)); expressed that way each of its formulas is the
+exact derivative of its forward wherever the derivative exists (e.g. elu:
+y + 1 = eˣ for x < 0; lhtan: 1 for 0 < y < 1 ⇔ 0 < x < 1).  darkbp computes
+the same derivative from x, which is more accurate where y loses digits
+(elu/selu far below 0: y + 1 cancels), and at each kink takes the value
+Darknet's formula gives there (noted per function).  Two forwards differ
+from Darknet's C on purpose: tanh uses np.tanh (Darknet's
+(e²ˣ − 1)/(e²ˣ + 1) is nan for x > 44 in float32), and elu/selu use expm1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+SELU_LAMBDA, SELU_ALPHA = 1.0507, 1.6732  # Darknet's truncated constants
+
+
+@dataclass(frozen=True)
+class Activation:
+    """forward(x) -> y; backward(x, y, dy) -> dx."""
+
+    name: str
+    forward: Callable[[np.ndarray], np.ndarray]
+    backward: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _two_slopes(above: np.ndarray, hi: float, lo: float, dy: np.ndarray) -> np.ndarray:
+    """dy·(hi where `above` else lo), branch-free (masked selects are slow on random signs)."""
+    g = above.astype(dy.dtype)
+    g *= hi - lo
+    g += lo
+    g *= dy
+    return g
+
+
+def _pick(cond: np.ndarray, a: float, b: float, like: np.ndarray) -> np.ndarray:
+    """np.where(cond, a, b) in like's dtype (Python floats in np.where would give float64)."""
+    t = like.dtype.type
+    return np.where(cond, t(a), t(b))
+
+
+# --- linear, relu and friends: piecewise linear ------------------------------------
+
+def _linear(x):
+    return x
+
+
+def _linear_back(x, y, dy):
+    return dy
+
+
+def _relu(x):
+    return np.maximum(x, 0)
+
+
+def _relu_back(x, y, dy):  # slope 0 at x = 0, as Darknet's (y > 0)
+    return dy * (x > 0)
+
+
+def _leaky(x):  # x > 0 ? x : .1x
+    return np.maximum(x, 0.1 * x)
+
+
+def _leaky_back(x, y, dy):  # .1 at x = 0
+    return _two_slopes(x > 0, 1.0, 0.1, dy)
+
+
+def _relie(x):  # x > 0 ? x : .01x
+    return np.maximum(x, 0.01 * x)
+
+
+def _relie_back(x, y, dy):
+    return _two_slopes(x > 0, 1.0, 0.01, dy)
+
+
+def _ramp(x):  # x·(x > 0) + .1x: slope 1.1 above 0, .1 below
+    return np.maximum(1.1 * x, 0.1 * x)
+
+
+def _ramp_back(x, y, dy):  # .1 at x = 0
+    return _two_slopes(x > 0, 1.1, 0.1, dy)
+
+
+def _hardtan(x):
+    return np.clip(x, -1, 1)
+
+
+def _hardtan_back(x, y, dy):  # 0 at ±1
+    return dy * ((x > -1) & (x < 1))
+
+
+def _lhtan(x):  # .001x below 0, x on [0, 1], 1 + .001(x − 1) above 1
+    y = np.where(x < 0, 0.001 * x, x)
+    return np.where(x > 1, 0.001 * (x - 1) + 1, y)
+
+
+def _lhtan_back(x, y, dy):  # .001 at 0 and 1
+    return dy * _pick((x > 0) & (x < 1), 1.0, 0.001, x)
+
+
+def _plse(x):  # .01(x + 4) below −4, .125x + .5 on [−4, 4], .01(x − 4) + 1 above 4
+    y = np.where(x < -4, 0.01 * (x + 4), 0.125 * x + 0.5)
+    return np.where(x > 4, 0.01 * (x - 4) + 1, y)
+
+
+def _plse_back(x, y, dy):  # .125 at ±4
+    return dy * _pick((x < -4) | (x > 4), 0.01, 0.125, x)
+
+
+def _stair(x):
+    # n = floor(x): flat floor(x/2) on [2k, 2k+1), rising x − n + floor(x/2) on [2k+1, 2k+2)
+    n = np.floor(x)
+    return np.floor(x / 2) + (np.mod(n, 2) != 0) * (x - n)
+
+
+def _stair_back(x, y, dy):  # 0 at integers (Darknet: floor(y) == y)
+    n = np.floor(x)
+    return dy * ((np.mod(n, 2) != 0) & (x != n))
+
+
+# --- smooth ---------------------------------------------------------------------------
+
+def _logistic(x):
+    y = np.negative(x)
+    with np.errstate(over="ignore"):  # e^{-x} = inf for x ≪ 0 gives y = 0, correctly
+        np.exp(y, out=y)
+    y += 1
+    return np.reciprocal(y, out=y)
+
+
+def _logistic_back(x, y, dy):  # σ(1 − σ)
+    g = 1 - y
+    g *= y
+    g *= dy
+    return g
+
+
+def _loggy(x):  # 2σ(x) − 1
+    y = _logistic(x)
+    y *= 2
+    y -= 1
+    return y
+
+
+def _loggy_back(x, y, dy):  # 2σ(1 − σ) = (1 − y)(1 + y)/2
+    g = 1 - y
+    g *= 1 + y
+    g *= 0.5
+    g *= dy
+    return g
+
+
+def _tanh(x):
+    return np.tanh(x)
+
+
+def _tanh_back(x, y, dy):
+    g = 1 - y * y
+    g *= dy
+    return g
+
+
+def _elu(x):  # x ≥ 0 ? x : eˣ − 1
+    return np.where(x >= 0, x, np.expm1(np.minimum(x, 0)))
+
+
+def _elu_back(x, y, dy):  # x ≥ 0 ? 1 : eˣ, which is e^min(x, 0); 1 at 0
+    return dy * np.exp(np.minimum(x, 0))
+
+
+def _selu(x):  # λ·(x ≥ 0 ? x : α(eˣ − 1))
+    y = np.where(x >= 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+    y *= SELU_LAMBDA
+    return y
+
+
+def _selu_back(x, y, dy):  # λ·(x ≥ 0 ? 1 : α·eˣ); λ at 0
+    g = np.where(x >= 0, x.dtype.type(1), SELU_ALPHA * np.exp(np.minimum(x, 0)))
+    g *= SELU_LAMBDA
+    g *= dy
+    return g
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a for a in (
+        Activation("linear", _linear, _linear_back),
+        Activation("logistic", _logistic, _logistic_back),
+        Activation("loggy", _loggy, _loggy_back),
+        Activation("relu", _relu, _relu_back),
+        Activation("elu", _elu, _elu_back),
+        Activation("selu", _selu, _selu_back),
+        Activation("relie", _relie, _relie_back),
+        Activation("ramp", _ramp, _ramp_back),
+        Activation("leaky", _leaky, _leaky_back),
+        Activation("tanh", _tanh, _tanh_back),
+        Activation("plse", _plse, _plse_back),
+        Activation("stair", _stair, _stair_back),
+        Activation("hardtan", _hardtan, _hardtan_back),
+        Activation("lhtan", _lhtan, _lhtan_back),
+    )
+}
+
+
+def is_activation(name: str) -> bool:
+    """Whether `name` is one of Darknet's activations that darkbp implements."""
+    return name in ACTIVATIONS
+
+
+def activation(name: str) -> Activation:
+    """The activation called `name`; ValueError naming the known ones otherwise."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None

@@ -1,0 +1,103 @@
+"""Activations (darkbp/ops/activations.py) against Darknet's formulas and finite differences."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from darkbp.ops.activations import ACTIVATIONS, activation, is_activation
+from tests import naive
+
+NAMES = sorted(ACTIVATIONS)
+
+# Where each function is not differentiable (or its derivative jumps).
+KINKS = {
+    "relu": [0.0], "leaky": [0.0], "relie": [0.0], "ramp": [0.0], "elu": [0.0], "selu": [0.0],
+    "hardtan": [-1.0, 1.0], "lhtan": [0.0, 1.0], "plse": [-4.0, 4.0],
+    "stair": [float(k) for k in range(-7, 8)],
+}
+
+
+def smooth_points(name, n=160, seed=0):
+    """Points in [−6.5, 6.5] at least 1e-3 away from the function's kinks."""
+    x = np.random.default_rng(seed).uniform(-6.5, 6.5, n)
+    for k in KINKS.get(name, []):
+        x = x[np.abs(x - k) > 1e-3]
+    return x
+
+
+def test_registry_has_darknets_fourteen_names():
+    assert set(ACTIVATIONS) == {"linear", "logistic", "relu", "leaky", "tanh", "elu", "selu", "relie",
+                                "ramp", "plse", "hardtan", "lhtan", "loggy", "stair"}
+    assert set(ACTIVATIONS) == set(naive.DARKNET_ACTIVATE)
+    assert is_activation("leaky") and not is_activation("swish")
+    assert activation("tanh") is ACTIVATIONS["tanh"]
+    with pytest.raises(ValueError, match="logistic"):
+        activation("sigmoid")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_equals_darknet_formula(name):
+    x = np.concatenate([smooth_points(name), KINKS.get(name, [])])
+    expected = np.array([naive.DARKNET_ACTIVATE[name](v) for v in x], dtype=float)
+    np.testing.assert_allclose(ACTIVATIONS[name].forward(x), expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_backward_equals_darknet_gradient_of_output(name):
+    # Darknet evaluates its gradients at the output y; they must agree with ours,
+    # at the kinks too (darkbp takes Darknet's one-sided value there).
+    x = np.concatenate([smooth_points(name), KINKS.get(name, [])])
+    act = ACTIVATIONS[name]
+    y = act.forward(x)
+    dy = np.random.default_rng(1).uniform(0.5, 2, x.shape)
+    expected = np.array([naive.DARKNET_GRADIENT_OF_OUTPUT[name](v) for v in y], dtype=float) * dy
+    np.testing.assert_allclose(act.backward(x, y, dy), expected, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_backward_matches_finite_differences(name):
+    # Elementwise functions: central differences of each element's own f, so that
+    # the round-off of a summed loss does not swamp small derivatives. ε = 1e-4:
+    # saturated tails (tanh'(6) ≈ 2e-5 beside f ≈ 1) need the round-off 1e-16/ε
+    # small, and the truncation error ε²·f'''/6 stays ≈ 1e-8 relative; the points
+    # keep 1e-3 from the kinks, so linear pieces are differenced exactly.
+    x = smooth_points(name, n=120, seed=2)
+    r = np.random.default_rng(3).standard_normal(x.shape)
+    act, eps = ACTIVATIONS[name], 1e-4
+    numeric = r * (act.forward(x + eps) - act.forward(x - eps)) / (2 * eps)
+    assert naive.max_rel_error(act.backward(x, act.forward(x), r), numeric) < 1e-6
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation_preserves_dtype(name, dtype):
+    x = np.linspace(-5.3, 5.3, 24).astype(dtype).reshape(2, 3, 4)
+    act = ACTIVATIONS[name]
+    y = act.forward(x)
+    dx = act.backward(x, y, np.ones_like(x))
+    assert y.dtype == dx.dtype == dtype
+    assert y.shape == dx.shape == x.shape
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_leaves_input_alone(name):
+    x = np.linspace(-3, 3, 13)
+    before = x.copy()
+    ACTIVATIONS[name].forward(x)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_extreme_inputs_stay_finite_and_quiet():
+    x = np.array([-1e4, -100.0, 100.0, 1e4], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in NAMES:
+            act = ACTIVATIONS[name]
+            y = act.forward(x)
+            assert np.all(np.isfinite(y)), name
+            assert np.all(np.isfinite(act.backward(x, y, np.ones_like(x)))), name
+    np.testing.assert_array_equal(ACTIVATIONS["logistic"].forward(x), [0, 0, 1, 1])
+    np.testing.assert_array_equal(ACTIVATIONS["tanh"].forward(x), [-1, -1, 1, 1])
