@@ -22,8 +22,7 @@ from darkbp.layers.convolutional import ConvolutionalLayer
 from darkbp.layers.maxpool import MaxpoolLayer
 from darkbp.layers.softmax import SoftmaxLayer
 from darkbp.ops.activations import ACTIVATIONS
-
-POLICIES = ("constant", "step", "steps", "exp", "poly", "random", "sig")
+from darkbp.schedule import Schedule
 
 
 @dataclass
@@ -36,19 +35,10 @@ class NetConfig:
     width: int = 0
     channels: int = 0
     inputs: int = 0
-    learning_rate: float = 0.001
     momentum: float = 0.9
     decay: float = 0.0001
-    policy: str = "constant"
-    step: int = 1
-    scale: float = 1.0
-    steps: tuple[int, ...] = ()
-    scales: tuple[float, ...] = ()
-    gamma: float = 1.0
-    power: float = 4.0
-    burn_in: int = 0
-    max_batches: int = 0
     ema: float = 0.0
+    schedule: Schedule = field(default_factory=Schedule)   # learning rate, policy, max_batches
     line: int = 0
 
     @property
@@ -108,7 +98,7 @@ class Network:
 
     def cost(self, truth: np.ndarray) -> np.ndarray:
         """Per-image cross-entropy of the last forward pass. truth: (N, outputs)."""
-        return self._cost_layer().cost(truth)
+        return self.cost_layer().cost(truth)
 
     def backward(self, truth: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
         """Add d(Σ_images cost)/d(parameter) into every layer's gradients.
@@ -116,7 +106,7 @@ class Network:
         Returns the gradient with respect to the input when `input_grad` is set
         (gradcheck); training skips that work in the first layer.
         """
-        cost_layer = self._cost_layer()
+        cost_layer = self.cost_layer()
         self.layers[0].need_input_grad = input_grad
         dy = cost_layer.input_grad(np.asarray(truth, dtype=self.dtype))
         for layer in reversed(self.layers[:-1]):
@@ -127,7 +117,7 @@ class Network:
         for layer in self.layers:
             layer.zero_grads()
 
-    def _cost_layer(self) -> SoftmaxLayer:
+    def cost_layer(self) -> SoftmaxLayer:
         last = self.layers[-1] if self.layers else None
         if not isinstance(last, SoftmaxLayer):
             raise DarkbpError("training and gradcheck need a [softmax] as the last layer",
@@ -166,18 +156,8 @@ def _parse_net(section: Section) -> NetConfig:
         height=s.get_int("height", 0, minimum=0),
         width=s.get_int("width", 0, minimum=0),
         channels=s.get_int("channels", 0, minimum=0),
-        learning_rate=s.get_float("learning_rate", 0.001, minimum=0),
         momentum=s.get_float("momentum", 0.9, minimum=0),
         decay=s.get_float("decay", 0.0001, minimum=0),
-        policy=s.get_str("policy", "constant"),
-        step=s.get_int("step", 1, minimum=1),
-        scale=s.get_float("scale", 1.0),
-        steps=s.get_ints("steps"),
-        scales=s.get_floats("scales"),
-        gamma=s.get_float("gamma", 1.0),
-        power=s.get_float("power", 4.0),
-        burn_in=s.get_int("burn_in", 0, minimum=0),
-        max_batches=s.get_int("max_batches", 0, minimum=0),
         ema=s.get_float("ema", 0.0, minimum=0),
         line=s.line,
     )
@@ -190,15 +170,23 @@ def _parse_net(section: Section) -> NetConfig:
                       s.line_of("subdivisions"))
     if config.ema >= 1:
         raise s.error(f"'ema' must be below 1, got {config.ema:g}", s.line_of("ema"))
-    if config.policy not in POLICIES:
-        raise s.error(f"unknown policy '{config.policy}' (one of: {', '.join(POLICIES)})",
-                      s.line_of("policy"))
-    if config.policy == "steps":
-        if not config.steps or not config.scales:
-            raise s.error("policy=steps needs both 'steps' and 'scales'", s.line_of("policy"))
-        if len(config.steps) != len(config.scales):
-            raise s.error(f"'steps' has {len(config.steps)} values but 'scales' has "
-                          f"{len(config.scales)}", s.line_of("scales"))
+    try:
+        config.schedule = Schedule(
+            learning_rate=s.get_float("learning_rate", 0.001, minimum=0),
+            policy=s.get_str("policy", "constant"),
+            step=s.get_int("step", 1, minimum=1),
+            scale=s.get_float("scale", 1.0),
+            steps=s.get_ints("steps"),
+            scales=s.get_floats("scales"),
+            gamma=s.get_float("gamma", 1.0),
+            power=s.get_float("power", 4.0),
+            burn_in=s.get_int("burn_in", 0, minimum=0),
+            max_batches=s.get_int("max_batches", 0, minimum=0),
+        )
+    except DarkbpError as error:
+        if error.file is not None:      # a bad value, already located by the section
+            raise
+        raise s.error(error.message, s.line_of("policy")) from None
     return config
 
 

@@ -46,7 +46,7 @@ BAD_CFGS = [
     ("steps without scales", "[net]\nwidth=2\nheight=2\nchannels=1\npolicy=steps\nsteps=10\n", 5,
      "policy=steps needs both 'steps' and 'scales'"),
     ("steps scales mismatch", "[net]\nwidth=2\nheight=2\nchannels=1\npolicy=steps\n"
-     "steps=10,20\nscales=.1\n", 7, "'steps' has 2 values but 'scales' has 1"),
+     "steps=10,20\nscales=.1\n", 5, "2 steps but 1 scales"),
     ("bad list", "[net]\nwidth=2\nheight=2\nchannels=1\npolicy=steps\nsteps=10,x\nscales=.1,.1\n",
      6, "comma-separated list of whole numbers"),
     ("unknown policy", "[net]\nwidth=2\nheight=2\nchannels=1\npolicy=cosine\n", 5,

@@ -55,9 +55,12 @@ def test_darknet_defaults(write_cfg):
         [softmax]
     """))
     config = net.config
-    assert (config.batch, config.subdivisions, config.learning_rate, config.momentum,
-            config.decay, config.policy, config.max_batches) == (1, 1, 0.001, 0.9, 0.0001,
-                                                                 "constant", 0)
+    assert (config.batch, config.subdivisions, config.momentum, config.decay) == (1, 1, 0.9,
+                                                                                  0.0001)
+    schedule = config.schedule
+    assert (schedule.learning_rate, schedule.policy, schedule.max_batches, schedule.burn_in,
+            schedule.power, schedule.step, schedule.scale, schedule.gamma) == (
+                0.001, "constant", 0, 0, 4.0, 1, 1.0, 1.0)
     conv, pool, conn, soft = net.layers
     # filters 1, size 1, stride 1, pad 0, groups 1, activation logistic (not linear)
     assert (conv.filters, conv.size, conv.stride, conv.padding, conv.groups) == (1, 1, 1, 0, 1)
