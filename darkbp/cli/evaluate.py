@@ -1,0 +1,90 @@
+"""`darkbp eval`: accuracy, per-class accuracy and the confusion matrix on a test split."""
+
+from __future__ import annotations
+
+import click
+import numpy as np
+from rich.markup import escape
+from rich.table import Table
+
+from darkbp.cli import main
+from darkbp.cli.common import load_network, print_rich
+from darkbp.cli.options import threads_option
+from darkbp.datasets import load_dataset
+from darkbp.evaluate import Evaluation, check_fits, evaluate
+from darkbp.weights import load_weights
+
+
+@main.command("eval")
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data", required=True, metavar="mnist|fashion-mnist|PATH",
+              help="The dataset whose test split is classified: a name, or a folder "
+                   "holding the four IDX files.")
+@click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Look for the named dataset in DIR/NAME/ and DIR first.")
+@click.option("--download", is_flag=True,
+              help="Download the named dataset into the cache if it is not found.")
+@click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
+              metavar="N", help="Images per forward pass (bounds the memory used).")
+@threads_option
+def eval_command(cfg: str, weights: str, data: str, data_dir: str | None, download: bool,
+                 batch: int) -> None:
+    """Classify the test split of a dataset with trained weights.
+
+    Prints the accuracy, the accuracy of each class and the confusion matrix
+    (rows: true class, columns: predicted class).
+
+    \b
+    Examples:
+      darkbp eval cfg/mnist.cfg backup/mnist_final.weights --data mnist
+      darkbp eval cfg/mnist.cfg backup/mnist_ema.weights --data fashion-mnist --threads 2
+      darkbp eval cfg/mnist.cfg mnist.weights --data ~/datasets/kmnist --batch 1000
+    """
+    network = load_network(cfg)
+    dataset = load_dataset(data, data_dir=data_dir, download=download)
+    if dataset.notice:
+        click.echo(f"darkbp: {dataset.notice}", err=True)
+    check_fits(network, dataset)
+    network.initialize(0, np.float32)
+    seen = load_weights(weights, network.layers)
+    result = evaluate(network, dataset.test_images, dataset.test_labels, dataset.classes,
+                      batch=batch)
+    click.echo(f"{cfg} with {weights} (trained on {seen:,} images)")
+    split = "test split of the shipped sample" if dataset.is_sample else "test split"
+    where = "" if dataset.name == str(dataset.source) else f" ({dataset.source})"
+    click.echo(f"{dataset.name} {split}{where}: accuracy "
+               f"{result.accuracy:.2%} ({result.correct:,} of {result.count:,} images)")
+    print_rich(_per_class_table(result))
+    print_rich(_confusion_table(result))
+
+
+def _per_class_table(result: Evaluation) -> Table:
+    table = Table(title="per class", title_justify="left")
+    for name, justify in (("class", "left"), ("images", "right"), ("correct", "right"),
+                          ("accuracy", "right")):
+        table.add_column(name, justify=justify)
+    hits = np.diagonal(result.confusion)
+    for label, (count, correct, accuracy) in enumerate(
+            zip(result.class_counts, hits, result.per_class)):
+        table.add_row(_class_name(result, label), f"{count:,}", f"{correct:,}",
+                      "-" if count == 0 else f"{accuracy:.2%}")
+    return table
+
+
+def _confusion_table(result: Evaluation) -> Table:
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)",
+                  title_justify="left")
+    table.add_column("true \\ predicted", justify="left")
+    for label in range(len(result.classes)):
+        table.add_column(str(label), justify="right")
+    for label, row in enumerate(result.confusion):
+        cells = [f"[bold]{n}[/bold]" if j == label else str(n) for j, n in enumerate(row)]
+        table.add_row(_class_name(result, label), *cells)
+    return table
+
+
+def _class_name(result: Evaluation, label: int) -> str:
+    """'3' for a digit, '3 Dress' for a named class: the label heads the confusion columns."""
+    name = result.classes[label]
+    return escape(name) if name == str(label) else f"{label} {escape(name)}"
