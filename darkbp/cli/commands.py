@@ -3,4 +3,6 @@
 # One line per command module (each decorates itself onto `darkbp.cli.main`).
 from darkbp.cli import summary  # noqa: F401,E402
 from darkbp.cli import data  # noqa: F401,E402
+from darkbp.cli import gradcheck  # noqa: F401,E402
+from darkbp.cli import train  # noqa: F401,E402
 from darkbp.cli import evaluate  # noqa: F401,E402

@@ -1,0 +1,106 @@
+"""`darkbp gradcheck` passes on every shipped cfg and fails, naming the layer, on a broken one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from darkbp.cli import main
+from darkbp.gradcheck import gradcheck
+from darkbp.layers.connected import ConnectedLayer
+from darkbp.layers.convolutional import ConvolutionalLayer
+from darkbp.network import parse_network
+from tests.conftest import CFG_DIR
+
+SHIPPED = sorted(CFG_DIR.glob("*.cfg"))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_cfg_passes(path, seed):
+    report = gradcheck(parse_network(path), batch=2, seed=seed)
+    assert report.passed, [row for row in report.rows if not row.passed]
+    # every parameter tensor of every layer and the input were checked
+    expected = [(i, name) for i, layer in enumerate(parse_network(path).layers)
+                for name in layer.param_names] + [(None, "input")]
+    assert [(row.layer, row.tensor) for row in report.rows] == expected
+    assert all(row.checked == min(row.size, 64) for row in report.rows)
+
+
+def test_every_activation_passes(write_cfg):
+    for activation in ["linear", "logistic", "relu", "leaky", "tanh", "elu", "selu", "relie",
+                       "ramp", "plse", "hardtan", "lhtan", "loggy"]:
+        path = write_cfg(f"""
+            [net]
+            width=5
+            height=4
+            channels=2
+            [convolutional]
+            filters=3
+            size=3
+            pad=1
+            activation={activation}
+            [connected]
+            output=4
+            activation={activation}
+            [softmax]
+        """)
+        report = gradcheck(parse_network(path), batch=3, seed=3)
+        assert report.passed, (activation, [r for r in report.rows if not r.passed])
+
+
+def test_softmax_groups_and_temperature(write_cfg):
+    path = write_cfg("""
+        [net]
+        inputs=6
+        [connected]
+        output=8
+        activation=tanh
+        [softmax]
+        groups=2
+        temperature=1.7
+    """)
+    assert gradcheck(parse_network(path), batch=3).passed
+
+
+def _transposed_kernel(original):
+    def backward(self, dy):
+        dx = original(self, dy)
+        self.weight_grads[...] = np.swapaxes(self.weight_grads, 2, 3).copy()
+        return dx
+    return backward
+
+
+def test_a_transposed_kernel_gradient_is_caught(monkeypatch):
+    monkeypatch.setattr(ConvolutionalLayer, "backward",
+                        _transposed_kernel(ConvolutionalLayer.backward))
+    report = gradcheck(parse_network(CFG_DIR / "mnist.cfg"))
+    failed = {(row.layer, row.tensor) for row in report.rows if not row.passed}
+    assert failed == {(0, "weights"), (2, "weights")}
+    assert not report.passed
+
+
+def test_a_dropped_bias_term_is_caught_and_the_cli_exits_1(monkeypatch):
+    original = ConnectedLayer.backward
+
+    def without_bias_grad(self, dy):
+        saved = self.bias_grads.copy()
+        dx = original(self, dy)
+        self.bias_grads[...] = saved          # the bias gradient is never added
+        return dx
+
+    monkeypatch.setattr(ConnectedLayer, "backward", without_bias_grad)
+    result = CliRunner().invoke(main, ["gradcheck", str(CFG_DIR / "mnist.cfg")])
+    assert result.exit_code == 1
+    fail_lines = [line for line in result.stdout.splitlines() if line.endswith("FAIL │")]
+    assert len(fail_lines) == 2                       # the two connected layers' biases
+    assert all("connected" in line and "biases" in line for line in fail_lines)
+    assert "GRADIENT CHECK FAILED" in result.stdout
+
+
+def test_cli_passes_with_exit_0():
+    result = CliRunner().invoke(main, ["gradcheck", str(CFG_DIR / "grouped.cfg"), "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert "all gradients pass" in result.stdout
+    assert "FAIL" not in result.stdout
