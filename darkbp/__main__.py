@@ -1,0 +1,5 @@
+"""`python -m darkbp` runs the `darkbp` command."""
+
+from darkbp.cli import main
+
+main()

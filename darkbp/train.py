@@ -1,0 +1,296 @@
+"""Training: Darknet's SGD over batches and subdivisions, evaluation, EMA, checkpoints, resume.
+
+One update per batch of `batch` images (SPEC section 5): the batch is split into
+`subdivisions` forward/backward passes whose gradients add up, then `SGD.step`
+applies Darknet's rule with the learning rate of the cfg's policy. After each
+epoch the test split is evaluated (raw weights, and EMA weights when EMA is on)
+and checkpoints are written atomically to the output folder:
+
+    NAME_last.weights        raw weights, Darknet's format
+    NAME_ema.weights         bias-corrected EMA weights (with EMA)
+    NAME_last.state.npz      everything `--resume` needs to continue bit for bit
+    NAME_final.weights       raw weights at the end of the run
+    NAME_metrics.jsonl       one JSON object per line
+
+Everything random derives from the seed and a counter (the data order of epoch
+e from (seed, e), the `random` policy of batch b from (seed, b)), so a resumed
+run needs no generator state and ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from darkbp.atomic import atomic_write, ensure_writable_dir
+from darkbp.datasets import Dataset
+from darkbp.ema import EMA
+from darkbp.errors import DarkbpError, RunFailed
+from darkbp.evaluate import check_fits, predict
+from darkbp.network import Network
+from darkbp.sgd import SGD
+from darkbp.weights import load_weights, save_weights
+
+STATE_VERSION = 1
+LOG_EVERY = 50          # batches between two "batch" lines of the metrics log
+
+
+@dataclass
+class TrainOptions:
+    """What the command line decides; None means 'as the cfg says'."""
+
+    out: Path = Path("backup")
+    epochs: int | None = None
+    max_batches: int | None = None
+    ema: float | None = None
+    seed: int = 0
+    resume: bool = False
+    weights: Path | None = None
+
+
+@dataclass
+class BatchReport:
+    batch_num: int          # updates done, including this one
+    total_batches: int
+    epoch: int              # 1-based epoch this batch belongs to
+    loss: float             # mean cross-entropy over the batch's images
+    lr: float
+    images_per_s: float
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    batch_num: int
+    accuracy: float
+    ema_accuracy: float | None
+    loss: float             # mean training loss over the epoch
+    wall_time: float
+
+
+class TrainListener:
+    """Receives progress; the CLI renders it, tests record it. Every method is optional."""
+
+    def start(self, trainer: "Trainer") -> None: ...
+    def batch(self, report: BatchReport) -> None: ...
+    def epoch(self, report: EpochReport) -> None: ...
+    def saved(self, paths: list[Path]) -> None: ...
+
+
+class Trainer:
+    """Trains `network` (float32) on `dataset` as the cfg and `options` say."""
+
+    def __init__(self, network: Network, dataset: Dataset, options: TrainOptions,
+                 listener: TrainListener | None = None):
+        self.network, self.dataset, self.options = network, dataset, options
+        self.listener = listener or TrainListener()
+        config = network.config
+        check_fits(network, dataset)
+        network.cost_layer()        # training needs a softmax at the end
+        self.out = ensure_writable_dir(options.out)
+        self.batch = config.mini_batch * config.subdivisions     # B, as Darknet updates with
+        self.batches_per_epoch = len(dataset.train_labels) // self.batch
+        if self.batches_per_epoch == 0:
+            raise DarkbpError(f"batch={config.batch} is larger than the {len(dataset.train_labels)} "
+                              "training images", file=network.file, line=config.line)
+        self.total_batches = self._total_batches()
+        self.schedule = dataclasses.replace(config.schedule, max_batches=self.total_batches)
+        self.ema_decay = config.ema if options.ema is None else options.ema
+        if not 0 <= self.ema_decay < 1:
+            raise DarkbpError(f"--ema must be in [0, 1), got {self.ema_decay:g}")
+
+        network.initialize(options.seed, np.float32)
+        if options.weights is not None:
+            load_weights(options.weights, network.layers)
+        self.sgd = SGD(network.layers, config.momentum, config.decay, self.batch)
+        self.ema = EMA(network.layers, self.ema_decay) if self.ema_decay else None
+        self.batch_num = 0
+        self.epoch = 0
+        self.elapsed = 0.0          # training wall time over all runs, for the metrics log
+        if options.resume:
+            self._load_state()
+
+        # Scale once, outside the loop: pixels to [0, 1], labels to one-hot rows.
+        self.train_x = _images(dataset.train_images)
+        self.train_truth = np.eye(network.outputs, dtype=np.float32)[dataset.train_labels]
+
+    # ------------------------------------------------------------------ paths
+    def path(self, kind: str) -> Path:
+        suffix = {"state": "_last.state.npz", "metrics": "_metrics.jsonl"}.get(kind, f"_{kind}.weights")
+        return self.out / f"{self.network.name}{suffix}"
+
+    def _total_batches(self) -> int:
+        if self.options.epochs is not None:
+            return self.options.epochs * self.batches_per_epoch
+        if self.options.max_batches is not None:
+            return self.options.max_batches
+        if self.network.config.schedule.max_batches:
+            return self.network.config.schedule.max_batches
+        raise DarkbpError("the cfg sets no max_batches: give --epochs or --max-batches",
+                          file=self.network.file, line=self.network.config.line)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> EpochReport | None:
+        """Train until total_batches; returns the last epoch's report."""
+        self.listener.start(self)
+        self._log({"event": "start", "cfg": self.network.file, "data": self.dataset.name,
+                   "data_source": str(self.dataset.source), "sample": self.dataset.is_sample,
+                   "batch": self.batch, "subdivisions": self.network.config.subdivisions,
+                   "total_batches": self.total_batches, "batch_num": self.batch_num,
+                   "ema": self.ema_decay, "seed": self.options.seed})
+        report = None
+        # Overflow shows up as a non-finite loss, which stops the run with a clear message.
+        with np.errstate(over="ignore", invalid="ignore"):
+            while self.batch_num < self.total_batches:
+                report = self._run_epoch()
+        self._save(final=True)
+        return report
+
+    def _run_epoch(self) -> EpochReport:
+        config = self.network.config
+        epoch = self.epoch + 1
+        order = np.random.default_rng([self.options.seed, epoch]).permutation(
+            len(self.train_truth))
+        first = self.batch_num - self.epoch * self.batches_per_epoch   # > 0 only if resumed mid-way
+        last = min(self.batches_per_epoch, self.total_batches - self.epoch * self.batches_per_epoch)
+        started = time.perf_counter()
+        losses, lr = [], None
+        window_start = started
+        for index in range(first, last):
+            tic = time.perf_counter()
+            lr = self.schedule.rate(self.batch_num,
+                                    np.random.default_rng([self.options.seed, 1, self.batch_num]))
+            images = order[index * self.batch:(index + 1) * self.batch]
+            loss = 0.0
+            for part in np.split(images, config.subdivisions):
+                self.network.forward(self.train_x[part], train=True)
+                truth = self.train_truth[part]
+                loss += float(self.network.cost(truth).sum())
+                self.network.backward(truth)
+            loss /= self.batch
+            if not math.isfinite(loss):
+                raise RunFailed(self._diverged_message(loss, epoch))
+            self.sgd.step(lr)
+            if self.ema is not None:
+                self.ema.update()
+            self.batch_num += 1
+            losses.append(loss)
+            report = BatchReport(self.batch_num, self.total_batches, epoch, loss, lr,
+                                 self.batch / (time.perf_counter() - tic))
+            self.listener.batch(report)
+            if self.batch_num % LOG_EVERY == 0:
+                window = losses[-LOG_EVERY:]
+                now = time.perf_counter()
+                self._log({"event": "batch", "batch_num": self.batch_num, "epoch": epoch,
+                           "loss": float(np.mean(window)), "lr": lr,
+                           "images_per_s": len(window) * self.batch / (now - window_start),
+                           "wall_time": self.elapsed + now - started})
+                window_start = now
+        epoch_time = time.perf_counter() - started
+        self.elapsed += epoch_time
+        self.epoch = epoch
+        report = EpochReport(epoch=epoch, batch_num=self.batch_num,
+                             accuracy=self.test_accuracy(),
+                             ema_accuracy=self.test_accuracy(ema=True) if self.ema else None,
+                             loss=float(np.mean(losses)) if losses else float("nan"),
+                             wall_time=self.elapsed)
+        self._log({"event": "epoch", **dataclasses.asdict(report), "lr": lr,
+                   "images_per_s": len(losses) * self.batch / epoch_time})
+        self._save(final=False)
+        self.listener.epoch(report)
+        return report
+
+    def test_accuracy(self, ema: bool = False) -> float:
+        """Accuracy on the test split, with the raw or the EMA weights."""
+        def accuracy():
+            predicted = predict(self.network, self.dataset.test_images)
+            return float(np.mean(predicted == self.dataset.test_labels))
+        if not ema:
+            return accuracy()
+        with self.ema.swapped_in():
+            return accuracy()
+
+    def _diverged_message(self, loss: float, epoch: int) -> str:
+        kept = self.path("last")
+        keep = (f"the last good checkpoint {kept} (epoch {self.epoch}) is kept"
+                if kept.exists() else "no checkpoint had been written yet")
+        return (f"the loss became {loss} at batch {self.batch_num + 1} (epoch {epoch}); "
+                f"training stopped and {keep}. Try a lower learning_rate or a burn_in.")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, final: bool) -> None:
+        seen = self.batch_num * self.batch
+        layers = self.network.layers
+        saved = [self.path("state")]
+        atomic_write(saved[0], lambda f: np.savez(f, **self._state()))
+        save_weights(self.path("last"), layers, seen)
+        saved.append(self.path("last"))
+        if self.ema is not None:
+            with self.ema.swapped_in():
+                save_weights(self.path("ema"), layers, seen)
+            saved.append(self.path("ema"))
+        if final:
+            save_weights(self.path("final"), layers, seen)
+            saved.append(self.path("final"))
+        self.listener.saved(saved)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        """Everything a resume needs, in one file so it can never disagree with itself."""
+        state = {"version": np.array(STATE_VERSION), "batch_num": np.array(self.batch_num),
+                 "epoch": np.array(self.epoch), "seed": np.array(self.options.seed),
+                 "elapsed": np.array(self.elapsed), "ema_decay": np.array(self.ema_decay)}
+        for i, layer in enumerate(self.network.layers):
+            for name in (*layer.param_names, *layer.state_names):
+                state[f"net.{i}.{name}"] = getattr(layer, name)
+        state.update(self.sgd.state_dict())
+        if self.ema is not None:
+            state.update(self.ema.state_dict())
+        return state
+
+    def _load_state(self) -> None:
+        path = self.path("state")
+        if not path.exists():
+            raise DarkbpError(f"nothing to resume: {path} does not exist")
+        try:
+            with np.load(path) as npz:
+                state = {key: npz[key] for key in npz.files}
+        except (OSError, ValueError) as error:
+            raise DarkbpError(f"cannot read the training state: {error}", file=str(path)) from None
+        if int(state.get("version", -1)) != STATE_VERSION:
+            raise DarkbpError("not a darkbp training state of this version", file=str(path))
+        if int(state["seed"]) != self.options.seed or float(state["ema_decay"]) != self.ema_decay:
+            raise DarkbpError(f"the run in {self.out} used --seed {int(state['seed'])} and --ema "
+                              f"{float(state['ema_decay']):g}; resume with the same options",
+                              file=str(path))
+        for i, layer in enumerate(self.network.layers):
+            for name in (*layer.param_names, *layer.state_names):
+                key = f"net.{i}.{name}"
+                target = getattr(layer, name)
+                if key not in state or state[key].shape != target.shape:
+                    raise DarkbpError(f"the training state does not fit {self.network.file} "
+                                      f"(layer {i} {name})", file=str(path))
+                target[...] = state[key]
+        self.sgd.load_state_dict(state)
+        if self.ema is not None:
+            self.ema.load_state_dict(state)
+        self.batch_num = int(state["batch_num"])
+        self.epoch = int(state["epoch"])
+        self.elapsed = float(state["elapsed"])
+
+    def _log(self, record: dict) -> None:
+        record = {"time": time.time(), **record}
+        with open(self.path("metrics"), "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+
+def _images(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]."""
+    return (images.astype(np.float32) / np.float32(255))[:, None, :, :]

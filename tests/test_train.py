@@ -1,0 +1,225 @@
+"""Training end to end on the MNIST sample shipped in data/: determinism, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from darkbp.cli import main
+from darkbp.datasets import load_dataset
+from darkbp.errors import DarkbpError, RunFailed
+from darkbp.network import parse_network
+from darkbp.train import Trainer, TrainOptions
+from tests.conftest import CFG_DIR, ROOT
+
+SAMPLE = ROOT / "data" / "mnist-sample"
+
+SMALL_CFG = """
+[net]
+batch=32
+subdivisions=2
+width=28
+height=28
+channels=1
+learning_rate=0.05
+momentum=0.9
+decay=0.0005
+policy=steps
+steps=100,150
+scales=.5,.5
+
+[convolutional]
+filters=4
+size=5
+stride=2
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[connected]
+output=10
+activation=linear
+
+[softmax]
+"""
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_dataset(str(SAMPLE))
+
+
+def _train(tmp_path, cfg_text, dataset, **options):
+    path = tmp_path / "small.cfg"
+    path.write_text(cfg_text)
+    trainer = Trainer(parse_network(path), dataset, TrainOptions(**options))
+    trainer.run()
+    return trainer
+
+
+def test_learns_and_writes_checkpoints(tmp_path, sample):
+    out = tmp_path / "out"
+    trainer = _train(tmp_path, SMALL_CFG, sample, out=out, epochs=2, ema=0.99)
+    assert trainer.batches_per_epoch == 4000 // 32
+    assert trainer.batch_num == 2 * 125
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["small_ema.weights", "small_final.weights", "small_last.state.npz",
+                     "small_last.weights", "small_metrics.jsonl"]
+    records = [json.loads(line) for line in (out / "small_metrics.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "start" and records[0]["data_source"] == str(SAMPLE)
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert epochs[-1]["accuracy"] > 0.85          # a tiny net on 4,000 digits, two epochs
+    assert epochs[-1]["ema_accuracy"] > 0.85
+    batches = [r for r in records if r["event"] == "batch"]
+    assert [r["batch_num"] for r in batches] == [50, 100, 150, 200, 250]
+    # The update that makes batch_num 150 ran with batch_num 149: only the step at 100 applies.
+    assert batches[2]["lr"] == pytest.approx(0.05 * 0.5)
+    assert batches[3]["lr"] == pytest.approx(0.05 * 0.5 * 0.5)
+    assert {"loss", "images_per_s", "wall_time", "epoch"} <= set(batches[0])
+    # seen in the header = updates x batch
+    header = np.frombuffer((out / "small_final.weights").read_bytes()[:20], "<i4")
+    assert header[:3].tolist() == [0, 2, 0]
+    assert int(np.frombuffer((out / "small_final.weights").read_bytes()[12:20], "<u8")[0]) == 250 * 32
+
+
+def test_same_seed_same_weights_bit_for_bit(tmp_path, sample):
+    a = _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "a", max_batches=30, seed=5)
+    b = _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "b", max_batches=30, seed=5)
+    c = _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "c", max_batches=30, seed=6)
+    assert a.path("final").read_bytes() == b.path("final").read_bytes()
+    assert a.path("final").read_bytes() != c.path("final").read_bytes()
+
+
+def test_resume_in_process_equals_uninterrupted(tmp_path, sample):
+    whole = _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "whole", epochs=3, ema=0.9)
+    _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "part", epochs=1, ema=0.9)
+    resumed = _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "part", epochs=3, ema=0.9,
+                     resume=True)
+    for kind in ("final", "ema"):
+        assert resumed.path(kind).read_bytes() == whole.path(kind).read_bytes()
+
+
+def _run_cli(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "darkbp", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
+    cfg = tmp_path / "small.cfg"
+    cfg.write_text(SMALL_CFG)
+    args = ["train", str(cfg), "--data", str(SAMPLE), "--epochs", "6", "--ema", "0.99",
+            "--seed", "3"]
+    whole = _run_cli(args + ["--out", str(tmp_path / "whole")])
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    out = tmp_path / "killed"
+    run = _run_cli(args + ["--out", str(out)])
+    state = out / "small_last.state.npz"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)                                   # into the next epoch
+    assert run.poll() is None, "the run ended before it could be killed"
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (out / "small_final.weights").exists()
+
+    resumed = _run_cli(args + ["--out", str(out), "--resume"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    for name in ("small_final.weights", "small_ema.weights"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample, monkeypatch):
+    path = tmp_path / "small.cfg"
+    path.write_text(SMALL_CFG)
+    out = tmp_path / "out"
+    network = parse_network(path)
+    trainer = Trainer(network, sample, TrainOptions(out=out, epochs=3))
+    original_cost = network.cost
+    calls = {"n": 0}
+
+    def poisoned(truth):
+        calls["n"] += 1
+        losses = original_cost(truth)
+        return losses * np.nan if calls["n"] > 2 * 125 + 20 else losses    # mid epoch 2
+    monkeypatch.setattr(network, "cost", poisoned)
+    with pytest.raises(RunFailed, match=r"the loss became nan at batch 136 \(epoch 2\)") as caught:
+        trainer.run()
+    assert "small_last.weights (epoch 1) is kept" in str(caught.value)
+    seen = np.frombuffer(trainer.path("last").read_bytes()[12:20], "<u8")[0]
+    assert seen == 125 * 32                          # the checkpoint of epoch 1, untouched
+    assert not trainer.path("final").exists()
+
+
+def test_diverging_run_exits_1_with_a_clear_message(tmp_path):
+    cfg = tmp_path / "hot.cfg"
+    cfg.write_text(SMALL_CFG.replace("learning_rate=0.05", "learning_rate=1e30"))
+    result = CliRunner().invoke(main, ["train", str(cfg), "--data", str(SAMPLE), "--epochs", "1",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "the loss became" in result.stderr
+    assert "no checkpoint had been written yet" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unwritable_output_folder_fails_before_training(tmp_path, sample):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cfg = tmp_path / "small.cfg"
+    cfg.write_text(SMALL_CFG)
+    result = CliRunner().invoke(main, ["train", str(cfg), "--data", str(SAMPLE), "--epochs", "1",
+                                       "--out", str(blocker / "out")])
+    assert result.exit_code == 2
+    assert str(blocker / "out") in result.stderr
+    assert "epoch" not in result.stderr
+
+
+def test_resume_without_a_state_is_an_error(tmp_path, sample):
+    path = tmp_path / "small.cfg"
+    path.write_text(SMALL_CFG)
+    with pytest.raises(DarkbpError, match="nothing to resume"):
+        Trainer(parse_network(path), sample, TrainOptions(out=tmp_path, epochs=1, resume=True))
+
+
+def test_no_length_is_an_error(tmp_path, sample):
+    path = tmp_path / "small.cfg"
+    path.write_text(SMALL_CFG)
+    with pytest.raises(DarkbpError, match="give --epochs or --max-batches"):
+        Trainer(parse_network(path), sample, TrainOptions(out=tmp_path))
+
+
+def test_weights_option_starts_from_a_file(tmp_path, sample):
+    first = _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "a", max_batches=20)
+    path = tmp_path / "small.cfg"
+    network = parse_network(path)
+    trainer = Trainer(network, sample, TrainOptions(out=tmp_path / "b", max_batches=1,
+                                                    weights=first.path("final")))
+    assert trainer.test_accuracy() == first.test_accuracy()
+
+
+def test_cli_falls_back_to_the_sample_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("DARKBP_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = tmp_path / "small.cfg"
+    cfg.write_text(SMALL_CFG)
+    result = CliRunner().invoke(main, ["train", str(cfg), "--data", "mnist", "--max-batches",
+                                       "3", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "sample shipped with darkbp" in result.stderr
+    assert "darkbp data fetch mnist" in result.stderr
+    record = json.loads((tmp_path / "out" / "small_metrics.jsonl").read_text().splitlines()[0])
+    assert record["sample"] is True
