@@ -39,7 +39,7 @@ CASES = [
 @pytest.fixture(params=im2col.LAYOUTS)
 def layout(request, monkeypatch):
     """Run a test under each column layout, whatever choose_layout would pick."""
-    monkeypatch.setattr(conv, "choose_layout", lambda batch, out_w: request.param)
+    monkeypatch.setattr(conv, "choose_layout", lambda *shape: request.param)
     return request.param
 
 
@@ -81,7 +81,7 @@ def conv_shapes(draw):
        layout=st.sampled_from(im2col.LAYOUTS))
 def test_conv_equals_naive_random_shapes(shape, seed, layout):
     original = conv.choose_layout
-    conv.choose_layout = lambda batch, out_w: layout
+    conv.choose_layout = lambda *shape: layout
     try:
         check_against_naive(np.random.default_rng(seed), *shape)
     finally:
@@ -144,9 +144,11 @@ def test_conv_accepts_non_contiguous_input():
 
 def test_choose_layout_uses_both():
     # Which layout is faster is a benchmark question; both must be reachable.
-    assert im2col.choose_layout(64, 8) == "CHWN"
-    assert im2col.choose_layout(64, 24) == "CNHW"
-    assert im2col.choose_layout(1, 8) == "CNHW"
+    assert im2col.choose_layout(64, 8, 5, 1) == "CHWN"
+    assert im2col.choose_layout(64, 24, 5, 1) == "NCHW"
+    assert im2col.choose_layout(1, 8, 5, 1) == "NCHW"
+    assert im2col.choose_layout(64, 8, 3, 2) == "CHWN"
+    assert im2col.choose_layout(64, 8, 1, 1) == "NCHW"
 
 
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding,groups", [

@@ -1,18 +1,18 @@
-"""Grouped 2-D convolution, forward and backward, as im2col + one batched GEMM.
+"""Grouped 2-D convolution, forward and backward, as im2col + batched GEMM.
 
 Weights are Darknet's (F, C/G, size, size): filter f belongs to group
 g = f // (F/G) and sees input channels [g·C/G, (g+1)·C/G).  No bias here (the
-layer adds it).  The whole batch is one matrix product per group, and the G
-groups are one `np.matmul` over a leading group axis:
+layer adds it).  Every product is one `np.matmul` over a leading (B, G) batch
+(B = N or 1, see `_gemm_batch`), never a Python loop over images or groups:
 
-    y[g]      = W[g]   @ cols[g]        (Fg, Kg) @ (Kg, M)  -> (Fg, M)
-    dW[g]     = dy[g]  @ cols[g]ᵀ       (Fg, M)  @ (M, Kg)  -> (Fg, Kg)
-    dcols[g]  = W[g]ᵀ  @ dy[g]          (Kg, Fg) @ (Fg, M)  -> (Kg, M), then col2im
+    y[b, g]     = W[g]      @ cols[b, g]     (Fg, Kg) @ (Kg, M)  -> (Fg, M)
+    dW[g]       = Σ_b dy[b, g] @ cols[b, g]ᵀ  (Fg, M)  @ (M, Kg)  -> (Fg, Kg)
+    dcols[b, g] = W[g]ᵀ     @ dy[b, g]       (Kg, Fg) @ (Fg, M)  -> (Kg, M), then col2im
 
-with Kg = C/G·size·size and M = N·OH·OW.  dW sums over the batch (the gradient
-of a summed loss).  dx is col2im of dcols: the adjoint of im2col, i.e. the
-"full convolution with the 180°-rotated kernel over the stride-dilated deltas"
-of the course notes, computed without materialising the dilated deltas.
+with Kg = C/G·size·size.  dW sums over the batch (the gradient of a summed
+loss).  dx is col2im of dcols: the adjoint of im2col, i.e. the "full
+convolution with the 180°-rotated kernel over the stride-dilated deltas" of the
+course notes, without materialising the dilated deltas.
 """
 
 from __future__ import annotations
@@ -25,19 +25,20 @@ from darkbp.ops.im2col import (
     choose_layout,
     col2im,
     conv_out_size,
-    from_channel_major,
+    from_layout,
     im2col,
-    to_channel_major,
+    layout_shape,
+    to_layout,
 )
 
 
 class ConvCache(NamedTuple):
     """What conv_backward needs from conv_forward."""
 
-    cols: np.ndarray         # (G, C/G·size·size, M): the padded input's columns, M in `layout` order
+    cols: np.ndarray         # (B, G, C/G·size·size, M): the padded input's columns (see _gemm_batch)
     x_shape: tuple           # (N, C, H, W)
     out_hw: tuple            # (OH, OW)
-    layout: str              # "CNHW" or "CHWN" (see im2col.py)
+    layout: str              # "NCHW" or "CHWN" (see im2col.py)
     size: int
     stride: int
     padding: int
@@ -60,9 +61,21 @@ def _check(x: np.ndarray, weights: np.ndarray, stride: int, padding: int, groups
         raise ValueError(f"bad stride={stride} or padding={padding}")
 
 
-def _rest(layout: str, n: int, h: int, w: int) -> tuple[int, int, int]:
-    """The non-channel axes of a channel-major array, in `layout` order."""
-    return (n, h, w) if layout == "CNHW" else (h, w, n)
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.matmul; a contraction over a length-1 axis (depthwise dcols, Fg = 1) is done
+    as a broadcast product, which NumPy's matmul runs ~5x slower (no BLAS)."""
+    if a.shape[-1] == 1:
+        return a * b
+    return np.matmul(a, b)
+
+
+def _gemm_batch(layout: str, n: int) -> int:
+    """B, the matmul batch: one GEMM per image in NCHW, one for the whole batch in CHWN.
+
+    Columns are then (B, G, Kg, M) with M = OH·OW (NCHW) or OH·OW·N (CHWN), and
+    y = W @ cols broadcasts the (G, Fg, Kg) weights over B.
+    """
+    return n if layout == "NCHW" else 1
 
 
 def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
@@ -71,7 +84,7 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
 
     x: (N, C, H, W); weights: (F, C/groups, size, size), same dtype as x.
     Returns y (N, F, OH, OW) with OH = (H + 2·padding − size)//stride + 1 (same
-    for W), in x's dtype, and the cache for conv_backward.
+    for W), C-contiguous in x's dtype, and the cache for conv_backward.
     """
     _check(x, weights, stride, padding, groups)
     n, c, h, w = x.shape
@@ -80,17 +93,17 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
     out_w = conv_out_size(w, size, stride, padding)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"conv {size}x{size}/{stride} pad {padding} leaves no output on {h}x{w}")
-    layout = choose_layout(n, out_w)
+    layout = choose_layout(n, out_w, size, stride)
 
-    xc = to_channel_major(x, layout, padding)
+    xp = to_layout(x, layout, padding)
     if size == 1 and stride == 1:
-        cols = xc  # a 1x1 stride-1 conv is a plain GEMM over the (padded) input
+        cols = xp  # a 1x1 stride-1 conv is a plain GEMM over the (padded) input
     else:
-        cols = im2col(xc, size, stride, out_h, out_w, layout)
+        cols = im2col(xp, size, stride, out_h, out_w, layout)
     kg = cg * size * size
-    cols = cols.reshape(groups, kg, -1)                          # (G, Kg, M)
-    y = np.matmul(weights.reshape(groups, f // groups, kg), cols)  # (G, Fg, M) = (F, M)
-    y = from_channel_major(y.reshape(f, *_rest(layout, n, out_h, out_w)), layout)
+    cols = cols.reshape(_gemm_batch(layout, n), groups, kg, -1)         # (B, G, Kg, M)
+    y = _matmul(weights.reshape(groups, f // groups, kg), cols)        # (B, G, Fg, M)
+    y = from_layout(y.reshape(layout_shape(layout, n, f, out_h, out_w)), layout)
     return y, ConvCache(cols, (n, c, h, w), (out_h, out_w), layout, size, stride, padding, groups)
 
 
@@ -108,19 +121,24 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
     if dy.shape != (n, f, out_h, out_w):
         raise ValueError(f"conv dy has shape {dy.shape}, expected {(n, f, out_h, out_w)}")
     g, layout, size, p = cache.groups, cache.layout, cache.size, cache.padding
-    kg = cache.cols.shape[1]
+    b, kg = cache.cols.shape[0], cache.cols.shape[2]
 
-    dyc = to_channel_major(dy, layout).reshape(g, f // g, -1)        # (G, Fg, M)
-    dweights = np.matmul(dyc, cache.cols.transpose(0, 2, 1)).reshape(weights.shape)
+    dyc = to_layout(dy, layout).reshape(b, g, f // g, -1)              # (B, G, Fg, M)
+    # dWᵀ = cols @ dyᵀ: ~15% faster in OpenBLAS than dy @ colsᵀ for these shapes.
+    dweights_t = np.matmul(cache.cols, dyc.swapaxes(-1, -2))           # (B, G, Kg, Fg)
+    dweights_t = dweights_t[0] if b == 1 else dweights_t.sum(axis=0)
+    dweights = np.ascontiguousarray(dweights_t.swapaxes(-1, -2)).reshape(weights.shape)
     if not need_dx:
         return None, dweights
 
     wg = weights.reshape(g, f // g, kg)
-    dcols = np.matmul(wg.transpose(0, 2, 1), dyc)                   # (G, Kg, M)
-    padded = (c, *_rest(layout, n, h + 2 * p, w + 2 * p))
+    dcols = _matmul(wg.swapaxes(-1, -2), dyc)                          # (B, G, Kg, M)
+    padded = layout_shape(layout, n, c, h + 2 * p, w + 2 * p)
     if size == 1 and cache.stride == 1:
-        dxc = dcols.reshape(padded)
+        dxp = dcols.reshape(padded)
     else:
-        dcols = dcols.reshape(c, size, size, *_rest(layout, n, out_h, out_w))
-        dxc = col2im(dcols, padded, cache.stride, layout)
-    return from_channel_major(dxc, layout, p), dweights
+        ncols = layout_shape(layout, n, c, out_h, out_w)
+        ch = 1 if layout == "NCHW" else 0
+        dxp = col2im(dcols.reshape(*ncols[:ch + 1], size, size, *ncols[ch + 1:]),
+                     padded, cache.stride, layout)
+    return from_layout(dxp, layout, p), dweights

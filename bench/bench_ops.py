@@ -1,0 +1,189 @@
+"""Micro-benchmark of darkbp's kernels against PyTorch CPU, forward + backward.
+
+    python bench/bench_ops.py [--threads 1] [--batch 64] [--repeat 50] [--mallopt]
+
+Times LeNet's two convolutions (conv 20 5x5 on 28x28x1, conv 50 5x5 on
+12x12x20), its two 2x2 max pools, a batch norm and a softmax + cross-entropy,
+float32, median of --repeat runs.  The first conv computes no input gradient
+(it is a network's first layer), in darkbp and in torch alike.  The conv rows
+also time both column layouts, to check `choose_layout`.  The script re-runs
+itself with OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS set, so
+BLAS honours --threads.
+
+--mallopt keeps freed memory in glibc's heap (M_MMAP_THRESHOLD and
+M_TRIM_THRESHOLD raised): otherwise glibc hands the kernels' multi-MB
+temporaries back to the OS after each call and page-faults them in again on
+the next (~1500 faults, ~2-3 ms, per LeNet conv2 forward+backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def keep_freed_memory():
+    """glibc: serve big arrays from the heap and never trim it (mallopt, Linux only)."""
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+def median_ms(fn, repeat):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def darkbp_cases(batch):
+    from darkbp.ops import conv, im2col
+    from darkbp.ops.batchnorm import batchnorm_backward, batchnorm_forward
+    from darkbp.ops.maxpool import maxpool_backward, maxpool_forward
+    from darkbp.ops.softmax import cross_entropy, softmax_cross_entropy_backward, softmax_forward
+
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    cases = {}
+
+    def conv_case(c, hw, f, size, need_dx, layout=None):
+        x = rng.standard_normal((batch, c, hw, hw)).astype(f32)
+        w = rng.standard_normal((f, c, size, size)).astype(f32)
+        out = hw - size + 1
+        dy = rng.standard_normal((batch, f, out, out)).astype(f32)
+
+        def run():
+            original = conv.choose_layout
+            if layout:
+                conv.choose_layout = lambda *shape: layout
+            try:
+                _, cache = conv.conv_forward(x, w, 1, 0, 1)
+                conv.conv_backward(dy, cache, w, need_dx=need_dx)
+            finally:
+                conv.choose_layout = original
+        return run
+
+    for name, args in (("conv1 20 5x5 28x28x1", (1, 28, 20, 5, False)),
+                       ("conv2 50 5x5 12x12x20", (20, 12, 50, 5, True))):
+        cases[name] = conv_case(*args)
+        for layout in im2col.LAYOUTS:
+            cases[f"  {name} [{layout}]"] = conv_case(*args, layout=layout)
+
+    def pool_case(c, hw):
+        x = rng.standard_normal((batch, c, hw, hw)).astype(f32)
+
+        def run():
+            y, cache = maxpool_forward(x, 2, 2, 0)
+            maxpool_backward(np.ones_like(y), cache)
+        return run
+
+    cases["maxpool 2/2 24x24x20"] = pool_case(20, 24)
+    cases["maxpool 2/2 8x8x50"] = pool_case(50, 8)
+
+    xb = rng.standard_normal((batch, 20, 576)).astype(f32)
+    scales = np.ones(20, f32)
+
+    def bn():
+        y, cache = batchnorm_forward(xb, scales, np.zeros(20, f32), np.ones(20, f32), True)
+        batchnorm_backward(y, cache)
+    cases["batchnorm 24x24x20"] = bn
+
+    logits = rng.standard_normal((batch, 10)).astype(f32)
+    truth = np.eye(10, dtype=f32)[rng.integers(0, 10, batch)]
+
+    def sm():
+        p = softmax_forward(logits)
+        cross_entropy(p, truth)
+        softmax_cross_entropy_backward(p, truth, 1, 1.0)
+    cases["softmax+xent 10"] = sm
+    return cases
+
+
+def torch_cases(batch, threads):
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return {}
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    cases = {}
+
+    def conv_case(c, hw, f, size, need_dx):
+        x = torch.randn(batch, c, hw, hw, generator=g, requires_grad=need_dx)
+        w = torch.randn(f, c, size, size, generator=g, requires_grad=True)
+        out = hw - size + 1
+        dy = torch.randn(batch, f, out, out, generator=g)
+        inputs = [x, w] if need_dx else [w]
+        return lambda: torch.autograd.grad(F.conv2d(x, w), inputs, dy)
+
+    cases["conv1 20 5x5 28x28x1"] = conv_case(1, 28, 20, 5, False)
+    cases["conv2 50 5x5 12x12x20"] = conv_case(20, 12, 50, 5, True)
+
+    def pool_case(c, hw):
+        x = torch.randn(batch, c, hw, hw, generator=g, requires_grad=True)
+
+        def run():
+            y = F.max_pool2d(x, 2, 2)
+            torch.autograd.grad(y, [x], torch.ones_like(y))
+        return run
+
+    cases["maxpool 2/2 24x24x20"] = pool_case(20, 24)
+    cases["maxpool 2/2 8x8x50"] = pool_case(50, 8)
+
+    xb = torch.randn(batch, 20, 24, 24, generator=g, requires_grad=True)
+    wb = torch.ones(20, requires_grad=True)
+    rm, rv = torch.zeros(20), torch.ones(20)
+
+    def bn():
+        y = F.batch_norm(xb, rm, rv, wb, None, training=True, momentum=0.01, eps=1e-5)
+        torch.autograd.grad(y, [xb, wb], y.detach())
+    cases["batchnorm 24x24x20"] = bn
+
+    logits = torch.randn(batch, 10, generator=g, requires_grad=True)
+    labels = torch.randint(0, 10, (batch,), generator=g)
+    cases["softmax+xent 10"] = lambda: torch.autograd.grad(
+        F.cross_entropy(logits, labels, reduction="sum"), [logits])
+    return cases
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--mallopt", action="store_true", help="keep freed memory in the heap")
+    args = parser.parse_args()
+
+    if os.environ.get("OMP_NUM_THREADS") != str(args.threads):
+        env = dict(os.environ, **{v: str(args.threads) for v in THREAD_VARS})
+        sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
+    if args.mallopt:
+        keep_freed_memory()
+
+    ours = {k: median_ms(fn, args.repeat) for k, fn in darkbp_cases(args.batch).items()}
+    theirs = {k: median_ms(fn, args.repeat) for k, fn in torch_cases(args.batch, args.threads).items()}
+    print(f"forward+backward, float32, batch {args.batch}, {args.threads} thread(s), "
+          f"median of {args.repeat} (ms){', mallopt' if args.mallopt else ''}")
+    print(f"{'kernel':32s} {'darkbp':>8s} {'torch':>8s} {'torch/darkbp':>13s}")
+    for name, ms in ours.items():
+        t = theirs.get(name)
+        tail = f"{t:8.3f} {t / ms:13.2f}" if t is not None else ""
+        print(f"{name:32s} {ms:8.3f} {tail}")
+
+
+if __name__ == "__main__":
+    main()
