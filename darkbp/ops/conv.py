@@ -84,7 +84,9 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
 
     x: (N, C, H, W); weights: (F, C/groups, size, size), same dtype as x.
     Returns y (N, F, OH, OW) with OH = (H + 2·padding − size)//stride + 1 (same
-    for W), C-contiguous in x's dtype, and the cache for conv_backward.
+    for W), C-contiguous in x's dtype, and the cache for conv_backward.  For a
+    1x1 stride-1 conv without padding the cache holds x itself (no copy): do not
+    write into x before conv_backward.
     """
     _check(x, weights, stride, padding, groups)
     n, c, h, w = x.shape
