@@ -175,7 +175,8 @@ def main():
         keep_freed_memory()
 
     ours = {k: median_ms(fn, args.repeat) for k, fn in darkbp_cases(args.batch).items()}
-    theirs = {k: median_ms(fn, args.repeat) for k, fn in torch_cases(args.batch, args.threads).items()}
+    theirs = {k: median_ms(fn, args.repeat)
+              for k, fn in torch_cases(args.batch, args.threads).items()}
     print(f"forward+backward, float32, batch {args.batch}, {args.threads} thread(s), "
           f"median of {args.repeat} (ms){', mallopt' if args.mallopt else ''}")
     print(f"{'kernel':32s} {'darkbp':>8s} {'torch':>8s} {'torch/darkbp':>13s}")

@@ -151,7 +151,8 @@ def batchnorm_backward_train(x, scales, dy, eps=1e-5):
         for a, (ni, pi) in enumerate(idx):
             total = 0.0
             for b, (nj, pj) in enumerate(idx):
-                jac = ((a == b) - 1.0 / m) / sigma - (vals[b] - mean) * (vals[a] - mean) / (m * sigma ** 3)
+                jac = (((a == b) - 1.0 / m) / sigma
+                       - (vals[b] - mean) * (vals[a] - mean) / (m * sigma ** 3))
                 total += dy[nj, c, pj] * scales[c] * jac
             dx[ni, c, pi] = total
     return dx, dscales

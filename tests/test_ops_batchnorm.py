@@ -13,7 +13,8 @@ SHAPES = [(2, 3, 5), (4, 2, 1), (1, 3, 6), (3, 1, 4)]  # (N, C, P): conv-like, c
 
 def make(shape, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape) * rng.uniform(0.5, 3, (1, shape[1], 1)) + rng.standard_normal((1, shape[1], 1))
+    spread, centre = rng.uniform(0.5, 3, (1, shape[1], 1)), rng.standard_normal((1, shape[1], 1))
+    x = rng.standard_normal(shape) * spread + centre
     scales = rng.uniform(0.5, 2, shape[1])
     return rng, x, scales
 

@@ -1,4 +1,4 @@
-"""Fast grouped convolution (darkbp/ops/conv.py) against the six-loop reference and finite differences."""
+"""Grouped convolution (darkbp/ops/conv.py) against the six-loop reference and finite differences."""
 
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ def test_gradient_matches_finite_differences(groups, temperature, truth_kind):
     x = rng.standard_normal((3, 12))
     if truth_kind == "one-hot":
         truth = np.zeros((3, groups, 12 // groups))
-        truth[np.arange(3)[:, None], np.arange(groups), rng.integers(0, 12 // groups, (3, groups))] = 1
+        hot = rng.integers(0, 12 // groups, (3, groups))
+        truth[np.arange(3)[:, None], np.arange(groups), hot] = 1
         truth = truth.reshape(3, 12)
     else:  # group sums other than 1: Darknet's p − truth would be wrong here
         truth = rng.uniform(0, 0.6, (3, 12))

@@ -35,7 +35,7 @@ from darkbp.ops.im2col import (
 class ConvCache(NamedTuple):
     """What conv_backward needs from conv_forward."""
 
-    cols: np.ndarray         # (B, G, C/G·size·size, M): the padded input's columns (see _gemm_batch)
+    cols: np.ndarray         # (B, G, C/G·size·size, M): padded input's columns, see _gemm_batch
     x_shape: tuple           # (N, C, H, W)
     out_hw: tuple            # (OH, OW)
     layout: str              # "NCHW" or "CHWN" (see im2col.py)

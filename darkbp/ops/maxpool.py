@@ -92,7 +92,8 @@ def maxpool_forward(x: np.ndarray, size: int, stride: int,
     out_h = maxpool_out_size(h, size, stride, padding)
     out_w = maxpool_out_size(w, size, stride, padding)
     if out_h < 1 or out_w < 1:
-        raise ValueError(f"maxpool {size}x{size}/{stride} padding {padding} leaves no output on {h}x{w}")
+        raise ValueError(f"maxpool {size}x{size}/{stride} padding {padding} "
+                         f"leaves no output on {h}x{w}")
 
     top = padding // 2
     span_h = (out_h - 1) * stride + size  # rows the windows cover, from −top
