@@ -78,6 +78,7 @@ class CheckReport:
 def gradcheck(network: Network, batch: int = 2, eps: float = 1e-6, tol: float = 1e-6,
               seed: int = 0, max_elements: int = 64) -> CheckReport:
     """Check every gradient of `network` (re-initialised in float64 with `seed`)."""
+    network.check_batch_statistics(batch)
     network.initialize(seed, np.float64)
     rng = np.random.default_rng(seed)
     _randomize_biases_and_scales(network, rng)

@@ -92,6 +92,8 @@ class Network:
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """x: (N, C, H, W) (or (N, inputs)) -> the last layer's output, (N, outputs)."""
         y = np.ascontiguousarray(x, dtype=self.dtype).reshape((x.shape[0],) + self.input_shape)
+        if train:
+            self.check_batch_statistics(x.shape[0])
         for layer in self.layers:
             y = layer.forward(y, train)
         return y.reshape(y.shape[0], -1)
@@ -112,6 +114,15 @@ class Network:
         for layer in reversed(self.layers[:-1]):
             dy = layer.backward(dy)
         return dy
+
+    def check_batch_statistics(self, images: int) -> None:
+        for layer in self.layers:
+            _, h, w = layer.out_shape
+            if getattr(layer, "batch_normalize", False) and images * h * w < 2:
+                raise DarkbpError(f"[{layer.type}] with batch_normalize=1 needs at least 2 values "
+                                  f"per channel in a forward pass, but a batch of {images} gives "
+                                  f"{images * h * w}: use more images per pass",
+                                  file=self.file, line=layer.line)
 
     def zero_grads(self) -> None:
         for layer in self.layers:

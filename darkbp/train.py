@@ -95,6 +95,7 @@ class Trainer:
         config = network.config
         check_fits(network, dataset)
         network.cost_layer()        # training needs a softmax at the end
+        network.check_batch_statistics(config.mini_batch)
         self.out = ensure_writable_dir(options.out)
         self.batch = config.mini_batch * config.subdivisions     # B, as Darknet updates with
         self.batches_per_epoch = len(dataset.train_labels) // self.batch

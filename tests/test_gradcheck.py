@@ -104,3 +104,12 @@ def test_cli_passes_with_exit_0():
     assert result.exit_code == 0, result.output
     assert "all gradients pass" in result.stdout
     assert "FAIL" not in result.stdout
+
+
+def test_batch_norm_with_one_value_per_channel_is_a_clear_error():
+    result = CliRunner().invoke(main, ["gradcheck", str(CFG_DIR / "batchnorm.cfg"), "--batch", "1"])
+    assert result.exit_code == 2
+    assert "batchnorm.cfg:42: [connected]: " not in result.stderr      # no section prefix here
+    assert "batchnorm.cfg:42: [connected] with batch_normalize=1 needs at least 2 values" \
+        in result.stderr
+    assert "Traceback" not in result.output
