@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from darkbp.layers.base import Layer
-from darkbp.ops.activations import ACTIVATIONS
-from darkbp.ops.batchnorm import batchnorm_backward, batchnorm_forward
+from darkbp.layers.affine import AffineLayer
 from darkbp.ops.conv import conv_backward, conv_forward
 
 
-class ConvolutionalLayer(Layer):
+class ConvolutionalLayer(AffineLayer):
     """x: (N, C, H, W) -> (N, filters, out_h, out_w).
 
     weights: (filters, C/groups, size, size), Darknet's layout; with batch_normalize
@@ -26,17 +22,10 @@ class ConvolutionalLayer(Layer):
         c, h, w = in_shape
         out_h = (h + 2 * padding - size) // stride + 1
         out_w = (w + 2 * padding - size) // stride + 1
-        super().__init__(in_shape, (filters, out_h, out_w))
+        super().__init__(in_shape, (filters, out_h, out_w), activation, batch_normalize,
+                         ("biases", "scales", "weights"))
         self.filters, self.size, self.stride = filters, size, stride
         self.padding, self.groups = padding, groups
-        self.activation = activation
-        self.batch_normalize = bool(batch_normalize)
-        if self.batch_normalize:
-            self.param_names = ("biases", "scales", "weights")
-            self.state_names = ("rolling_mean", "rolling_variance")
-        else:
-            self.param_names = ("biases", "weights")
-        self.need_input_grad = True
 
     @property
     def bflops(self) -> float:
@@ -46,40 +35,22 @@ class ConvolutionalLayer(Layer):
 
     def param_shapes(self):
         c = self.in_shape[0]
-        shapes = {"biases": (self.filters,),
-                  "weights": (self.filters, c // self.groups, self.size, self.size)}
-        if self.batch_normalize:
-            shapes.update(scales=(self.filters,), rolling_mean=(self.filters,),
-                          rolling_variance=(self.filters,))
-        return shapes
+        return {"weights": (self.filters, c // self.groups, self.size, self.size),
+                **self._channel_shapes(self.filters)}
 
     def _init_values(self, rng):
         fan_in = self.size * self.size * (self.in_shape[0] // self.groups)
         self.weights[...] = rng.standard_normal(self.weights.shape) * math.sqrt(2.0 / fan_in)
-        if self.batch_normalize:
-            self.scales.fill(1)
+        self._init_scales()
 
     def forward(self, x, train):
-        n = x.shape[0]
         z, self._conv_cache = conv_forward(x, self.weights, self.stride, self.padding, self.groups)
-        if self.batch_normalize:
-            normed, self._bn_cache = batchnorm_forward(
-                z.reshape(n, self.filters, -1), self.scales, self.rolling_mean,
-                self.rolling_variance, train)
-            z = normed.reshape(z.shape)
-        z += self.biases[:, None, None]
-        self._z = z
-        self._y = ACTIVATIONS[self.activation].forward(z)
-        return self._y
+        n = x.shape[0]
+        return self._tail_forward(z.reshape(n, self.filters, -1), train).reshape(z.shape)
 
     def backward(self, dy):
         n = dy.shape[0]
-        dz = ACTIVATIONS[self.activation].backward(self._z, self._y, dy)
-        self.bias_grads += dz.sum(axis=(0, 2, 3))
-        if self.batch_normalize:
-            dnorm, dscales = batchnorm_backward(dz.reshape(n, self.filters, -1), self._bn_cache)
-            self.scale_grads += dscales
-            dz = dnorm.reshape(dz.shape)
+        dz = self._tail_backward(dy.reshape(n, self.filters, -1)).reshape(dy.shape)
         dx, dweights = conv_backward(dz, self._conv_cache, self.weights,
                                      need_dx=self.need_input_grad)
         self.weight_grads += dweights

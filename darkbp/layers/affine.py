@@ -1,0 +1,61 @@
+"""What [convolutional] and [connected] share: a linear map, then Darknet's tail.
+
+The tail, in Darknet's order: optional batch normalisation (which replaces the
+linear map's output by scales·x̂), + bias (the shift), activation. Both layers
+hand it their linear output viewed as (N, filters, pixels): a connected layer
+has one pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from darkbp.layers.base import Layer
+from darkbp.ops.activations import ACTIVATIONS
+from darkbp.ops.batchnorm import batchnorm_backward, batchnorm_forward
+
+BATCH_NORM_STATE = ("rolling_mean", "rolling_variance")
+
+
+class AffineLayer(Layer):
+    """Base of the layers with weights, biases and optionally batch-norm scales."""
+
+    def __init__(self, in_shape, out_shape, activation: str, batch_normalize: bool,
+                 param_names: tuple[str, ...]):
+        """param_names: the order in `.weights` files, with 'scales' where Darknet puts them."""
+        super().__init__(in_shape, out_shape)
+        self.activation = activation
+        self.batch_normalize = bool(batch_normalize)
+        if self.batch_normalize:
+            self.param_names = param_names
+            self.state_names = BATCH_NORM_STATE
+        else:
+            self.param_names = tuple(name for name in param_names if name != "scales")
+        self.need_input_grad = True
+
+    def _channel_shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
+        names = ("biases", "scales", *BATCH_NORM_STATE) if self.batch_normalize else ("biases",)
+        return {name: (channels,) for name in names}
+
+    def _init_scales(self) -> None:
+        if self.batch_normalize:
+            self.scales.fill(1)
+
+    def _tail_forward(self, z: np.ndarray, train: bool) -> np.ndarray:
+        """z: (N, F, P), the linear map's output -> activation(bn(z) + bias), (N, F, P)."""
+        if self.batch_normalize:
+            z, self._bn_cache = batchnorm_forward(z, self.scales, self.rolling_mean,
+                                                  self.rolling_variance, train)
+        z += self.biases[:, None]
+        self._z = z
+        self._y = ACTIVATIONS[self.activation].forward(z)
+        return self._y
+
+    def _tail_backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy: (N, F, P) -> the gradient at the linear map's output; adds bias and scale grads."""
+        dz = ACTIVATIONS[self.activation].backward(self._z, self._y, dy)
+        self.bias_grads += dz.sum(axis=(0, 2))
+        if self.batch_normalize:
+            dz, dscales = batchnorm_backward(dz, self._bn_cache)
+            self.scale_grads += dscales
+        return dz
