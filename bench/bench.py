@@ -557,9 +557,11 @@ class _DarkbpRunner:
         import numpy as np
 
         from darkbp.network import parse_network
+        from darkbp.parallel import Runner
         from darkbp.sgd import SGD
         self.np = np
         self.network = parse_network(job["cfg"]).initialize(SEED, np.float32)
+        self.runner = Runner(self.network, job["threads"])
         config = self.network.config
         self.sgd = SGD(self.network.layers, config.momentum, config.decay, job["batch"])
         self.lr = config.schedule.learning_rate
@@ -572,15 +574,13 @@ class _DarkbpRunner:
         i = self.train_index % len(self.x)
         self.train_index += 1
         with self.np.errstate(over="ignore", invalid="ignore"):     # as Trainer.run
-            self.network.forward(self.x[i], train=True)
-            self.last_loss = float(self.network.cost(self.truth[i]).sum())
-            self.network.backward(self.truth[i])
+            self.last_loss = self.runner.train_step(self.x[i], self.truth[i])
             self.sgd.step(self.lr)
 
     def forward_step(self):
         i = self.forward_index % len(self.x)
         self.forward_index += 1
-        return self.network.forward(self.x[i], train=False)
+        return self.runner.forward(self.x[i])
 
     def params(self) -> dict[str, "object"]:
         return {f"{layer.index}.{name}": value for layer in self.network.layers
@@ -786,7 +786,8 @@ def _train_darkbp(job, network, dataset, epochs, started) -> None:
             if report.accuracy >= TARGET_ACCURACY:
                 raise _Reached
 
-    options = TrainOptions(out=Path(job["tmp"]) / "backup", epochs=MAX_EPOCHS, seed=SEED)
+    options = TrainOptions(out=Path(job["tmp"]) / "backup", epochs=MAX_EPOCHS, seed=SEED,
+                           threads=job["threads"])
     try:
         Trainer(network, dataset, options, Listener()).run()
     except _Reached:

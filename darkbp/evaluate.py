@@ -20,6 +20,7 @@ import numpy as np
 from darkbp.datasets import Dataset
 from darkbp.errors import DarkbpError
 from darkbp.network import Network
+from darkbp.parallel import Runner
 
 
 @dataclass(frozen=True)
@@ -57,24 +58,28 @@ class Evaluation:
         return np.divide(hits, counts, out=np.full(len(counts), np.nan), where=counts > 0)
 
 
-def predict(network: Network, images: np.ndarray, batch: int = 500) -> np.ndarray:
+def predict(network: Network, images: np.ndarray, batch: int = 500,
+            runner: Runner | None = None) -> np.ndarray:
     """The class each image is given: argmax of the network's output, evaluation mode.
 
     images: (N, H, W) or (N, C, H, W) uint8 -> (N,) int64. Pixels are scaled to
     [0, 1] as in training; `batch` images go through the network at a time, so
-    memory stays bounded whatever N is.
+    memory stays bounded whatever N is. With a `runner` (darkbp.parallel) each
+    chunk is split across its threads.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     predicted = np.empty(len(images), dtype=np.int64)
     for start in range(0, len(images), batch):
         x = images[start:start + batch].astype(np.float32) / 255
-        predicted[start:start + batch] = np.argmax(network.forward(x, train=False), axis=1)
+        output = runner.forward(x) if runner is not None else network.forward(x, train=False)
+        predicted[start:start + batch] = np.argmax(output, axis=1)
     return predicted
 
 
 def evaluate(network: Network, images: np.ndarray, labels: np.ndarray,
-             classes: Sequence[str], batch: int = 500) -> Evaluation:
+             classes: Sequence[str], batch: int = 500,
+             runner: Runner | None = None) -> Evaluation:
     """Classify `images` and tally the predictions against `labels` (N,) in 0..K-1."""
     if len(images) != len(labels):
         raise ValueError(f"{len(labels)} labels for {len(images)} images")
@@ -84,7 +89,7 @@ def evaluate(network: Network, images: np.ndarray, labels: np.ndarray,
     if network.outputs != k:
         raise ValueError(f"the network has {network.outputs} outputs for {k} classes")
     truth = np.asarray(labels).astype(np.int64)   # uint8 labels would overflow truth·K
-    guess = predict(network, images, batch)
+    guess = predict(network, images, batch, runner)
     confusion = np.bincount(truth * k + guess, minlength=k * k).reshape(k, k)
     return Evaluation(classes=tuple(classes), confusion=confusion)
 

@@ -40,6 +40,13 @@ class _OpenBLAS:
     set: Callable[[int], None]
 
 
+def default_threads() -> int:
+    """The number of cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def set_threads(n: int) -> None:
     """Make NumPy's BLAS use `n` threads from now on (and child processes too).
 

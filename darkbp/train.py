@@ -36,6 +36,7 @@ from darkbp.ema import EMA
 from darkbp.errors import DarkbpError, RunFailed
 from darkbp.evaluate import check_fits, predict
 from darkbp.network import Network
+from darkbp.parallel import Runner
 from darkbp.sgd import SGD
 from darkbp.weights import load_weights, save_weights
 
@@ -54,6 +55,7 @@ class TrainOptions:
     seed: int = 0
     resume: bool = False
     weights: Path | None = None
+    threads: int = 1
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Trainer:
         self.elapsed = 0.0          # training wall time over all runs, for the metrics log
         if options.resume:
             self._load_state()
+        self.runner = Runner(network, options.threads)
 
         # Scale once, outside the loop: pixels to [0, 1], labels to one-hot rows.
         self.train_x = _images(dataset.train_images)
@@ -149,9 +152,12 @@ class Trainer:
                    "ema": self.ema_decay, "seed": self.options.seed})
         report = None
         # Overflow shows up as a non-finite loss, which stops the run with a clear message.
-        with np.errstate(over="ignore", invalid="ignore"):
-            while self.batch_num < self.total_batches:
-                report = self._run_epoch()
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                while self.batch_num < self.total_batches:
+                    report = self._run_epoch()
+        finally:
+            self.runner.close()
         self._save(final=True)
         return report
 
@@ -170,13 +176,8 @@ class Trainer:
             lr = self.schedule.rate(self.batch_num,
                                     np.random.default_rng([self.options.seed, 1, self.batch_num]))
             images = order[index * self.batch:(index + 1) * self.batch]
-            loss = 0.0
-            for part in np.split(images, config.subdivisions):
-                self.network.forward(self.train_x[part], train=True)
-                truth = self.train_truth[part]
-                loss += float(self.network.cost(truth).sum())
-                self.network.backward(truth)
-            loss /= self.batch
+            loss = sum(self.runner.train_step(self.train_x[part], self.train_truth[part])
+                       for part in np.split(images, config.subdivisions)) / self.batch
             if not math.isfinite(loss):
                 raise RunFailed(self._diverged_message(loss, epoch))
             self.sgd.step(lr)
@@ -212,7 +213,7 @@ class Trainer:
     def test_accuracy(self, ema: bool = False) -> float:
         """Accuracy on the test split, with the raw or the EMA weights."""
         def accuracy():
-            predicted = predict(self.network, self.dataset.test_images)
+            predicted = predict(self.network, self.dataset.test_images, runner=self.runner)
             return float(np.mean(predicted == self.dataset.test_labels))
         if not ema:
             return accuracy()

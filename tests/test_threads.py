@@ -84,22 +84,21 @@ def test_no_supported_blas_is_a_clear_error(monkeypatch):
 def _command():
     @click.command()
     @threads_option
-    def probe() -> None:
-        click.echo(f"threads={threads.get_threads()}")
+    def probe(threads: int) -> None:
+        click.echo(f"threads={threads}")
     return probe
 
 
 @pytest.mark.parametrize("n", [1, 2])
-def test_option_sets_threads_before_the_command_runs(n):
+def test_option_passes_the_count(n):
     result = CliRunner().invoke(_command(), ["--threads", str(n)])
     assert result.exit_code == 0, result.output
     assert result.output == f"threads={n}\n"
 
 
-def test_without_the_option_blas_is_left_as_it_is():
-    threads.set_threads(3)
+def test_option_defaults_to_the_cores_this_process_may_use():
     result = CliRunner().invoke(_command(), [])
-    assert result.output == "threads=3\n"
+    assert result.output == f"threads={len(os.sched_getaffinity(0))}\n"
 
 
 def test_option_rejects_zero():

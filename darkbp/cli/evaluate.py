@@ -10,6 +10,7 @@ from rich.table import Table
 from darkbp.cli import main
 from darkbp.cli.common import load_network, print_rich
 from darkbp.cli.options import threads_option
+from darkbp.parallel import Runner
 from darkbp.datasets import load_dataset
 from darkbp.evaluate import Evaluation, check_fits, evaluate
 from darkbp.weights import load_weights
@@ -29,7 +30,7 @@ from darkbp.weights import load_weights
               metavar="N", help="Images per forward pass (bounds the memory used).")
 @threads_option
 def eval_command(cfg: str, weights: str, data: str, data_dir: str | None, download: bool,
-                 batch: int) -> None:
+                 batch: int, threads: int) -> None:
     """Classify the test split of a dataset with trained weights.
 
     Prints the accuracy, the accuracy of each class and the confusion matrix
@@ -48,8 +49,10 @@ def eval_command(cfg: str, weights: str, data: str, data_dir: str | None, downlo
     check_fits(network, dataset)
     network.initialize(0, np.float32)
     seen = load_weights(weights, network.layers)
+    runner = Runner(network, threads)
     result = evaluate(network, dataset.test_images, dataset.test_labels, dataset.classes,
-                      batch=batch)
+                      batch=batch, runner=runner)
+    runner.close()
     click.echo(f"{cfg} with {weights} (trained on {seen:,} images)")
     split = "test split of the shipped sample" if dataset.is_sample else "test split"
     where = "" if dataset.name == str(dataset.source) else f" ({dataset.source})"

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import click
 
-from darkbp.threads import set_threads
-
-
-def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
-    if value is not None:
-        set_threads(value)
+from darkbp.threads import default_threads
 
 
 def threads_option(command):
-    """`--threads N`: the number of BLAS threads, set before the command's work starts.
-
-    Without it, BLAS keeps what it chose at start-up (OMP_NUM_THREADS or all cores).
-    """
+    """`--threads N` (default: every core this process may use), passed as `threads`."""
     return click.option(
-        "--threads", type=click.IntRange(min=1), default=None, metavar="N",
-        expose_value=False, callback=_apply_threads,
-        help="BLAS threads for NumPy's matrix products (default: OMP_NUM_THREADS or "
-             "all cores).")(command)
+        "--threads", type=click.IntRange(min=1), default=default_threads, metavar="N",
+        show_default="all cores",
+        help="CPU threads. Each batch is split across them (a network with batch "
+             "normalisation uses them inside the matrix products instead).")(command)

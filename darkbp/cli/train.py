@@ -41,7 +41,7 @@ from darkbp.train import Trainer, TrainListener, TrainOptions
               help="Continue the run whose state is in --out, exactly where it stopped.")
 @threads_option
 def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights, out, seed,
-          resume) -> None:
+          resume, threads) -> None:
     """Train a network with Darknet's SGD, evaluating on the test split after each epoch.
 
     Checkpoints in Darknet's .weights format go to --out: NAME_last.weights,
@@ -59,7 +59,7 @@ def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights,
     if dataset.notice:
         click.echo(f"darkbp: {dataset.notice}", err=True)
     options = TrainOptions(out=Path(out), epochs=epochs, max_batches=max_batches, ema=ema,
-                           seed=seed, resume=resume,
+                           seed=seed, resume=resume, threads=threads,
                            weights=Path(weights) if weights else None)
     console = Console(stderr=True, highlight=False)
     with _ProgressListener(console) as listener:
