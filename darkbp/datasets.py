@@ -41,7 +41,11 @@ CLASSES = {
 # Folders that system packages install into (Debian's dataset-fashion-mnist).
 SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist-sample"
+# In a source checkout the sample is in the top-level data/; an installed wheel has it
+# in darkbp/data/ (see pyproject.toml).
+_SAMPLE_PLACES = [Path(__file__).resolve().parent.parent / "data" / "mnist-sample",
+                  Path(__file__).resolve().parent / "data" / "mnist-sample"]
+SAMPLE_DIR = next((folder for folder in _SAMPLE_PLACES if folder.is_dir()), _SAMPLE_PLACES[0])
 
 
 @dataclass(frozen=True)
