@@ -128,8 +128,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ paths
     def path(self, kind: str) -> Path:
-        suffix = {"state": "_last.state.npz", "metrics": "_metrics.jsonl"}.get(kind, f"_{kind}.weights")
-        return self.out / f"{self.network.name}{suffix}"
+        """The output file of `kind`: last, ema, final (.weights), state or metrics."""
+        suffix = {"state": "_last.state.npz", "metrics": "_metrics.jsonl"}
+        return self.out / (self.network.name + suffix.get(kind, f"_{kind}.weights"))
 
     def _total_batches(self) -> int:
         if self.options.epochs is not None:
@@ -294,5 +295,7 @@ class Trainer:
 
 
 def _images(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1]."""
-    return (images.astype(np.float32) / np.float32(255))[:, None, :, :]
+    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1], with one copy of the set in memory."""
+    x = images.astype(np.float32)[:, None, :, :]
+    x /= np.float32(255)
+    return x
