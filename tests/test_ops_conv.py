@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from darkbp.ops import conv, im2col
 from darkbp.ops.conv import conv_backward, conv_forward
+from darkbp.ops.layout import LAYOUTS, as_nchw, ordered
 from tests import naive
 
 # (N, C, H, W, F, size, stride, padding, groups)
@@ -144,11 +145,9 @@ def test_conv_accepts_non_contiguous_input():
 
 def test_choose_layout_uses_both():
     # Which layout is faster is a benchmark question; both must be reachable.
-    assert im2col.choose_layout(64, 8, 5, 1) == "CHWN"
-    assert im2col.choose_layout(64, 24, 5, 1) == "NCHW"
-    assert im2col.choose_layout(1, 8, 5, 1) == "NCHW"
-    assert im2col.choose_layout(64, 8, 3, 2) == "CHWN"
-    assert im2col.choose_layout(64, 8, 1, 1) == "NCHW"
+    assert im2col.choose_layout(64) == "CHWN"
+    assert im2col.choose_layout(2) == "CHWN"
+    assert im2col.choose_layout(1) == "NCHW"
 
 
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding,groups", [
@@ -165,3 +164,29 @@ def test_conv_rejects_bad_shapes(x_shape, w_shape, stride, padding, groups):
 def test_conv_rejects_mixed_dtypes():
     with pytest.raises(ValueError, match="float32"):
         conv_forward(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 3, 3)), 1, 0, 1)
+
+
+def _stored(x, layout):
+    """x (N, C, H, W) with the same values, stored in `layout` (layout.py)."""
+    return as_nchw(ordered(x, layout), layout)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
+@pytest.mark.parametrize("x_layout", LAYOUTS)
+def test_keep_layout_equals_naive_in_the_conv_layout(case, layout, x_layout):
+    n, c, h, w, f, size, stride, padding, groups = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x = rng.standard_normal((n, c, h, w))
+    weights = rng.standard_normal((f, c // groups, size, size))
+    y, cache = conv_forward(_stored(x, x_layout), weights, stride, padding, groups,
+                            keep_layout=True)
+    np.testing.assert_allclose(y, naive.conv_forward(x, weights, stride, padding, groups),
+                               rtol=1e-12, atol=1e-12)
+    assert np.shares_memory(ordered(y, cache.layout), y)     # y is stored in cache.layout
+    dy = rng.standard_normal(y.shape)
+    for dy_layout in LAYOUTS:
+        dx, dw = conv_backward(_stored(dy, dy_layout), cache, weights)
+        ndx, ndw = naive.conv_backward(x, weights, dy, stride, padding, groups)
+        np.testing.assert_allclose(dx, ndx, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dw, ndw, rtol=1e-12, atol=1e-12)
+        assert np.shares_memory(ordered(dx, cache.layout), dx)

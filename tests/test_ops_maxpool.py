@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from darkbp.ops.layout import LAYOUTS, as_nchw, ordered
 from darkbp.ops.maxpool import maxpool_backward, maxpool_forward
 from tests import naive
 
@@ -130,3 +131,38 @@ def test_maxpool_preserves_dtype(dtype, size, stride, padding):
 def test_maxpool_rejects_empty_output():
     with pytest.raises(ValueError):
         maxpool_forward(np.zeros((1, 1, 2, 2)), 4, 1, 0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}k{}s{}p{}".format(*c))
+@pytest.mark.parametrize("ties", [False, True])
+def test_maxpool_keeps_a_chwn_layout_and_equals_naive(case, ties):
+    rng = np.random.default_rng(2)
+    n, c, h, w, size, stride, padding = case
+    x = rng.integers(0, 3, (n, c, h, w)).astype(float) if ties else rng.standard_normal((n, c, h, w))
+    y, cache = maxpool_forward(as_nchw(ordered(x, "CHWN"), "CHWN"), size, stride, padding)
+    ny, arg = naive.maxpool_forward(x, size, stride, padding)
+    np.testing.assert_array_equal(y, ny)
+    assert np.shares_memory(ordered(y, "CHWN"), y)           # y is stored CHWN too
+    dy = rng.standard_normal(y.shape)
+    for dy_layout in LAYOUTS:
+        dx = maxpool_backward(as_nchw(ordered(dy, dy_layout), dy_layout), cache)
+        np.testing.assert_allclose(dx, naive.maxpool_backward(x.shape, arg, dy),
+                                   rtol=1e-14, atol=1e-14)
+        assert np.shares_memory(ordered(dx, "CHWN"), dx)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 3), c=st.integers(1, 2), h=st.integers(1, 9), w=st.integers(1, 9),
+       size=st.integers(1, 4), stride=st.integers(1, 3), padding=st.integers(0, 4),
+       ties=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_maxpool_chwn_equals_naive_random_shapes(n, c, h, w, size, stride, padding, ties, seed):
+    if (h + padding - size) // stride + 1 < 1 or (w + padding - size) // stride + 1 < 1:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, (n, c, h, w)).astype(float) if ties else rng.standard_normal((n, c, h, w))
+    y, cache = maxpool_forward(as_nchw(ordered(x, "CHWN"), "CHWN"), size, stride, padding)
+    ny, arg = naive.maxpool_forward(x, size, stride, padding)
+    np.testing.assert_array_equal(y, ny)
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(maxpool_backward(dy, cache), naive.maxpool_backward(x.shape, arg, dy),
+                               rtol=1e-14, atol=1e-14)

@@ -2,8 +2,10 @@
 
 The tail, in Darknet's order: optional batch normalisation (which replaces the
 linear map's output by scales·x̂), + bias (the shift), activation. Both layers
-hand it their linear output viewed as (N, filters, pixels): a connected layer
-has one pixel.
+hand it their linear output viewed as (A, filters, B), with the filters' values
+over the A·B images and pixels: (N, filters, pixels) for a batch stored NCHW,
+(1, filters, pixels·N) for one stored CHWN (ops/layout.py); per-channel batch
+norm, bias and activation do not care which.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class AffineLayer(Layer):
             self.scales.fill(1)
 
     def _tail_forward(self, z: np.ndarray, train: bool) -> np.ndarray:
-        """z: (N, F, P), the linear map's output -> activation(bn(z) + bias), (N, F, P)."""
+        """z: (A, F, B), the linear map's output -> activation(bn(z) + bias), (A, F, B)."""
         if self.batch_normalize:
             z, self._bn_cache = batchnorm_forward(z, self.scales, self.rolling_mean,
                                                   self.rolling_variance, train)
@@ -52,7 +54,7 @@ class AffineLayer(Layer):
         return self._y
 
     def _tail_backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy: (N, F, P) -> the gradient at the linear map's output; adds bias and scale grads."""
+        """dy: (A, F, B), as z -> the gradient at the linear map's output; adds bias and scale grads."""
         dz = ACTIVATIONS[self.activation].backward(self._z, self._y, dy)
         self.bias_grads += dz.sum(axis=(0, 2))
         if self.batch_normalize:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 
 from darkbp.layers.affine import AffineLayer
+from darkbp.ops.layout import as_nchw, layout_of, ordered
 
 
 class ConnectedLayer(AffineLayer):
     """x: (N, ...) flattened in (C, H, W) order to (N, inputs) -> (N, outputs, 1, 1).
 
-    The output shape is (outputs, 1, 1), as Darknet's connected layer.
+    The output shape is (outputs, 1, 1), as Darknet's connected layer.  The
+    layer computes with the batch as columns, zᵀ = W·xᵀ (outputs, N), so that an
+    input stored CHWN (ops/layout.py) is used as is; its output and dx are
+    stored CHWN too.
     """
 
     type = "connected"
@@ -33,14 +37,21 @@ class ConnectedLayer(AffineLayer):
 
     def forward(self, x, train):
         n = x.shape[0]
-        self._x = x.reshape(n, -1)
-        z = self._x @ self.weights.T                       # (N, inputs) @ (inputs, outputs)
-        return self._tail_forward(z[:, :, None], train).reshape(n, self.outputs, 1, 1)
+        x = x.reshape((n,) + self.in_shape)
+        if layout_of(x) == "CHWN":
+            self._xt = ordered(x, "CHWN").reshape(-1, n)       # (inputs, N), no copy
+        else:
+            self._xt = x.reshape(n, -1).T
+        z = self.weights @ self._xt                        # (outputs, inputs) @ (inputs, N)
+        y = self._tail_forward(z[None], train)             # (1, outputs, N)
+        return as_nchw(y.reshape(self.outputs, 1, 1, n), "CHWN")
 
     def backward(self, dy):
         n = dy.shape[0]
-        dz = self._tail_backward(dy.reshape(n, self.outputs, 1))[:, :, 0]
-        self.weight_grads += dz.T @ self._x                # (outputs, N) @ (N, inputs)
+        dyt = ordered(dy.reshape(n, self.outputs, 1, 1), "CHWN").reshape(1, self.outputs, n)
+        dz = self._tail_backward(dyt)[0]                   # (outputs, N)
+        self.weight_grads += dz @ self._xt.T               # (outputs, N) @ (N, inputs)
         if not self.need_input_grad:
             return None
-        return (dz @ self.weights).reshape((n,) + self.in_shape)
+        dxt = self.weights.T @ dz                          # (inputs, outputs) @ (outputs, N)
+        return as_nchw(dxt.reshape(self.in_shape + (n,)), "CHWN")

@@ -6,6 +6,7 @@ import math
 
 from darkbp.layers.affine import AffineLayer
 from darkbp.ops.conv import conv_backward, conv_forward
+from darkbp.ops.layout import as_nchw, ordered
 
 
 class ConvolutionalLayer(AffineLayer):
@@ -44,14 +45,24 @@ class ConvolutionalLayer(AffineLayer):
         self._init_scales()
 
     def forward(self, x, train):
-        z, self._conv_cache = conv_forward(x, self.weights, self.stride, self.padding, self.groups)
-        n = x.shape[0]
-        return self._tail_forward(z.reshape(n, self.filters, -1), train).reshape(z.shape)
+        # The output, and dx, stay in the layout the convolution runs in (ops/layout.py).
+        z, self._conv_cache = conv_forward(x, self.weights, self.stride, self.padding,
+                                           self.groups, keep_layout=True)
+        zl = ordered(z, self._conv_cache.layout)
+        y = self._tail_forward(self._channels_view(zl), train)
+        return as_nchw(y.reshape(zl.shape), self._conv_cache.layout)
 
     def backward(self, dy):
-        n = dy.shape[0]
-        dz = self._tail_backward(dy.reshape(n, self.filters, -1)).reshape(dy.shape)
-        dx, dweights = conv_backward(dz, self._conv_cache, self.weights,
+        layout = self._conv_cache.layout
+        dyl = ordered(dy, layout)
+        dz = self._tail_backward(self._channels_view(dyl)).reshape(dyl.shape)
+        dx, dweights = conv_backward(as_nchw(dz, layout), self._conv_cache, self.weights,
                                      need_dx=self.need_input_grad)
         self.weight_grads += dweights
         return dx
+
+    def _channels_view(self, a):
+        """A batch in the conv's layout as the tail's (A, F, B): (N, F, OH·OW) or (1, F, OH·OW·N)."""
+        if self._conv_cache.layout == "NCHW":
+            return a.reshape(a.shape[0], self.filters, -1)
+        return a.reshape(1, self.filters, -1)

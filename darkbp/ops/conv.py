@@ -21,15 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from darkbp.ops.im2col import (
-    choose_layout,
-    col2im,
-    conv_out_size,
-    from_layout,
-    im2col,
-    layout_shape,
-    to_layout,
-)
+from darkbp.ops.im2col import choose_layout, col2im, conv_out_size, im2col
+from darkbp.ops.layout import as_nchw, layout_shape, ordered
 
 
 class ConvCache(NamedTuple):
@@ -43,6 +36,7 @@ class ConvCache(NamedTuple):
     stride: int
     padding: int
     groups: int
+    keep_layout: bool        # dx in `layout` (a view) rather than C-contiguous
 
 
 def _check(x: np.ndarray, weights: np.ndarray, stride: int, padding: int, groups: int) -> None:
@@ -79,14 +73,18 @@ def _gemm_batch(layout: str, n: int) -> int:
 
 
 def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
-                 groups: int) -> tuple[np.ndarray, ConvCache]:
+                 groups: int, keep_layout: bool = False) -> tuple[np.ndarray, ConvCache]:
     """y = conv(x, weights), no bias.
 
-    x: (N, C, H, W); weights: (F, C/groups, size, size), same dtype as x.
-    Returns y (N, F, OH, OW) with OH = (H + 2·padding − size)//stride + 1 (same
-    for W), C-contiguous in x's dtype, and the cache for conv_backward.  For a
-    1x1 stride-1 conv without padding the cache holds x itself (no copy): do not
-    write into x before conv_backward.
+    x: (N, C, H, W), stored in any layout; weights: (F, C/groups, size, size),
+    same dtype as x.  Returns y (N, F, OH, OW) with OH = (H + 2·padding −
+    size)//stride + 1 (same for W) in x's dtype, and the cache for
+    conv_backward.  y is C-contiguous, or with keep_layout a view of the
+    output in the layout the convolution ran in (cache.layout, see layout.py),
+    which saves a copy when the next layer works in that layout too; then
+    conv_backward's dx is in that layout as well.  For a 1x1 stride-1 conv
+    without padding the cache may hold x itself (no copy): do not write into x
+    before conv_backward.
     """
     _check(x, weights, stride, padding, groups)
     n, c, h, w = x.shape
@@ -95,27 +93,31 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
     out_w = conv_out_size(w, size, stride, padding)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"conv {size}x{size}/{stride} pad {padding} leaves no output on {h}x{w}")
-    layout = choose_layout(n, out_w, size, stride)
+    layout = choose_layout(n)
 
-    xp = to_layout(x, layout, padding)
-    if size == 1 and stride == 1:
-        cols = xp  # a 1x1 stride-1 conv is a plain GEMM over the (padded) input
+    xl = ordered(x, layout)
+    if size == 1 and stride == 1 and padding == 0:
+        cols = xl  # a 1x1 stride-1 conv is a plain GEMM over the input
     else:
-        cols = im2col(xp, size, stride, out_h, out_w, layout)
+        cols = im2col(xl, size, stride, padding, out_h, out_w, layout)
     kg = cg * size * size
     cols = cols.reshape(_gemm_batch(layout, n), groups, kg, -1)         # (B, G, Kg, M)
     y = _matmul(weights.reshape(groups, f // groups, kg), cols)        # (B, G, Fg, M)
-    y = from_layout(y.reshape(layout_shape(layout, n, f, out_h, out_w)), layout)
-    return y, ConvCache(cols, (n, c, h, w), (out_h, out_w), layout, size, stride, padding, groups)
+    y = as_nchw(y.reshape(layout_shape(layout, n, f, out_h, out_w)), layout)
+    if not keep_layout:
+        y = ordered(y, "NCHW")
+    return y, ConvCache(cols, (n, c, h, w), (out_h, out_w), layout, size, stride, padding, groups,
+                        keep_layout)
 
 
 def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
                   need_dx: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     """Gradients of a loss L given dy = ∂L/∂y (N, F, OH, OW).
 
-    Returns (dx, dweights): dx = ∂L/∂x (N, C, H, W), or None when need_dx is
-    False (a network's first layer); dweights = ∂L/∂weights (F, C/G, size, size),
-    summed over the batch.
+    dy may be stored in any layout.  Returns (dx, dweights): dx = ∂L/∂x
+    (N, C, H, W), C-contiguous or as conv_forward's y (keep_layout), or None
+    when need_dx is False (a network's first layer); dweights = ∂L/∂weights
+    (F, C/G, size, size), summed over the batch.
     """
     n, c, h, w = cache.x_shape
     out_h, out_w = cache.out_hw
@@ -125,7 +127,7 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
     g, layout, size, p = cache.groups, cache.layout, cache.size, cache.padding
     b, kg = cache.cols.shape[0], cache.cols.shape[2]
 
-    dyc = to_layout(dy, layout).reshape(b, g, f // g, -1)              # (B, G, Fg, M)
+    dyc = ordered(dy, layout).reshape(b, g, f // g, -1)                # (B, G, Fg, M)
     # dWᵀ = cols @ dyᵀ: ~15% faster in OpenBLAS than dy @ colsᵀ for these shapes.
     dweights_t = np.matmul(cache.cols, dyc.swapaxes(-1, -2))           # (B, G, Kg, Fg)
     dweights_t = dweights_t[0] if b == 1 else dweights_t.sum(axis=0)
@@ -135,12 +137,13 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
 
     wg = weights.reshape(g, f // g, kg)
     dcols = _matmul(wg.swapaxes(-1, -2), dyc)                          # (B, G, Kg, M)
-    padded = layout_shape(layout, n, c, h + 2 * p, w + 2 * p)
-    if size == 1 and cache.stride == 1:
-        dxp = dcols.reshape(padded)
+    x_shape = layout_shape(layout, n, c, h, w)
+    if size == 1 and cache.stride == 1 and p == 0:
+        dxl = dcols.reshape(x_shape)
     else:
         ncols = layout_shape(layout, n, c, out_h, out_w)
         ch = 1 if layout == "NCHW" else 0
-        dxp = col2im(dcols.reshape(*ncols[:ch + 1], size, size, *ncols[ch + 1:]),
-                     padded, cache.stride, layout)
-    return from_layout(dxp, layout, p), dweights
+        dxl = col2im(dcols.reshape(*ncols[:ch + 1], size, size, *ncols[ch + 1:]),
+                     x_shape, cache.stride, p, layout)
+    dx = as_nchw(dxl, layout)
+    return (dx if cache.keep_layout else ordered(dx, "NCHW")), dweights

@@ -12,6 +12,9 @@ then along H, each a loop over `size` offsets of whole strided views:
     rowmax[n, c, r, ow] = max_j  x[n, c, r, ow·s + j]          (first j on ties)
     y[n, c, oh, ow]     = max_i  rowmax[n, c, oh·s + i, ow]    (first i on ties)
 
+The passes work on x as it is stored, NCHW or CHWN (layout.py), and y keeps
+that layout; in CHWN every strided view moves runs of N values, not of one.
+
 The winner is the first row holding the window maximum and, in that row, the
 first column holding it: exactly the first maximum in row-major order.  Each
 pass stores the index of its winner (uint8), and backward routes dy back
@@ -26,17 +29,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from darkbp.ops.layout import SPATIAL_AXES, as_nchw, layout_of, ordered
+
 
 class MaxpoolCache(NamedTuple):
     """What maxpool_backward needs from maxpool_forward."""
 
-    x_shape: tuple           # (N, C, H, W)
-    padded_shape: tuple      # (N, C, Hp, Wp): the −∞-padded input the windows run over
+    x_shape: tuple           # (N, C, H, W) in layout order: (N, C, H, W) or (C, H, W, N)
+    padded_shape: tuple      # (N, C, Hp, Wp), layout order: the −∞-padded input the windows run over
     top: int                 # padding//2: where x starts inside the padded input
     size: int
     stride: int
-    col_winner: np.ndarray   # (N, C, Hp, OW): j of each row's maximum
-    row_winner: np.ndarray   # (N, C, OH, OW): i of each window's maximum row
+    col_winner: np.ndarray   # (N, C, Hp, OW), layout order: j of each row's maximum (_max_pass)
+    row_winner: np.ndarray   # (N, C, OH, OW), layout order: i of each window's maximum row
+    layout: str              # x's layout, and y's and dx's
 
 
 def maxpool_out_size(size_in: int, size: int, stride: int, padding: int) -> int:
@@ -51,7 +57,13 @@ def _window_view(a: np.ndarray, axis: int, offset: int, stride: int, count: int)
 
 
 def _max_pass(a: np.ndarray, axis: int, size: int, stride: int, count: int):
-    """Max over `size` taps along `axis` at `count` positions; (max, index of the first max)."""
+    """Max over `size` taps along `axis` at `count` positions; (max, index of the first max).
+
+    The index is a bool (is it the second tap?) for size 2, else the smallest uint.
+    """
+    if size == 2:  # the common 2x2 pool, in two passes
+        first, second = (_window_view(a, axis, j, stride, count) for j in (0, 1))
+        return np.maximum(first, second), np.greater(second, first)  # strict: ties stay first
     best = _window_view(a, axis, 0, stride, count).copy()
     winner = np.zeros(best.shape, np.min_scalar_type(size - 1))
     for j in range(1, size):
@@ -63,17 +75,26 @@ def _max_pass(a: np.ndarray, axis: int, size: int, stride: int, count: int):
     return best, winner
 
 
+def _won(winner: np.ndarray, j: int) -> np.ndarray:
+    """Where tap j won, as bools."""
+    if winner.dtype == bool:
+        return winner if j else ~winner
+    return winner == j
+
+
 def _max_pass_backward(dbest: np.ndarray, winner: np.ndarray, shape: tuple, axis: int,
                        size: int, stride: int) -> np.ndarray:
     """Send each position's gradient to the tap that won it; sums where taps overlap."""
-    da = np.zeros(shape, dbest.dtype)
     count = dbest.shape[axis]
+    # Windows that tile the axis exactly write every cell once: nothing to zero first.
+    tiled = stride == size and stride * count == shape[axis]
+    da = (np.empty if tiled else np.zeros)(shape, dbest.dtype)
     for j in range(size):
         view = _window_view(da, axis, j, stride, count)
         if stride >= size:  # windows do not overlap: each input cell is written once
-            np.multiply(dbest, winner == j, out=view)
+            np.multiply(dbest, _won(winner, j), out=view)
         else:
-            view += dbest * (winner == j)
+            view += dbest * _won(winner, j)
     return da
 
 
@@ -82,7 +103,8 @@ def maxpool_forward(x: np.ndarray, size: int, stride: int,
     """y = Darknet max pool of x.
 
     x: (N, C, H, W). Returns y (N, C, OH, OW), OH = (H + padding − size)//stride + 1
-    (same for W), in x's dtype, and the cache for maxpool_backward.
+    (same for W), in x's dtype and layout (C-contiguous unless x is stored CHWN),
+    and the cache for maxpool_backward.
     """
     if x.ndim != 4:
         raise ValueError(f"maxpool input must be (N, C, H, W), got shape {x.shape}")
@@ -95,35 +117,56 @@ def maxpool_forward(x: np.ndarray, size: int, stride: int,
         raise ValueError(f"maxpool {size}x{size}/{stride} padding {padding} "
                          f"leaves no output on {h}x{w}")
 
+    layout = layout_of(x)
+    xl = ordered(x, layout)
+    ha, wa = SPATIAL_AXES[layout]
     top = padding // 2
     span_h = (out_h - 1) * stride + size  # rows the windows cover, from −top
     span_w = (out_w - 1) * stride + size
     if top == 0 and span_h <= h and span_w <= w:
-        xp = x  # every window lies inside the input: no −∞ padding needed
+        xp = xl  # every window lies inside the input: no −∞ padding needed
     else:
-        xp = np.full((n, c, span_h, span_w), -np.inf, x.dtype)
+        shape = list(xl.shape)
+        shape[ha], shape[wa] = span_h, span_w
+        xp = np.full(shape, -np.inf, x.dtype)
         keep_h, keep_w = max(0, min(h, span_h - top)), max(0, min(w, span_w - top))
-        xp[:, :, top:top + keep_h, top:top + keep_w] = x[:, :, :keep_h, :keep_w]
+        xp[_spatial(layout, slice(top, top + keep_h), slice(top, top + keep_w))] = \
+            xl[_spatial(layout, slice(keep_h), slice(keep_w))]
 
-    rowmax, col_winner = _max_pass(xp, 3, size, stride, out_w)   # (N, C, Hp, OW)
-    y, row_winner = _max_pass(rowmax, 2, size, stride, out_h)    # (N, C, OH, OW)
-    return y, MaxpoolCache(x.shape, xp.shape, top, size, stride, col_winner, row_winner)
+    rowmax, col_winner = _max_pass(xp, wa, size, stride, out_w)   # (N, C, Hp, OW)
+    y, row_winner = _max_pass(rowmax, ha, size, stride, out_h)    # (N, C, OH, OW)
+    return as_nchw(y, layout), MaxpoolCache(xl.shape, xp.shape, top, size, stride, col_winner,
+                                            row_winner, layout)
+
+
+def _spatial(layout: str, rows: slice, cols: slice) -> tuple:
+    """An index applying `rows` and `cols` to the (H, W) axes of an array in `layout` order."""
+    index = [slice(None)] * 4
+    ha, wa = SPATIAL_AXES[layout]
+    index[ha], index[wa] = rows, cols
+    return tuple(index)
 
 
 def maxpool_backward(dy: np.ndarray, cache: MaxpoolCache) -> np.ndarray:
-    """dx (N, C, H, W): each dy goes to its window's first maximum, summed over windows."""
-    n, c, h, w = cache.x_shape
-    _, _, hp, wp = cache.padded_shape
-    if dy.shape != cache.row_winner.shape:
-        raise ValueError(f"maxpool dy has shape {dy.shape}, expected {cache.row_winner.shape}")
-    drowmax = _max_pass_backward(dy, cache.row_winner, cache.col_winner.shape, 2,
+    """dx (N, C, H, W), in the forward's layout: each dy goes to its window's first
+    maximum, summed over windows.  dy may be stored in any layout."""
+    layout = cache.layout
+    ha, wa = SPATIAL_AXES[layout]
+    expected = as_nchw(cache.row_winner, layout).shape
+    if dy.shape != expected:
+        raise ValueError(f"maxpool dy has shape {dy.shape}, expected {expected}")
+    dyl = ordered(dy, layout)
+    drowmax = _max_pass_backward(dyl, cache.row_winner, cache.col_winner.shape, ha,
                                  cache.size, cache.stride)
-    dxp = _max_pass_backward(drowmax, cache.col_winner, cache.padded_shape, 3,
+    dxp = _max_pass_backward(drowmax, cache.col_winner, cache.padded_shape, wa,
                              cache.size, cache.stride)
     if cache.padded_shape == cache.x_shape and cache.top == 0:
-        return dxp
+        return as_nchw(dxp, layout)
+    h, w = cache.x_shape[ha], cache.x_shape[wa]
+    hp, wp = cache.padded_shape[ha], cache.padded_shape[wa]
     dx = np.zeros(cache.x_shape, dy.dtype)
     t = cache.top
     keep_h, keep_w = max(0, min(h, hp - t)), max(0, min(w, wp - t))
-    dx[:, :, :keep_h, :keep_w] = dxp[:, :, t:t + keep_h, t:t + keep_w]
-    return dx
+    dx[_spatial(layout, slice(keep_h), slice(keep_w))] = \
+        dxp[_spatial(layout, slice(t, t + keep_h), slice(t, t + keep_w))]
+    return as_nchw(dx, layout)
