@@ -190,3 +190,11 @@ def test_keep_layout_equals_naive_in_the_conv_layout(case, layout, x_layout):
         np.testing.assert_allclose(dx, ndx, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(dw, ndw, rtol=1e-12, atol=1e-12)
         assert np.shares_memory(ordered(dx, cache.layout), dx)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
+def test_column_chunked_products_equal_naive(case, layout, monkeypatch):
+    # Chunks of 3 columns, so that every small case runs the chunked products,
+    # remainders included.
+    monkeypatch.setattr(conv, "CHUNK", 3)
+    check_against_naive(np.random.default_rng(hash(case) % 2**32), *case)

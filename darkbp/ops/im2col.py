@@ -41,9 +41,9 @@ def choose_layout(batch: int) -> str:
     as fast or faster for every shape measured (bench/bench_ops.py, batch 64, 1
     thread): ~3x for 5x5 convs on 8x8 maps (im2col and col2im), ~1.3x for the
     3x3 and depthwise convs of cfg/grouped.cfg; LeNet's first conv (5x5 on
-    28x28x1) is ~10% slower, NCHW's per-image GEMMs staying in cache, but its
-    CHWN output pools faster and needs no transpose for the next conv.  One
-    image is the same memory either way.
+    28x28x1, where NCHW's per-image GEMMs stay in cache) is even with the
+    column chunking of conv.py, and its CHWN output pools faster and needs no
+    transpose for the next conv.  One image is the same memory either way.
     """
     return "NCHW" if batch == 1 else "CHWN"
 
