@@ -101,3 +101,15 @@ def test_extreme_inputs_stay_finite_and_quiet():
             assert np.all(np.isfinite(act.backward(x, y, np.ones_like(x)))), name
     np.testing.assert_array_equal(ACTIVATIONS["logistic"].forward(x), [0, 0, 1, 1])
     np.testing.assert_array_equal(ACTIVATIONS["tanh"].forward(x), [-1, -1, 1, 1])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_apply_equals_forward(name, dtype):
+    x = np.concatenate([smooth_points(name), KINKS.get(name, [])]).astype(dtype)
+    expected = ACTIVATIONS[name].forward(x.copy())
+    y = ACTIVATIONS[name].apply(x)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, expected)
+    if ACTIVATIONS[name].in_place is not None:
+        assert y is x

@@ -166,3 +166,15 @@ def test_maxpool_chwn_equals_naive_random_shapes(n, c, h, w, size, stride, paddi
     dy = rng.standard_normal(y.shape)
     np.testing.assert_allclose(maxpool_backward(dy, cache), naive.maxpool_backward(x.shape, arg, dy),
                                rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}k{}s{}p{}".format(*c))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_forward_without_backward_gives_the_same_output(case, layout):
+    rng = np.random.default_rng(3)
+    n, c, h, w, size, stride, padding = case
+    x = as_nchw(ordered(rng.standard_normal((n, c, h, w)), layout), layout)
+    y, cache = maxpool_forward(x, size, stride, padding, backward=False)
+    assert cache is None
+    np.testing.assert_array_equal(y, maxpool_forward(x, size, stride, padding)[0])
+    np.testing.assert_array_equal(y, naive.maxpool_forward(x, size, stride, padding)[0])

@@ -49,6 +49,8 @@ class AffineLayer(Layer):
             z, self._bn_cache = batchnorm_forward(z, self.scales, self.rolling_mean,
                                                   self.rolling_variance, train)
         z += self.biases[:, None]
+        if not train:  # nothing to keep for a backward: z can take the activation in place
+            return ACTIVATIONS[self.activation].apply(z)
         self._z = z
         self._y = ACTIVATIONS[self.activation].forward(z)
         return self._y

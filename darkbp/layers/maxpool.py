@@ -18,7 +18,7 @@ class MaxpoolLayer(Layer):
         self.size, self.stride, self.padding = size, stride, padding
 
     def forward(self, x, train):
-        y, self._cache = maxpool_forward(x, self.size, self.stride, self.padding)
+        y, self._cache = maxpool_forward(x, self.size, self.stride, self.padding, backward=train)
         return y
 
     def backward(self, dy):

@@ -3,6 +3,7 @@
     act = ACTIVATIONS["leaky"]            # or activation("leaky")
     y = act.forward(x)                    # x: any shape, float32 or float64
     dx = act.backward(x, y, dy)           # dL/dx from dL/dy; x and y from forward
+    y = act.apply(x)                      # y = forward(x), written over x when it can be
 
 backward gets both the input x and the output y: logistic, loggy and tanh
 use y (σ' = σ(1 − σ)), the rest use x.  Results keep x's dtype; nothing is
@@ -32,11 +33,17 @@ SELU_LAMBDA, SELU_ALPHA = 1.0507, 1.6732  # Darknet's truncated constants
 
 @dataclass(frozen=True)
 class Activation:
-    """forward(x) -> y; backward(x, y, dy) -> dx."""
+    """forward(x) -> y; backward(x, y, dy) -> dx; in_place(x) -> x, holding forward(x), if given."""
 
     name: str
     forward: Callable[[np.ndarray], np.ndarray]
     backward: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    in_place: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """forward(x), overwriting x where an in-place form exists (saves a new array's
+        memory traffic): for callers that own x and need not keep it (no backward)."""
+        return self.forward(x) if self.in_place is None else self.in_place(x)
 
 
 def _two_slopes(above: np.ndarray, hi: float, lo: float, dy: np.ndarray) -> np.ndarray:
@@ -198,19 +205,19 @@ def _selu_back(x, y, dy):  # λ·(x ≥ 0 ? 1 : α·eˣ); λ at 0
 
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a for a in (
-        Activation("linear", _linear, _linear_back),
+        Activation("linear", _linear, _linear_back, _linear),
         Activation("logistic", _logistic, _logistic_back),
         Activation("loggy", _loggy, _loggy_back),
-        Activation("relu", _relu, _relu_back),
+        Activation("relu", _relu, _relu_back, lambda x: np.maximum(x, 0, out=x)),
         Activation("elu", _elu, _elu_back),
         Activation("selu", _selu, _selu_back),
-        Activation("relie", _relie, _relie_back),
+        Activation("relie", _relie, _relie_back, lambda x: np.maximum(x, 0.01 * x, out=x)),
         Activation("ramp", _ramp, _ramp_back),
-        Activation("leaky", _leaky, _leaky_back),
-        Activation("tanh", _tanh, _tanh_back),
+        Activation("leaky", _leaky, _leaky_back, lambda x: np.maximum(x, 0.1 * x, out=x)),
+        Activation("tanh", _tanh, _tanh_back, lambda x: np.tanh(x, out=x)),
         Activation("plse", _plse, _plse_back),
         Activation("stair", _stair, _stair_back),
-        Activation("hardtan", _hardtan, _hardtan_back),
+        Activation("hardtan", _hardtan, _hardtan_back, lambda x: np.clip(x, -1, 1, out=x)),
         Activation("lhtan", _lhtan, _lhtan_back),
     )
 }

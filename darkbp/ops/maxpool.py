@@ -75,6 +75,15 @@ def _max_pass(a: np.ndarray, axis: int, size: int, stride: int, count: int):
     return best, winner
 
 
+def _max_only(a: np.ndarray, axis: int, size: int, stride: int, count: int) -> np.ndarray:
+    """The max of _max_pass, without the winners."""
+    best = np.maximum(*(_window_view(a, axis, j, stride, count) for j in (0, 1))) if size > 1 \
+        else _window_view(a, axis, 0, stride, count).copy()
+    for j in range(2, size):
+        np.maximum(best, _window_view(a, axis, j, stride, count), out=best)
+    return best
+
+
 def _won(winner: np.ndarray, j: int) -> np.ndarray:
     """Where tap j won, as bools."""
     if winner.dtype == bool:
@@ -98,13 +107,14 @@ def _max_pass_backward(dbest: np.ndarray, winner: np.ndarray, shape: tuple, axis
     return da
 
 
-def maxpool_forward(x: np.ndarray, size: int, stride: int,
-                    padding: int) -> tuple[np.ndarray, MaxpoolCache]:
+def maxpool_forward(x: np.ndarray, size: int, stride: int, padding: int,
+                    backward: bool = True) -> tuple[np.ndarray, MaxpoolCache | None]:
     """y = Darknet max pool of x.
 
     x: (N, C, H, W). Returns y (N, C, OH, OW), OH = (H + padding − size)//stride + 1
     (same for W), in x's dtype and layout (C-contiguous unless x is stored CHWN),
-    and the cache for maxpool_backward.
+    and the cache for maxpool_backward; with backward=False, the winners are
+    not looked for and the cache is None.
     """
     if x.ndim != 4:
         raise ValueError(f"maxpool input must be (N, C, H, W), got shape {x.shape}")
@@ -133,6 +143,9 @@ def maxpool_forward(x: np.ndarray, size: int, stride: int,
         xp[_spatial(layout, slice(top, top + keep_h), slice(top, top + keep_w))] = \
             xl[_spatial(layout, slice(keep_h), slice(keep_w))]
 
+    if not backward:
+        return as_nchw(_max_only(_max_only(xp, wa, size, stride, out_w), ha, size, stride,
+                                 out_h), layout), None
     rowmax, col_winner = _max_pass(xp, wa, size, stride, out_w)   # (N, C, Hp, OW)
     y, row_winner = _max_pass(rowmax, ha, size, stride, out_h)    # (N, C, OH, OW)
     return as_nchw(y, layout), MaxpoolCache(xl.shape, xp.shape, top, size, stride, col_winner,
