@@ -72,9 +72,10 @@ def _chunked(a: np.ndarray, count: int) -> np.ndarray:
                                            (*lead_strides, CHUNK * col, row, col))
 
 
-def _chunks(small: np.ndarray, m: int) -> int:
-    """How many column chunks a product of `small` with an (..., M) operand runs over (0: none)."""
-    return m // CHUNK if small.shape[-2] * small.shape[-1] <= SMALL_MATRIX and m >= 4 * CHUNK else 0
+def _chunks(small: int, m: int) -> int:
+    """How many column chunks a product involving a matrix of `small` values and
+    (..., M) operands runs over (0: none)."""
+    return m // CHUNK if small <= SMALL_MATRIX and m >= 4 * CHUNK else 0
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -86,7 +87,7 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.shape[-1] == 1:
         return a * b
     m = b.shape[-1]
-    count = _chunks(a, m)
+    count = _chunks(a.shape[-2] * a.shape[-1], m)
     if not count:
         return np.matmul(a, b)
     out = np.empty(b.shape[:-2] + (a.shape[-2], m), b.dtype)
@@ -100,7 +101,7 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _matmul_t_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Σ_B a (B, G, P, M) @ b (B, G, Q, M)ᵀ -> (G, P, Q), the products' sum over B and M."""
     m = a.shape[-1]
-    count = _chunks(b, m)
+    count = _chunks(a.shape[-2] * b.shape[-2], m)
     if not count:
         product = np.matmul(a, b.swapaxes(-1, -2))                      # (B, G, P, Q)
         return product[0] if product.shape[0] == 1 else product.sum(axis=0)
