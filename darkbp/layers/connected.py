@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from darkbp.layers.affine import AffineLayer
+from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.layout import as_nchw, layout_of, ordered
 
 
@@ -35,6 +36,7 @@ class ConnectedLayer(AffineLayer):
         self.weights[...] = rng.uniform(-1.0, 1.0, self.weights.shape) * scale
         self._init_scales()
 
+    @kernel_buffers
     def forward(self, x, train):
         n = x.shape[0]
         x = x.reshape((n,) + self.in_shape)
@@ -46,6 +48,7 @@ class ConnectedLayer(AffineLayer):
         y = self._tail_forward(z[None], train)             # (1, outputs, N)
         return as_nchw(y.reshape(self.outputs, 1, 1, n), "CHWN")
 
+    @kernel_buffers
     def backward(self, dy):
         n = dy.shape[0]
         dyt = ordered(dy.reshape(n, self.outputs, 1, 1), "CHWN").reshape(1, self.outputs, n)

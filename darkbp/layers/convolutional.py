@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from darkbp.layers.affine import AffineLayer
+from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.conv import conv_backward, conv_forward
 from darkbp.ops.layout import as_nchw, ordered
 
@@ -44,6 +45,7 @@ class ConvolutionalLayer(AffineLayer):
         self.weights[...] = rng.standard_normal(self.weights.shape) * math.sqrt(2.0 / fan_in)
         self._init_scales()
 
+    @kernel_buffers
     def forward(self, x, train):
         # The output, and dx, stay in the layout the convolution runs in (ops/layout.py).
         z, self._conv_cache = conv_forward(x, self.weights, self.stride, self.padding,
@@ -52,6 +54,7 @@ class ConvolutionalLayer(AffineLayer):
         y = self._tail_forward(self._channels_view(zl), train)
         return as_nchw(y.reshape(zl.shape), self._conv_cache.layout)
 
+    @kernel_buffers
     def backward(self, dy):
         layout = self._conv_cache.layout
         dyl = ordered(dy, layout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from darkbp.layers.base import Layer
+from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.maxpool import maxpool_backward, maxpool_forward
 
 
@@ -17,9 +18,11 @@ class MaxpoolLayer(Layer):
                                     (w + padding - size) // stride + 1))
         self.size, self.stride, self.padding = size, stride, padding
 
+    @kernel_buffers
     def forward(self, x, train):
         y, self._cache = maxpool_forward(x, self.size, self.stride, self.padding, backward=train)
         return y
 
+    @kernel_buffers
     def backward(self, dy):
         return maxpool_backward(dy, self._cache)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from darkbp.layers.base import Layer
+from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.softmax import (cross_entropy, softmax_cross_entropy_backward,
                                 softmax_forward)
 
@@ -17,6 +18,7 @@ class SoftmaxLayer(Layer):
         super().__init__(in_shape, (c * h * w, 1, 1))
         self.groups, self.temperature = groups, temperature
 
+    @kernel_buffers
     def forward(self, x, train):
         n = x.shape[0]
         self._p = softmax_forward(x.reshape(n, -1), self.groups, self.temperature)
@@ -31,6 +33,7 @@ class SoftmaxLayer(Layer):
         dx = softmax_cross_entropy_backward(self._p, truth, self.groups, self.temperature)
         return dx.reshape((truth.shape[0],) + self.in_shape)
 
+    @kernel_buffers
     def backward(self, dy):
         # A softmax inside the network (not the cost): the Jacobian-vector product per group.
         n = dy.shape[0]
