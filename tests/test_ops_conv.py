@@ -198,3 +198,48 @@ def test_column_chunked_products_equal_naive(case, layout, monkeypatch):
     # remainders included.
     monkeypatch.setattr(conv, "CHUNK", 3)
     check_against_naive(np.random.default_rng(hash(case) % 2**32), *case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
+def test_biases_are_added_and_their_gradient_returned(case, layout):
+    # Without groups the biases ride in the GEMMs (a row of ones); with groups or no
+    # im2col they are added apart: both must give conv + bias and Σ dy.
+    n, c, h, w, f, size, stride, padding, groups = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x = rng.standard_normal((n, c, h, w))
+    weights = rng.standard_normal((f, c // groups, size, size))
+    biases = rng.standard_normal(f)
+    for keep_layout in (False, True):
+        y, cache = conv_forward(x, weights, stride, padding, groups, keep_layout, biases)
+        expected = naive.conv_forward(x, weights, stride, padding, groups)
+        np.testing.assert_allclose(y, expected + biases[:, None, None], rtol=1e-12, atol=1e-12)
+        dy = rng.standard_normal(y.shape)
+        ndx, ndw = naive.conv_backward(x, weights, dy, stride, padding, groups)
+        dx, dw, db = conv_backward(dy, cache, weights)
+        np.testing.assert_allclose(dx, ndx, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dw, ndw, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+        none, dw, db = conv_backward(dy, cache, weights, need_dx=False)
+        assert none is None
+        np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+
+
+def test_biases_with_chunked_products(monkeypatch):
+    monkeypatch.setattr(conv, "CHUNK", 3)
+    rng = np.random.default_rng(11)
+    x, weights, biases = rng.standard_normal((3, 2, 7, 6)), rng.standard_normal((4, 2, 3, 3)), \
+        rng.standard_normal(4)
+    y, cache = conv_forward(x, weights, 1, 1, 1, biases=biases)
+    np.testing.assert_allclose(y, naive.conv_forward(x, weights, 1, 1, 1) + biases[:, None, None],
+                               rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    _, _, db = conv_backward(dy, cache, weights)
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+
+
+def test_conv_rejects_bad_biases():
+    with pytest.raises(ValueError, match="biases"):
+        conv_forward(np.zeros((1, 1, 3, 3)), np.zeros((2, 1, 3, 3)), 1, 0, 1, biases=np.zeros(3))
+    with pytest.raises(ValueError, match="biases"):
+        conv_forward(np.zeros((1, 1, 3, 3)), np.zeros((2, 1, 3, 3)), 1, 0, 1,
+                     biases=np.zeros(2, np.float32))

@@ -43,22 +43,28 @@ class AffineLayer(Layer):
         if self.batch_normalize:
             self.scales.fill(1)
 
-    def _tail_forward(self, z: np.ndarray, train: bool) -> np.ndarray:
-        """z: (A, F, B), the linear map's output -> activation(bn(z) + bias), (A, F, B)."""
+    def _tail_forward(self, z: np.ndarray, train: bool, add_bias: bool = True) -> np.ndarray:
+        """z: (A, F, B), the linear map's output -> activation(bn(z) + bias), (A, F, B).
+
+        add_bias=False: the linear map has added the bias already.
+        """
         if self.batch_normalize:
             z, self._bn_cache = batchnorm_forward(z, self.scales, self.rolling_mean,
                                                   self.rolling_variance, train)
-        z += self.biases[:, None]
+        if add_bias:
+            z += self.biases[:, None]
         if not train:  # nothing to keep for a backward: z can take the activation in place
             return ACTIVATIONS[self.activation].apply(z)
         self._z = z
         self._y = ACTIVATIONS[self.activation].forward(z)
         return self._y
 
-    def _tail_backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy: (A, F, B), as z -> the gradient at the linear map's output; adds bias and scale grads."""
+    def _tail_backward(self, dy: np.ndarray, bias_grad: bool = True) -> np.ndarray:
+        """dy: (A, F, B), as z -> the gradient at the linear map's output; adds bias and scale grads
+        (bias_grad=False: the linear map's backward gives the bias gradient)."""
         dz = ACTIVATIONS[self.activation].backward(self._z, self._y, dy)
-        self.bias_grads += np.einsum("acb->c", dz)   # ~1.5x faster than dz.sum(axis=(0, 2))
+        if bias_grad:
+            self.bias_grads += np.einsum("acb->c", dz)   # ~1.5x faster than dz.sum(axis=(0, 2))
         if self.batch_normalize:
             dz, dscales = batchnorm_backward(dz, self._bn_cache)
             self.scale_grads += dscales

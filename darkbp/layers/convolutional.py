@@ -48,20 +48,25 @@ class ConvolutionalLayer(AffineLayer):
     @kernel_buffers
     def forward(self, x, train):
         # The output, and dx, stay in the layout the convolution runs in (ops/layout.py).
+        # Without batch norm the biases come next: the convolution adds them in its GEMM.
+        biases = None if self.batch_normalize else self.biases
         z, self._conv_cache = conv_forward(x, self.weights, self.stride, self.padding,
-                                           self.groups, keep_layout=True)
+                                           self.groups, keep_layout=True, biases=biases)
         zl = ordered(z, self._conv_cache.layout)
-        y = self._tail_forward(self._channels_view(zl), train)
+        y = self._tail_forward(self._channels_view(zl), train, add_bias=biases is None)
         return as_nchw(y.reshape(zl.shape), self._conv_cache.layout)
 
     @kernel_buffers
     def backward(self, dy):
         layout = self._conv_cache.layout
         dyl = ordered(dy, layout)
-        dz = self._tail_backward(self._channels_view(dyl)).reshape(dyl.shape)
-        dx, dweights = conv_backward(as_nchw(dz, layout), self._conv_cache, self.weights,
-                                     need_dx=self.need_input_grad)
+        biased = self._conv_cache.biased
+        dz = self._tail_backward(self._channels_view(dyl), bias_grad=not biased).reshape(dyl.shape)
+        dx, dweights, *dbiases = conv_backward(as_nchw(dz, layout), self._conv_cache,
+                                               self.weights, need_dx=self.need_input_grad)
         self.weight_grads += dweights
+        if biased:
+            self.bias_grads += dbiases[0]
         return dx
 
     def _channels_view(self, a):

@@ -1,8 +1,8 @@
 """Grouped 2-D convolution, forward and backward, as im2col + batched GEMM.
 
 Weights are Darknet's (F, C/G, size, size): filter f belongs to group
-g = f // (F/G) and sees input channels [g·C/G, (g+1)·C/G).  No bias here (the
-layer adds it).  Every product is one `np.matmul` over a leading (B, G) batch
+g = f // (F/G) and sees input channels [g·C/G, (g+1)·C/G); optional biases (F,)
+are added to y.  Every product is one `np.matmul` over a leading (B, G) batch
 (B = N or 1, see `_gemm_batch`), never a Python loop over images or groups:
 
     y[b, g]     = W[g]      @ cols[b, g]     (Fg, Kg) @ (Kg, M)  -> (Fg, M)
@@ -13,6 +13,10 @@ with Kg = C/G·size·size.  dW sums over the batch (the gradient of a summed
 loss).  dx is col2im of dcols: the adjoint of im2col, i.e. the "full
 convolution with the 180°-rotated kernel over the stride-dilated deltas" of the
 course notes, without materialising the dilated deltas.
+
+Without groups, biases ride in the products (Caffe's bias multiplier): the
+columns get a last row of ones and W a last column of biases, so y needs no
+pass of its own to add them and dW's product yields their gradient Σ dy.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from darkbp.ops.im2col import choose_layout, col2im, conv_out_size, im2col
+from darkbp.ops.im2col import choose_layout, col2im, cols_shape, conv_out_size, im2col
 from darkbp.ops.layout import as_nchw, layout_shape, ordered
 
 
 class ConvCache(NamedTuple):
     """What conv_backward needs from conv_forward."""
 
-    cols: np.ndarray         # (B, G, C/G·size·size, M): padded input's columns, see _gemm_batch
+    cols: np.ndarray         # (B, G, Kg (+1), M): padded input's columns (+ ones), see _gemm_batch
     x_shape: tuple           # (N, C, H, W)
     out_hw: tuple            # (OH, OW)
     layout: str              # "NCHW" or "CHWN" (see im2col.py)
@@ -37,6 +41,8 @@ class ConvCache(NamedTuple):
     padding: int
     groups: int
     keep_layout: bool        # dx in `layout` (a view) rather than C-contiguous
+    biased: bool             # the forward added biases: backward returns their gradient
+    ones_row: bool           # ... through a last row of ones in cols
 
 
 def _check(x: np.ndarray, weights: np.ndarray, stride: int, padding: int, groups: int) -> None:
@@ -123,12 +129,13 @@ def _gemm_batch(layout: str, n: int) -> int:
 
 
 def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
-                 groups: int, keep_layout: bool = False) -> tuple[np.ndarray, ConvCache]:
-    """y = conv(x, weights), no bias.
+                 groups: int, keep_layout: bool = False,
+                 biases: np.ndarray | None = None) -> tuple[np.ndarray, ConvCache]:
+    """y = conv(x, weights) (+ biases per filter).
 
-    x: (N, C, H, W), stored in any layout; weights: (F, C/groups, size, size),
-    same dtype as x.  Returns y (N, F, OH, OW) with OH = (H + 2·padding −
-    size)//stride + 1 (same for W) in x's dtype, and the cache for
+    x: (N, C, H, W), stored in any layout; weights: (F, C/groups, size, size)
+    and biases (F,), same dtype as x.  Returns y (N, F, OH, OW) with OH = (H +
+    2·padding − size)//stride + 1 (same for W) in x's dtype, and the cache for
     conv_backward.  y is C-contiguous, or with keep_layout a view of the
     output in the layout the convolution ran in (cache.layout, see layout.py),
     which saves a copy when the next layer works in that layout too; then
@@ -143,31 +150,54 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
     out_w = conv_out_size(w, size, stride, padding)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"conv {size}x{size}/{stride} pad {padding} leaves no output on {h}x{w}")
+    if biases is not None and (biases.shape != (f,) or biases.dtype != x.dtype):
+        raise ValueError(f"conv biases are {biases.dtype} {biases.shape}, expected {x.dtype} ({f},)")
     layout = choose_layout(n)
+    b, kg = _gemm_batch(layout, n), cg * size * size
+    m = out_h * out_w * (n // b)
+    wg = weights.reshape(groups, f // groups, kg)
 
     xl = ordered(x, layout)
-    if size == 1 and stride == 1 and padding == 0:
+    plain = size == 1 and stride == 1 and padding == 0
+    ones_row = biases is not None and groups == 1 and not plain
+    if plain:
         cols = xl  # a 1x1 stride-1 conv is a plain GEMM over the input
+    elif ones_row:
+        cols = np.empty((b, 1, kg + 1, m), x.dtype)
+        im2col(xl, size, stride, padding, out_h, out_w, layout,
+               out=_split(cols[:, 0, :kg], cols_shape(layout, xl.shape, size, out_h, out_w)))
+        cols[:, 0, kg] = 1
+        wg = np.concatenate([wg, biases.reshape(1, f, 1)], axis=2)      # (1, F, Kg + 1)
     else:
         cols = im2col(xl, size, stride, padding, out_h, out_w, layout)
-    kg = cg * size * size
-    cols = cols.reshape(_gemm_batch(layout, n), groups, kg, -1)         # (B, G, Kg, M)
-    y = _matmul(weights.reshape(groups, f // groups, kg), cols)        # (B, G, Fg, M)
+    cols = cols.reshape(b, groups, -1, m)                              # (B, G, Kg (+1), M)
+    y = _matmul(wg, cols)                                              # (B, G, Fg, M)
+    if biases is not None and not ones_row:
+        per_filter = _split(y, (b, f, m))
+        per_filter += biases[:, None]
     y = as_nchw(y.reshape(layout_shape(layout, n, f, out_h, out_w)), layout)
     if not keep_layout:
         y = ordered(y, "NCHW")
     return y, ConvCache(cols, (n, c, h, w), (out_h, out_w), layout, size, stride, padding, groups,
-                        keep_layout)
+                        keep_layout, biases is not None, ones_row)
+
+
+def _split(a: np.ndarray, shape: tuple) -> np.ndarray:
+    """A view of `a` with its axes split into `shape` (an error, never a copy, if impossible)."""
+    view = a.view()
+    view.shape = shape
+    return view
 
 
 def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
-                  need_dx: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+                  need_dx: bool = True) -> tuple:
     """Gradients of a loss L given dy = ∂L/∂y (N, F, OH, OW).
 
-    dy may be stored in any layout.  Returns (dx, dweights): dx = ∂L/∂x
-    (N, C, H, W), C-contiguous or as conv_forward's y (keep_layout), or None
-    when need_dx is False (a network's first layer); dweights = ∂L/∂weights
-    (F, C/G, size, size), summed over the batch.
+    dy may be stored in any layout.  Returns (dx, dweights), and dbiases (F,)
+    after them when the forward added biases: dx = ∂L/∂x (N, C, H, W),
+    C-contiguous or as conv_forward's y (keep_layout), or None when need_dx is
+    False (a network's first layer); dweights = ∂L/∂weights (F, C/G, size,
+    size) and dbiases = ∂L/∂biases, summed over the batch.
     """
     n, c, h, w = cache.x_shape
     out_h, out_w = cache.out_hw
@@ -175,14 +205,21 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
     if dy.shape != (n, f, out_h, out_w):
         raise ValueError(f"conv dy has shape {dy.shape}, expected {(n, f, out_h, out_w)}")
     g, layout, size, p = cache.groups, cache.layout, cache.size, cache.padding
-    b, kg = cache.cols.shape[0], cache.cols.shape[2]
+    b, kg = cache.cols.shape[0], weights.shape[1] * size * size
 
     dyc = ordered(dy, layout).reshape(b, g, f // g, -1)                # (B, G, Fg, M)
     # dWᵀ = cols @ dyᵀ: ~15% faster in OpenBLAS than dy @ colsᵀ for these shapes.
-    dweights_t = _matmul_t_sum(cache.cols, dyc)                        # (G, Kg, Fg)
+    dweights_t = _matmul_t_sum(cache.cols, dyc)                        # (G, Kg (+1), Fg)
+    dbiases = None
+    if cache.ones_row:
+        dbiases = dweights_t[0, kg].copy()
+        dweights_t = dweights_t[:, :kg]
+    elif cache.biased:
+        dbiases = np.einsum("bgfm->gf", dyc).reshape(f)
     dweights = np.ascontiguousarray(dweights_t.swapaxes(-1, -2)).reshape(weights.shape)
+    grads = (dweights,) if dbiases is None else (dweights, dbiases)
     if not need_dx:
-        return None, dweights
+        return (None, *grads)
 
     wg = weights.reshape(g, f // g, kg)
     dcols = _matmul(wg.swapaxes(-1, -2), dyc)                          # (B, G, Kg, M)
@@ -190,9 +227,7 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
     if size == 1 and cache.stride == 1 and p == 0:
         dxl = dcols.reshape(x_shape)
     else:
-        ncols = layout_shape(layout, n, c, out_h, out_w)
-        ch = 1 if layout == "NCHW" else 0
-        dxl = col2im(dcols.reshape(*ncols[:ch + 1], size, size, *ncols[ch + 1:]),
+        dxl = col2im(dcols.reshape(cols_shape(layout, x_shape, size, out_h, out_w)),
                      x_shape, cache.stride, p, layout)
     dx = as_nchw(dxl, layout)
-    return (dx if cache.keep_layout else ordered(dx, "NCHW")), dweights
+    return ((dx if cache.keep_layout else ordered(dx, "NCHW")), *grads)

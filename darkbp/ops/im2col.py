@@ -67,9 +67,10 @@ def _index(layout: str, rows, cols) -> tuple:
     return tuple(index)
 
 
-def _cols_shape(layout: str, shape: tuple[int, ...], size: int, out_h: int,
-                out_w: int) -> tuple[int, ...]:
-    """Columns of an array of `shape`: (size, size) after the channel axis, output spatial size."""
+def cols_shape(layout: str, shape: tuple[int, ...], size: int, out_h: int,
+               out_w: int) -> tuple[int, ...]:
+    """Columns of an array of `shape` (in `layout` order): (size, size) after the channel
+    axis, output spatial size: (N, C, size, size, OH, OW) or (C, size, size, OH, OW, N)."""
     ha, wa = SPATIAL_AXES[layout]
     shape = list(shape)
     shape[ha], shape[wa] = out_h, out_w
@@ -90,15 +91,19 @@ def _offsets(size: int, stride: int, padding: int, h: int, w: int, out_h: int, o
 
 
 def im2col(x: np.ndarray, size: int, stride: int, padding: int, out_h: int, out_w: int,
-           layout: str) -> np.ndarray:
+           layout: str, out: np.ndarray | None = None) -> np.ndarray:
     """Unfold a batch, zero-padded by `padding` on every side, into columns.
 
     x: (N, C, H, W) for NCHW or (C, H, W, N) for CHWN, C-contiguous.
-    Returns (N, C, size, size, OH, OW) or (C, size, size, OH, OW, N), C-contiguous.
+    Returns (N, C, size, size, OH, OW) or (C, size, size, OH, OW, N), C-contiguous,
+    or writes them into `out` (an array of that shape) and returns it.
     """
     ha, wa = SPATIAL_AXES[layout]
     h, w = x.shape[ha], x.shape[wa]
-    cols = np.empty(_cols_shape(layout, x.shape, size, out_h, out_w), x.dtype)
+    shape = cols_shape(layout, x.shape, size, out_h, out_w)
+    if out is not None and out.shape != shape:
+        raise ValueError(f"im2col out has shape {out.shape}, expected {shape}")
+    cols = np.empty(shape, x.dtype) if out is None else out
     lead = (slice(None),) * (_CHANNEL_AXIS[layout] + 1)
     for i, j, out_rows, out_cols, in_rows, in_cols in _offsets(size, stride, padding, h, w,
                                                                out_h, out_w):
