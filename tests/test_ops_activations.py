@@ -113,3 +113,18 @@ def test_apply_equals_forward(name, dtype):
     np.testing.assert_array_equal(y, expected)
     if ACTIVATIONS[name].in_place is not None:
         assert y is x
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_over_equals_backward(name, dtype):
+    x = np.concatenate([smooth_points(name), KINKS.get(name, [])]).astype(dtype)
+    act = ACTIVATIONS[name]
+    y = act.forward(x)
+    dy = np.random.default_rng(1).standard_normal(x.shape).astype(dtype)
+    expected = act.backward(x, y, dy.copy())
+    dx = act.backward_over(x, y, dy)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, expected)
+    if act.backward_in_place is not None:
+        assert dx is dy

@@ -61,8 +61,9 @@ class AffineLayer(Layer):
 
     def _tail_backward(self, dy: np.ndarray, bias_grad: bool = True) -> np.ndarray:
         """dy: (A, F, B), as z -> the gradient at the linear map's output; adds bias and scale grads
-        (bias_grad=False: the linear map's backward gives the bias gradient)."""
-        dz = ACTIVATIONS[self.activation].backward(self._z, self._y, dy)
+        (bias_grad=False: the linear map's backward gives the bias gradient).  dy may be
+        overwritten."""
+        dz = ACTIVATIONS[self.activation].backward_over(self._z, self._y, dy)   # dy is ours
         if bias_grad:
             self.bias_grads += np.einsum("acb->c", dz)   # ~1.5x faster than dz.sum(axis=(0, 2))
         if self.batch_normalize:

@@ -26,7 +26,10 @@ class Layer:
 
     forward(x, train) -> y caches what backward needs; backward(dy) -> dx *adds*
     this batch's gradients into the `*_grads` arrays (Darknet accumulates over
-    subdivisions; `zero_grads` clears them after an update).
+    subdivisions; `zero_grads` clears them after an update).  backward may
+    overwrite dy (a network hands each layer the dx it got from the next one and
+    keeps nothing of it), and x must stay unchanged until backward.
+    Arrays may be (N, C, H, W) views stored in any layout (ops/layout.py).
     """
 
     type: str = ""
