@@ -2,13 +2,18 @@
 
     python bench/bench_ops.py [--threads 1] [--batch 64] [--repeat 50] [--mallopt]
 
-Times LeNet's two convolutions (conv 20 5x5 on 28x28x1, conv 50 5x5 on
-12x12x20), its two 2x2 max pools, a batch norm and a softmax + cross-entropy,
-float32, median of --repeat runs.  The first conv computes no input gradient
-(it is a network's first layer), in darkbp and in torch alike.  The conv rows
-also time both column layouts, to check `choose_layout`.  The script re-runs
-itself with OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS set, so
-BLAS honours --threads.
+Times, float32, median of --repeat runs, each kernel as the layers call it:
+the convolutions of cfg/mnist.cfg (20 5x5 on 28x28x1, 50 5x5 on 12x12x20)
+and cfg/grouped.cfg (16 3x3 on 28x28x1, 32 3x3 in 4 groups on 14x14x16, the
+depthwise 3x3/2 on 14x14x32, 64 1x1 in 2 groups on 7x7x32), with biases, on
+input stored as the previous layer leaves it (CHWN, see darkbp/ops/layout.py)
+and output kept in the conv's layout, inside `kernel_buffers`; the 2x2 max
+pools, training (forward + backward) and evaluation (forward alone); a batch
+norm and a softmax + cross-entropy.  A network's first conv computes no input
+gradient, in darkbp and in torch alike.  The conv rows also time both column
+layouts, to check `choose_layout`.  The script re-runs itself with
+OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS set, so BLAS honours
+--threads.
 
 --mallopt keeps freed memory in glibc's heap (M_MMAP_THRESHOLD and
 M_TRIM_THRESHOLD raised): otherwise glibc hands the kernels' multi-MB
@@ -49,9 +54,24 @@ def median_ms(fn, repeat):
     return 1e3 * float(np.median(times))
 
 
+# (name, channels, size of the square input, filters, size, stride, padding, groups, first layer)
+CONVS = (
+    ("mnist conv1 20 5x5 28x28x1", 1, 28, 20, 5, 1, 0, 1, True),
+    ("mnist conv2 50 5x5 12x12x20", 20, 12, 50, 5, 1, 0, 1, False),
+    ("grouped conv 16 3x3 28x28x1", 1, 28, 16, 3, 1, 1, 1, True),
+    ("grouped conv 32 3x3/g4 14x14x16", 16, 14, 32, 3, 1, 1, 4, False),
+    ("grouped dw 32 3x3/2 14x14x32", 32, 14, 32, 3, 2, 1, 32, False),
+    ("grouped conv 64 1x1/g2 7x7x32", 32, 7, 64, 1, 1, 0, 2, False),
+)
+POOLS = (("maxpool 2/2 24x24x20", 20, 24), ("maxpool 2/2 8x8x50", 50, 8),
+         ("maxpool 2/2 28x28x16", 16, 28))
+
+
 def darkbp_cases(batch):
     from darkbp.ops import conv, im2col
     from darkbp.ops.batchnorm import batchnorm_backward, batchnorm_forward
+    from darkbp.ops.buffers import kernel_buffers
+    from darkbp.ops.layout import as_nchw, ordered
     from darkbp.ops.maxpool import maxpool_backward, maxpool_forward
     from darkbp.ops.softmax import cross_entropy, softmax_cross_entropy_backward, softmax_forward
 
@@ -59,39 +79,48 @@ def darkbp_cases(batch):
     f32 = np.float32
     cases = {}
 
-    def conv_case(c, hw, f, size, need_dx, layout=None):
-        x = rng.standard_normal((batch, c, hw, hw)).astype(f32)
-        w = rng.standard_normal((f, c, size, size)).astype(f32)
-        out = hw - size + 1
-        dy = rng.standard_normal((batch, f, out, out)).astype(f32)
+    def stored(shape, layout):
+        a = rng.standard_normal(shape).astype(f32)
+        return as_nchw(ordered(a, layout), layout)
 
+    def conv_case(c, hw, f, size, stride, padding, groups, first, layout=None):
+        chosen = layout or im2col.choose_layout(batch)
+        x = stored((batch, c, hw, hw), "NCHW" if first else chosen)
+        w = rng.standard_normal((f, c // groups, size, size)).astype(f32)
+        b = rng.standard_normal(f).astype(f32)
+        out = (hw + 2 * padding - size) // stride + 1
+        dy = stored((batch, f, out, out), chosen)
+
+        @kernel_buffers
         def run():
             original = conv.choose_layout
             if layout:
                 conv.choose_layout = lambda *shape: layout
             try:
-                _, cache = conv.conv_forward(x, w, 1, 0, 1)
-                conv.conv_backward(dy, cache, w, need_dx=need_dx)
+                _, cache = conv.conv_forward(x, w, stride, padding, groups, True, b)
+                conv.conv_backward(dy, cache, w, need_dx=not first)
             finally:
                 conv.choose_layout = original
         return run
 
-    for name, args in (("conv1 20 5x5 28x28x1", (1, 28, 20, 5, False)),
-                       ("conv2 50 5x5 12x12x20", (20, 12, 50, 5, True))):
+    for name, *args in CONVS:
         cases[name] = conv_case(*args)
         for layout in im2col.LAYOUTS:
             cases[f"  {name} [{layout}]"] = conv_case(*args, layout=layout)
 
-    def pool_case(c, hw):
-        x = rng.standard_normal((batch, c, hw, hw)).astype(f32)
+    def pool_case(c, hw, train):
+        x = stored((batch, c, hw, hw), "CHWN")
 
+        @kernel_buffers
         def run():
-            y, cache = maxpool_forward(x, 2, 2, 0)
-            maxpool_backward(np.ones_like(y), cache)
+            y, cache = maxpool_forward(x, 2, 2, 1, backward=train)
+            if train:
+                maxpool_backward(np.ones_like(y), cache)
         return run
 
-    cases["maxpool 2/2 24x24x20"] = pool_case(20, 24)
-    cases["maxpool 2/2 8x8x50"] = pool_case(50, 8)
+    for name, c, hw in POOLS:
+        cases[name] = pool_case(c, hw, True)
+        cases[f"  {name} forward only"] = pool_case(c, hw, False)
 
     xb = rng.standard_normal((batch, 20, 576)).astype(f32)
     scales = np.ones(20, f32)
@@ -122,27 +151,34 @@ def torch_cases(batch, threads):
     g = torch.Generator().manual_seed(0)
     cases = {}
 
-    def conv_case(c, hw, f, size, need_dx):
-        x = torch.randn(batch, c, hw, hw, generator=g, requires_grad=need_dx)
-        w = torch.randn(f, c, size, size, generator=g, requires_grad=True)
-        out = hw - size + 1
+    def conv_case(c, hw, f, size, stride, padding, groups, first):
+        x = torch.randn(batch, c, hw, hw, generator=g, requires_grad=not first)
+        w = torch.randn(f, c // groups, size, size, generator=g, requires_grad=True)
+        b = torch.randn(f, generator=g, requires_grad=True)
+        out = (hw + 2 * padding - size) // stride + 1
         dy = torch.randn(batch, f, out, out, generator=g)
-        inputs = [x, w] if need_dx else [w]
-        return lambda: torch.autograd.grad(F.conv2d(x, w), inputs, dy)
+        inputs = [w, b] if first else [x, w, b]
+        return lambda: torch.autograd.grad(F.conv2d(x, w, b, stride, padding, 1, groups),
+                                           inputs, dy)
 
-    cases["conv1 20 5x5 28x28x1"] = conv_case(1, 28, 20, 5, False)
-    cases["conv2 50 5x5 12x12x20"] = conv_case(20, 12, 50, 5, True)
+    for name, *args in CONVS:
+        cases[name] = conv_case(*args)
 
-    def pool_case(c, hw):
-        x = torch.randn(batch, c, hw, hw, generator=g, requires_grad=True)
+    def pool_case(c, hw, train):
+        x = torch.randn(batch, c, hw, hw, generator=g, requires_grad=train)
 
         def run():
-            y = F.max_pool2d(x, 2, 2)
-            torch.autograd.grad(y, [x], torch.ones_like(y))
+            if train:
+                y = F.max_pool2d(x, 2, 2)
+                torch.autograd.grad(y, [x], torch.ones_like(y))
+            else:
+                with torch.inference_mode():
+                    F.max_pool2d(x, 2, 2)
         return run
 
-    cases["maxpool 2/2 24x24x20"] = pool_case(20, 24)
-    cases["maxpool 2/2 8x8x50"] = pool_case(50, 8)
+    for name, c, hw in POOLS:
+        cases[name] = pool_case(c, hw, True)
+        cases[f"  {name} forward only"] = pool_case(c, hw, False)
 
     xb = torch.randn(batch, 20, 24, 24, generator=g, requires_grad=True)
     wb = torch.ones(20, requires_grad=True)
@@ -179,11 +215,12 @@ def main():
               for k, fn in torch_cases(args.batch, args.threads).items()}
     print(f"forward+backward, float32, batch {args.batch}, {args.threads} thread(s), "
           f"median of {args.repeat} (ms){', mallopt' if args.mallopt else ''}")
-    print(f"{'kernel':32s} {'darkbp':>8s} {'torch':>8s} {'torch/darkbp':>13s}")
+    width = max(map(len, ours))
+    print(f"{'kernel':{width}s} {'darkbp':>8s} {'torch':>8s} {'torch/darkbp':>13s}")
     for name, ms in ours.items():
         t = theirs.get(name)
         tail = f"{t:8.3f} {t / ms:13.2f}" if t is not None else ""
-        print(f"{name:32s} {ms:8.3f} {tail}")
+        print(f"{name:{width}s} {ms:8.3f} {tail}")
 
 
 if __name__ == "__main__":
