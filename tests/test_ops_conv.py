@@ -243,3 +243,25 @@ def test_conv_rejects_bad_biases():
     with pytest.raises(ValueError, match="biases"):
         conv_forward(np.zeros((1, 1, 3, 3)), np.zeros((2, 1, 3, 3)), 1, 0, 1,
                      biases=np.zeros(2, np.float32))
+
+
+def test_buffers_keep_the_columns_memory_between_calls():
+    rng = np.random.default_rng(12)
+    buffers = {}
+    weights = rng.standard_normal((3, 2, 3, 3))
+    kept = None
+    for n, dtype, biases in ((4, np.float64, None), (4, np.float64, None), (3, np.float64, None),
+                             (3, np.float32, None), (3, np.float32, rng.standard_normal(3))):
+        x = rng.standard_normal((n, 2, 6, 5)).astype(dtype)
+        w = weights.astype(dtype)
+        b = None if biases is None else biases.astype(dtype)
+        y, cache = conv_forward(x, w, 1, 0, 1, biases=b, buffers=buffers)
+        expected = naive.conv_forward(x.astype(float), weights, 1, 0, 1)
+        if biases is not None:
+            expected += biases[:, None, None]
+        np.testing.assert_allclose(y, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+        assert np.shares_memory(cache.cols, buffers["cols"])
+        if kept is not None and kept.shape == buffers["cols"].shape and kept.dtype == dtype:
+            assert buffers["cols"] is kept                     # same shape and dtype: reused
+        kept = buffers["cols"]

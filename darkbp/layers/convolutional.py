@@ -50,8 +50,11 @@ class ConvolutionalLayer(AffineLayer):
         # The output, and dx, stay in the layout the convolution runs in (ops/layout.py).
         # Without batch norm the biases come next: the convolution adds them in its GEMM.
         biases = None if self.batch_normalize else self.biases
+        if not hasattr(self, "_buffers"):
+            self._buffers = {}           # the columns' memory, reused from call to call
         z, self._conv_cache = conv_forward(x, self.weights, self.stride, self.padding,
-                                           self.groups, keep_layout=True, biases=biases)
+                                           self.groups, keep_layout=True, biases=biases,
+                                           buffers=self._buffers)
         zl = ordered(z, self._conv_cache.layout)
         y = self._tail_forward(self._channels_view(zl), train, add_bias=biases is None)
         return as_nchw(y.reshape(zl.shape), self._conv_cache.layout)
