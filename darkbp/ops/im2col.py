@@ -1,6 +1,6 @@
 """im2col / col2im: unfold image patches into GEMM columns, and fold them back.
 
-Convolution (conv.py) runs in one of two memory layouts (layout.py), chosen per shape:
+Convolution (conv.py) runs in one of two memory layouts (layout.py):
 
     "NCHW"  input (N, C, H, W), columns (N, C, size, size, OH, OW): one GEMM per
             image (a batched matmul over N), whose output is NCHW.
@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from darkbp.ops.layout import LAYOUTS, SPATIAL_AXES, layout_shape  # noqa: F401  (LAYOUTS: API)
+from darkbp.ops.layout import LAYOUTS, SPATIAL_AXES, spatial_index  # noqa: F401  (LAYOUTS: API)
 
 _CHANNEL_AXIS = {"NCHW": 1, "CHWN": 0}
+
 
 def conv_out_size(size_in: int, size: int, stride: int, padding: int) -> int:
     """Darknet's convolution output size: (in + 2·padding − size) // stride + 1."""
@@ -60,14 +61,6 @@ def _inside(offset: int, stride: int, padding: int, size_in: int, out: int):
     lo = max(0, -(start // stride))                      # ceil(−start / stride)
     hi = min(out, (size_in - 1 - start) // stride + 1)
     return lo, max(lo, hi), start + lo * stride
-
-
-def _index(layout: str, rows, cols) -> tuple:
-    """An index that applies `rows` and `cols` to the spatial axes of an array in `layout`."""
-    ha, wa = SPATIAL_AXES[layout]
-    index = [slice(None)] * 4
-    index[ha], index[wa] = rows, cols
-    return tuple(index)
 
 
 def cols_shape(layout: str, shape: tuple[int, ...], size: int, out_h: int,
@@ -114,13 +107,13 @@ def im2col(x: np.ndarray, size: int, stride: int, padding: int, out_h: int, out_
                                                                x.shape[wa], out_h, out_w):
         block = cols[(*lead, i, j)]                               # x's layout, OH x OW
         if out_rows.stop > out_rows.start and out_cols.stop > out_cols.start:
-            block[_index(layout, out_rows, out_cols)] = x[_index(layout, in_rows, in_cols)]
+            block[spatial_index(layout, out_rows, out_cols)] = x[spatial_index(layout, in_rows, in_cols)]
         # The taps that fall in the padding: border strips of the block.
         for rows, cols_ in ((slice(0, out_rows.start), slice(None)),
                             (slice(out_rows.stop, None), slice(None)),
                             (out_rows, slice(0, out_cols.start)),
                             (out_rows, slice(out_cols.stop, None))):
-            strip = block[_index(layout, rows, cols_)]
+            strip = block[spatial_index(layout, rows, cols_)]
             if strip.size:
                 strip.fill(0)
     return cols
@@ -159,7 +152,7 @@ def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: in
         # centre) initialises dx by a copy, which saves zeroing it.
         if (in_rows.step == 1 and in_rows.start == 0 and in_rows.stop == h
                 and in_cols.step == 1 and in_cols.start == 0 and in_cols.stop == w):
-            dx = np.array(dcols[(*lead, i, j)][_index(layout, out_rows, out_cols)])
+            dx = np.array(dcols[(*lead, i, j)][spatial_index(layout, out_rows, out_cols)])
             del offsets[k]
             break
     if dx is None:
@@ -167,6 +160,6 @@ def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: in
     for i, j, out_rows, out_cols, in_rows, in_cols in offsets:
         if out_rows.stop > out_rows.start and out_cols.stop > out_cols.start:
             # Overlapping patches (stride < size) reach a pixel from several offsets: accumulate.
-            dx[_index(layout, in_rows, in_cols)] += \
-                dcols[(*lead, i, j)][_index(layout, out_rows, out_cols)]
+            dx[spatial_index(layout, in_rows, in_cols)] += \
+                dcols[(*lead, i, j)][spatial_index(layout, out_rows, out_cols)]
     return dx

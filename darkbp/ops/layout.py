@@ -39,6 +39,14 @@ def layout_shape(layout: str, n: int, c: int, h: int, w: int) -> tuple[int, ...]
     return tuple(nchw[a] for a in _PERM[layout])
 
 
+def spatial_index(layout: str, rows, cols) -> tuple:
+    """An index applying `rows` and `cols` to the (H, W) axes of an array in `layout` order."""
+    index = [slice(None)] * 4
+    ha, wa = SPATIAL_AXES[layout]
+    index[ha], index[wa] = rows, cols
+    return tuple(index)
+
+
 def as_nchw(a: np.ndarray, layout: str) -> np.ndarray:
     """The (N, C, H, W) view of an array in `layout`'s axis order."""
     return a.transpose(_INVERSE[layout])

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from darkbp.ops.layout import SPATIAL_AXES, as_nchw, layout_of, ordered
+from darkbp.ops.layout import SPATIAL_AXES, as_nchw, layout_of, ordered, spatial_index
 
 
 class MaxpoolCache(NamedTuple):
@@ -140,8 +140,8 @@ def maxpool_forward(x: np.ndarray, size: int, stride: int, padding: int,
         shape[ha], shape[wa] = span_h, span_w
         xp = np.full(shape, -np.inf, x.dtype)
         keep_h, keep_w = max(0, min(h, span_h - top)), max(0, min(w, span_w - top))
-        xp[_spatial(layout, slice(top, top + keep_h), slice(top, top + keep_w))] = \
-            xl[_spatial(layout, slice(keep_h), slice(keep_w))]
+        xp[spatial_index(layout, slice(top, top + keep_h), slice(top, top + keep_w))] = \
+            xl[spatial_index(layout, slice(keep_h), slice(keep_w))]
 
     if not backward:
         return as_nchw(_max_only(_max_only(xp, wa, size, stride, out_w), ha, size, stride,
@@ -150,14 +150,6 @@ def maxpool_forward(x: np.ndarray, size: int, stride: int, padding: int,
     y, row_winner = _max_pass(rowmax, ha, size, stride, out_h)    # (N, C, OH, OW)
     return as_nchw(y, layout), MaxpoolCache(xl.shape, xp.shape, top, size, stride, col_winner,
                                             row_winner, layout)
-
-
-def _spatial(layout: str, rows: slice, cols: slice) -> tuple:
-    """An index applying `rows` and `cols` to the (H, W) axes of an array in `layout` order."""
-    index = [slice(None)] * 4
-    ha, wa = SPATIAL_AXES[layout]
-    index[ha], index[wa] = rows, cols
-    return tuple(index)
 
 
 def maxpool_backward(dy: np.ndarray, cache: MaxpoolCache) -> np.ndarray:
@@ -180,6 +172,6 @@ def maxpool_backward(dy: np.ndarray, cache: MaxpoolCache) -> np.ndarray:
     dx = np.zeros(cache.x_shape, dy.dtype)
     t = cache.top
     keep_h, keep_w = max(0, min(h, hp - t)), max(0, min(w, wp - t))
-    dx[_spatial(layout, slice(keep_h), slice(keep_w))] = \
-        dxp[_spatial(layout, slice(t, t + keep_h), slice(t, t + keep_w))]
+    dx[spatial_index(layout, slice(keep_h), slice(keep_w))] = \
+        dxp[spatial_index(layout, slice(t, t + keep_h), slice(t, t + keep_w))]
     return as_nchw(dx, layout)
