@@ -74,16 +74,24 @@ def cols_shape(layout: str, shape: tuple[int, ...], size: int, out_h: int,
     return (*shape[:ch + 1], size, size, *shape[ch + 1:])
 
 
-def _offsets(size: int, stride: int, padding: int, h: int, w: int, out_h: int, out_w: int):
-    """For each kernel offset (i, j): the output block it fills and the input view it reads."""
-    for i in range(size):
-        r_lo, r_hi, r0 = _inside(i, stride, padding, h, out_h)
-        for j in range(size):
-            c_lo, c_hi, c0 = _inside(j, stride, padding, w, out_w)
-            out_rows, out_cols = slice(r_lo, r_hi), slice(c_lo, c_hi)
-            in_rows = slice(r0, r0 + stride * (r_hi - r_lo - 1) + 1, stride)
-            in_cols = slice(c0, c0 + stride * (c_hi - c_lo - 1) + 1, stride)
-            yield i, j, out_rows, out_cols, in_rows, in_cols
+def _taps(size: int, stride: int, padding: int, size_in: int, out: int) -> list:
+    """Along one axis, for each kernel offset: (the output slice whose taps fall inside
+    the input, the input slice they read)."""
+    taps = []
+    for k in range(size):
+        lo, hi, first = _inside(k, stride, padding, size_in, out)
+        taps.append((slice(lo, hi), slice(first, first + stride * (hi - lo - 1) + 1, stride)))
+    return taps
+
+
+def _cols_index(layout: str, i, j, rows, cols) -> tuple:
+    """An index into columns (see cols_shape): kernel offset (i, j), output rows and columns."""
+    ch = _CHANNEL_AXIS[layout]
+    return (*(slice(None),) * (ch + 1), i, j, *spatial_index(layout, rows, cols)[ch + 1:])
+
+
+def _some(index: slice) -> bool:
+    return index.stop > index.start
 
 
 def im2col(x: np.ndarray, size: int, stride: int, padding: int, out_h: int, out_w: int,
@@ -101,21 +109,25 @@ def im2col(x: np.ndarray, size: int, stride: int, padding: int, out_h: int, out_
     if not padding:
         np.copyto(cols, _windows(x, layout, stride, shape))
         return cols
-    lead = (slice(None),) * (_CHANNEL_AXIS[layout] + 1)
     ha, wa = SPATIAL_AXES[layout]
-    for i, j, out_rows, out_cols, in_rows, in_cols in _offsets(size, stride, padding, x.shape[ha],
-                                                               x.shape[wa], out_h, out_w):
-        block = cols[(*lead, i, j)]                               # x's layout, OH x OW
-        if out_rows.stop > out_rows.start and out_cols.stop > out_cols.start:
-            block[spatial_index(layout, out_rows, out_cols)] = x[spatial_index(layout, in_rows, in_cols)]
-        # The taps that fall in the padding: border strips of the block.
-        for rows, cols_ in ((slice(0, out_rows.start), slice(None)),
-                            (slice(out_rows.stop, None), slice(None)),
-                            (out_rows, slice(0, out_cols.start)),
-                            (out_rows, slice(out_cols.stop, None))):
-            strip = block[spatial_index(layout, rows, cols_)]
-            if strip.size:
-                strip.fill(0)
+    rows = _taps(size, stride, padding, x.shape[ha], out_h)
+    columns = _taps(size, stride, padding, x.shape[wa], out_w)
+    every = slice(None)
+    # The taps that fall in the padding: for kernel row i, the output rows outside
+    # rows[i], at every kernel column; likewise for kernel column j.
+    for i, (inside, _) in enumerate(rows):
+        for outside in (slice(0, inside.start), slice(inside.stop, out_h)):
+            if _some(outside):
+                cols[_cols_index(layout, i, every, outside, every)] = 0
+    for j, (inside, _) in enumerate(columns):
+        for outside in (slice(0, inside.start), slice(inside.stop, out_w)):
+            if _some(outside):
+                cols[_cols_index(layout, every, j, every, outside)] = 0
+    for i, (out_rows, in_rows) in enumerate(rows):
+        for j, (out_cols, in_cols) in enumerate(columns):
+            if _some(out_rows) and _some(out_cols):
+                cols[_cols_index(layout, i, j, out_rows, out_cols)] = \
+                    x[spatial_index(layout, in_rows, in_cols)]
     return cols
 
 
@@ -142,24 +154,22 @@ def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: in
     ch = _CHANNEL_AXIS[layout]
     size = dcols.shape[ch + 1]
     ha, wa = SPATIAL_AXES[layout]
-    h, w = x_shape[ha], x_shape[wa]
-    out_h, out_w = dcols.shape[ha + 2], dcols.shape[wa + 2]
-    lead = (slice(None),) * (ch + 1)
-    dx = None
-    offsets = list(_offsets(size, stride, padding, h, w, out_h, out_w))
-    for k, (i, j, out_rows, out_cols, in_rows, in_cols) in enumerate(offsets):
-        # An offset whose taps cover the whole input (stride 1, 'same' padding: the
-        # centre) initialises dx by a copy, which saves zeroing it.
-        if (in_rows.step == 1 and in_rows.start == 0 and in_rows.stop == h
-                and in_cols.step == 1 and in_cols.start == 0 and in_cols.stop == w):
-            dx = np.array(dcols[(*lead, i, j)][spatial_index(layout, out_rows, out_cols)])
-            del offsets[k]
-            break
-    if dx is None:
+    rows = _taps(size, stride, padding, x_shape[ha], dcols.shape[ha + 2])
+    columns = _taps(size, stride, padding, x_shape[wa], dcols.shape[wa + 2])
+    # An offset whose taps cover the whole input (stride 1, 'same' padding: the centre)
+    # initialises dx by a copy, which saves zeroing it.
+    whole_rows = [i for i, (_, taps) in enumerate(rows) if taps == slice(0, x_shape[ha], 1)]
+    whole_cols = [j for j, (_, taps) in enumerate(columns) if taps == slice(0, x_shape[wa], 1)]
+    first = (whole_rows[0], whole_cols[0]) if whole_rows and whole_cols else None
+    if first:
+        i, j = first
+        dx = np.array(dcols[_cols_index(layout, i, j, rows[i][0], columns[j][0])])
+    else:
         dx = np.zeros(x_shape, dcols.dtype)
-    for i, j, out_rows, out_cols, in_rows, in_cols in offsets:
-        if out_rows.stop > out_rows.start and out_cols.stop > out_cols.start:
-            # Overlapping patches (stride < size) reach a pixel from several offsets: accumulate.
-            dx[spatial_index(layout, in_rows, in_cols)] += \
-                dcols[(*lead, i, j)][spatial_index(layout, out_rows, out_cols)]
+    for i, (out_rows, in_rows) in enumerate(rows):
+        for j, (out_cols, in_cols) in enumerate(columns):
+            if (i, j) != first and _some(out_rows) and _some(out_cols):
+                # Overlapping patches (stride < size) reach a pixel from several offsets.
+                dx[spatial_index(layout, in_rows, in_cols)] += \
+                    dcols[_cols_index(layout, i, j, out_rows, out_cols)]
     return dx
