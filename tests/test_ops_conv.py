@@ -265,3 +265,12 @@ def test_buffers_keep_the_columns_memory_between_calls():
         if kept is not None and kept.shape == buffers["cols"].shape and kept.dtype == dtype:
             assert buffers["cols"] is kept                     # same shape and dtype: reused
         kept = buffers["cols"]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[6] > 1],
+                         ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
+@pytest.mark.parametrize("phases", [False, True])
+def test_strided_col2im_with_and_without_phases(case, phases, layout, monkeypatch):
+    # Whether col2im sums by stride phase depends on the batch (run length): force each way.
+    monkeypatch.setattr(im2col, "PHASE_RUNS_BELOW", 10**9 if phases else 0)
+    check_against_naive(np.random.default_rng(hash(case) % 2**32), *case)
