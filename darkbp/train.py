@@ -21,7 +21,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import time

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from darkbp.datasets import load_dataset
 from darkbp.errors import DarkbpError, RunFailed
 from darkbp.network import parse_network
 from darkbp.train import Trainer, TrainOptions
-from tests.conftest import CFG_DIR, ROOT
+from tests.conftest import ROOT
 
 SAMPLE = ROOT / "data" / "mnist-sample"
 

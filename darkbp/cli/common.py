@@ -22,10 +22,6 @@ def print_rich(renderable) -> None:
         click.echo(line.rstrip())
 
 
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
 def load_network(cfg: str) -> Network:
     """Parse a cfg and print its warnings (one line each) on stderr."""
     network = parse_network(cfg)
