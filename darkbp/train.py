@@ -163,11 +163,14 @@ class Trainer:
 
     def _run_epoch(self) -> EpochReport:
         config = self.network.config
-        epoch = self.epoch + 1
+        # Where we are follows from batch_num alone, so a run that stopped part-way through
+        # an epoch (a shorter --max-batches) resumes at the very next batch of that epoch.
+        done_epochs, first = divmod(self.batch_num, self.batches_per_epoch)
+        epoch = done_epochs + 1
         order = np.random.default_rng([self.options.seed, epoch]).permutation(
             len(self.train_truth))
-        first = self.batch_num - self.epoch * self.batches_per_epoch   # > 0 only if resumed mid-way
-        last = min(self.batches_per_epoch, self.total_batches - self.epoch * self.batches_per_epoch)
+        last = min(self.batches_per_epoch,
+                   self.total_batches - done_epochs * self.batches_per_epoch)
         started = time.perf_counter()
         losses, lr = [], None
         window_start = started

@@ -222,3 +222,14 @@ def test_cli_falls_back_to_the_sample_and_says_so(tmp_path, monkeypatch):
     assert "darkbp data fetch mnist" in result.stderr
     record = json.loads((tmp_path / "out" / "small_metrics.jsonl").read_text().splitlines()[0])
     assert record["sample"] is True
+
+
+def test_resume_after_a_run_that_ended_mid_epoch(tmp_path, sample):
+    # 125 batches per epoch: the first run stops 100 batches into epoch 1, the resumed one
+    # goes on to 150 — the same batches, in the same order, as one run of 150.
+    whole = _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "whole", max_batches=150)
+    _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "part", max_batches=100)
+    resumed = _train(tmp_path, SMALL_CFG, sample, out=tmp_path / "part", max_batches=150,
+                     resume=True)
+    assert resumed.batch_num == 150
+    assert resumed.path("final").read_bytes() == whole.path("final").read_bytes()

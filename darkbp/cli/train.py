@@ -92,8 +92,9 @@ class _ProgressListener(TrainListener):
         self.console.print(f"training {trainer.network.file} on {data}: {trainer.total_batches} "
                            f"batches of {trainer.batch}, {trainer.batches_per_epoch} per epoch"
                            + (f", EMA {trainer.ema_decay:g}" if trainer.ema else ""))
+        epoch = trainer.batch_num // trainer.batches_per_epoch + 1
         self.task = self.progress.add_task("train", total=trainer.total_batches,
-                                           completed=trainer.batch_num, epoch=trainer.epoch + 1,
+                                           completed=trainer.batch_num, epoch=epoch,
                                            loss=float("nan"), lr=0.0, speed=0.0)
         self.smoothed = None
 
