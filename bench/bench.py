@@ -18,9 +18,10 @@ images (default 64):
                   inference_mode, softmax included.
   peak RSS MiB    the peak resident set of a process that imports one framework, builds
                   the network and trains for --window-seconds (VmHWM: Linux carries
-                  ru_maxrss over from the parent across exec); "RSS after imports" is
-                  the peak just after the imports, what the framework costs before
-                  any work.
+                  ru_maxrss over from the parent across exec), plus that of darkbp's
+                  worker processes (2+ threads; the parameters they share with the
+                  parent are counted twice); "RSS after imports" is the peak just
+                  after the imports, what the framework costs before any work.
 
 Each (cfg, threads) configuration runs in fresh child processes: OMP_NUM_THREADS,
 OPENBLAS_NUM_THREADS and MKL_NUM_THREADS are set in their environment, and
@@ -464,21 +465,30 @@ def _run_child(job_path: Path) -> None:
     Path(job["result"]).write_text(json.dumps(result))
 
 
-def _peak_mib() -> float:
-    """This process's peak resident set size, MiB.
+def _peak_mib(pid: int | str = "self") -> float:
+    """The peak resident set size of this process (or of process `pid`), MiB.
 
     Linux keeps ru_maxrss across execve, so a child's ru_maxrss starts at the
     RSS of the parent it was forked from (here: the parent holding MNIST).
     VmHWM is the high-water mark of the process's own memory since its exec.
     """
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024                   # kB
     except OSError:
         pass
+    if pid != "self":
+        return 0.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024      # KiB on Linux
+
+
+def _workers_peak_mib(runner) -> float:
+    """The peak RSS of a darkbp Runner's worker processes, summed (the parameters they
+    share with the parent count in each: an overestimate by that much)."""
+    return sum(_peak_mib(worker.process.pid) for worker in runner.workers
+               if hasattr(worker, "process"))
 
 
 def _import_darkbp(threads: int):
@@ -508,7 +518,8 @@ def _child_memory(job: dict, framework: str) -> dict:
     pool = dict(np.load(job["pool"]))
     runner = _DarkbpRunner(job, pool) if framework == "darkbp" else _TorchRunner(job, pool)
     _window(runner.train_step, job["window_seconds"], minimum=5)
-    return {"imports_mib": imports, "peak_mib": _peak_mib()}
+    workers = _workers_peak_mib(runner.runner) if framework == "darkbp" else 0.0
+    return {"imports_mib": imports, "peak_mib": _peak_mib() + workers}
 
 
 def _child_speed(job: dict) -> dict:
@@ -769,18 +780,23 @@ def _child_accuracy(job: dict, framework: str) -> dict:
     network = parse_network(job["cfg"])
     epochs: list[dict] = []
     started = time.perf_counter()
+    workers = [0.0]                            # darkbp's worker processes, at their peak
     if framework == "darkbp":
-        _train_darkbp(job, network, dataset, epochs, started)
+        _train_darkbp(job, network, dataset, epochs, started, workers)
     else:
         _train_torch(job, network, dataset, epochs, started, np)
-    return {"epochs": epochs, "peak_mib": _peak_mib()}
+    return {"epochs": epochs, "peak_mib": _peak_mib() + workers[0]}
 
 
-def _train_darkbp(job, network, dataset, epochs, started) -> None:
+def _train_darkbp(job, network, dataset, epochs, started, workers: list[float]) -> None:
     from darkbp.train import Trainer, TrainListener, TrainOptions
 
     class Listener(TrainListener):
+        def start(self, trainer):
+            self.runner = trainer.runner
+
         def epoch(self, report):
+            workers[0] = max(workers[0], _workers_peak_mib(self.runner))
             epochs.append({"epoch": report.epoch, "accuracy": report.accuracy,
                            "train_s": report.wall_time, "wall_s": time.perf_counter() - started})
             if report.accuracy >= TARGET_ACCURACY:

@@ -1,34 +1,57 @@
-"""Running a network on several CPU threads: the batch is split, not the matrix products.
+"""Running a network on several CPU cores: the batch is split, not the matrix products.
 
-NumPy runs element-wise work (im2col, pooling, activations) on one thread, and
+NumPy runs element-wise work (im2col, pooling, activations) on one core, and
 at batch 64 the matrix products are too small for BLAS threads to pay off.
 So with `threads` > 1 a `Runner` splits each batch into `threads` equal
-shards and runs them at once, each through its own replica of the layers
-(sharing the parameters, with their own gradients and caches) and a
-single-threaded BLAS; NumPy releases the GIL inside its loops. The shards'
-gradients are added into the network's own, so the update sees the gradient of
-the whole batch, as Darknet's does.
+shards: the calling thread runs the first through the network itself, and
+`threads` − 1 workers run the others at the same time, each through its own
+copy of the layers that shares the network's parameters but has its own
+gradients and caches, on a single-threaded BLAS. The workers' gradients are
+then added into the network's own, so the update sees the gradient of the
+whole batch, as Darknet's does.
+
+A worker is a process where the system allows (Linux: parameters and the
+workers' gradients live in one block of memory shared with them, created with
+memfd_create; shards and results travel over a socket), else a thread. Threads
+share the interpreter's lock: between NumPy's calls each holds it, and on
+grouped.cfg's 7x7 maps a batch of 32 is ~300 short calls, so two threads ran
+only ~1.15x as fast as one; two processes run ~1.9x as fast (bench/bench.py).
 
 Batch normalisation in training needs the statistics of the whole forward
 pass, so a network with `batch_normalize=1` runs unsplit, with `threads`
 BLAS threads instead.
 
-Results with the same thread count are deterministic; a different count sums
-in a different order (float rounding), as any multi-threaded BLAS does.
+Results with the same thread count are deterministic, and the same with
+processes or threads; a different count sums in a different order (float
+rounding), as any multi-threaded BLAS does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import ctypes
+import mmap
+import os
+import socket
+import subprocess
+import sys
+import weakref
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 
+from darkbp.errors import RunFailed
 from darkbp.layers.base import Layer, grad_name
 from darkbp.network import Network
 from darkbp.threads import set_threads
+
+# Worker processes need memfd_create (Linux) and passing descriptors to a child (POSIX).
+PROCESSES_AVAILABLE = hasattr(os, "memfd_create") and os.name == "posix"
+_ALIGN = 64  # bytes: every shared array starts on a cache line
 
 
 def keep_freed_memory() -> None:
@@ -57,32 +80,69 @@ def replica(layer: Layer) -> Layer:
     return twin
 
 
+def replica_network(network: Network) -> Network:
+    twin = copy.copy(network)
+    twin.layers = [replica(layer) for layer in network.layers]
+    return twin
+
+
+def _pass(network: Network, x: np.ndarray, truth: np.ndarray) -> float:
+    """Forward, cost and backward, adding into the gradients; the summed cost of the images."""
+    network.forward(x, train=True)
+    cost = float(network.cost(truth).sum())
+    network.backward(truth)
+    return cost
+
+
+def _worker_pass(network: Network, x: np.ndarray, truth: np.ndarray) -> float:
+    """A worker's shard: its gradients start from zero (the caller adds them up)."""
+    network.zero_grads()
+    return _pass(network, x, truth)
+
+
+def _gradients(network: Network) -> list[np.ndarray]:
+    return [getattr(layer, grad_name(name)) for layer in network.layers
+            for name in layer.param_names]
+
+
 class Runner:
-    """Forward and backward passes of `network` on `threads` threads (see the module doc).
+    """Forward and backward passes of `network` on `threads` cores (see the module doc).
 
     Create it after the network's parameters are allocated (`initialize`,
-    `astype`): replicas share those arrays, and the optimiser, EMA and
-    weight loading all change them in place.
+    `astype`): the workers share those arrays (with processes, the Runner
+    moves them into shared memory), and the optimiser, EMA and weight loading
+    all change them in place. `processes`: None picks processes where
+    available, False forces threads. Close it when done (`close`, or `with`).
     """
 
-    def __init__(self, network: Network, threads: int):
+    def __init__(self, network: Network, threads: int, processes: bool | None = None):
         self.network = network
         self.threads = max(1, int(threads))
         has_batch_norm = any(getattr(layer, "batch_normalize", False) for layer in network.layers)
         self.split = self.threads > 1 and not has_batch_norm
-        self.replicas = [network] + [self._replica_network() for _ in range(self.threads - 1)]
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.workers: list = []
+        if self.split:
+            count = self.threads - 1
+            if PROCESSES_AVAILABLE if processes is None else processes:
+                self.workers = _start_processes(network, count)
+            else:
+                self.workers = _start_threads(network, count)
         set_threads(1 if self.split else self.threads)
         keep_freed_memory()
 
-    def _replica_network(self) -> Network:
-        twin = copy.copy(self.network)
-        twin.layers = [replica(layer) for layer in self.network.layers]
-        return twin
-
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+        """Stop the workers; from then on everything runs in the calling thread (the network
+        keeps its parameters)."""
+        for worker in self.workers:
+            worker.close()
+        self.workers = []
+        self.split = False
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _shards(self, count: int) -> list[slice]:
         bounds = np.linspace(0, count, min(self.threads, count) + 1).round().astype(int)
@@ -94,39 +154,250 @@ class Runner:
         Returns the summed cost over the images.
         """
         if not self.split:
-            self.network.forward(x, train=True)
-            cost = float(self.network.cost(truth).sum())
-            self.network.backward(truth)
-            return cost
-
-        def work(index: int, part: slice) -> float:
-            net = self.replicas[index]
-            net.forward(x[part], train=True)
-            cost = float(net.cost(truth[part]).sum())
-            net.backward(truth[part])
-            return cost
-
-        shards = self._shards(len(x))
-        costs = self._map(work, shards)
-        for twin in self.replicas[1:len(shards)]:
-            for layer, other in zip(self.network.layers, twin.layers):
-                for name in layer.param_names:
-                    grad, other_grad = getattr(layer, grad_name(name)), getattr(other, grad_name(name))
-                    grad += other_grad
-                    other_grad.fill(0)
+            return _pass(self.network, x, truth)
+        first, *rest = self._shards(len(x))
+        busy = self.workers[:len(rest)]
+        replies = [worker.train(x[part], truth[part]) for worker, part in zip(busy, rest)]
+        with _answered(replies):
+            costs = [_pass(self.network, x[first], truth[first])]
+        costs += _results(replies)
+        mine = _gradients(self.network)
+        for worker in busy:
+            for grad, theirs in zip(mine, worker.gradients):
+                grad += theirs
         return sum(costs)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Evaluation-mode forward pass -> (N, outputs)."""
         if not self.split or len(x) < 2 * self.threads:
             return self.network.forward(x, train=False)
-        return np.concatenate(self._map(
-            lambda i, part: self.replicas[i].forward(x[part], train=False),
-            self._shards(len(x))))
+        first, *rest = self._shards(len(x))
+        replies = [worker.forward(x[part]) for worker, part in zip(self.workers, rest)]
+        with _answered(replies):
+            y = self.network.forward(x[first], train=False)
+        return np.concatenate([y, *_results(replies)])
 
-    def _map(self, work, shards: list[slice]) -> list:
-        """work(i, shard) for every shard on the pool, each in a copy of the caller's context
-        (so that settings such as np.errstate reach the worker threads)."""
-        calls = [self.pool.submit(contextvars.copy_context().run, work, i, part)
-                 for i, part in enumerate(shards)]
-        return [call.result() for call in calls]
+
+@contextlib.contextmanager
+def _answered(replies: list):
+    """If the block fails, wait for every reply before raising, so that each worker's
+    next reply is to its next question."""
+    try:
+        yield
+    except BaseException:
+        for reply in replies:
+            try:
+                reply.result()
+            except Exception:  # noqa: BLE001, S110  (the block's error is the one to raise)
+                pass
+        raise
+
+
+def _results(replies: list) -> list:
+    """Every reply's result, in order; the first worker error is raised once all have answered."""
+    results, error = [], None
+    for reply in replies:
+        try:
+            results.append(reply.result())
+        except Exception as caught:  # noqa: BLE001  (re-raised below, after the others answer)
+            error = error or caught
+    if error is not None:
+        raise error
+    return results
+
+
+# ---------------------------------------------------------------- threads
+
+class _ThreadWorker:
+    """A replica of the network run on a pool thread."""
+
+    def __init__(self, network: Network, pool: ThreadPoolExecutor):
+        self.network = replica_network(network)
+        self.gradients = _gradients(self.network)
+        self.pool = pool
+
+    def _submit(self, work, *args):
+        # In a copy of the caller's context, so that np.errstate reaches the thread.
+        return self.pool.submit(contextvars.copy_context().run, work, *args)
+
+    def train(self, x, truth):
+        return self._submit(_worker_pass, self.network, x, truth)
+
+    def forward(self, x):
+        return self._submit(self.network.forward, x, False)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def _start_threads(network: Network, count: int) -> list[_ThreadWorker]:
+    pool = ThreadPoolExecutor(count)
+    return [_ThreadWorker(network, pool) for _ in range(count)]
+
+
+# ---------------------------------------------------------------- processes
+
+class _SharedArrays:
+    """One block of memory for arrays shared with worker processes, laid out up front.
+
+    `add(shape, dtype)` reserves an array and returns its place; `create()`
+    makes the block (an anonymous memfd, zero-filled) and `view(place)` an
+    array on it. A child maps the same block from the inherited descriptor.
+    """
+
+    def __init__(self):
+        self.size = 0
+
+    def add(self, shape: tuple, dtype) -> tuple:
+        place = (self.size, tuple(shape), np.dtype(dtype).str)
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        self.size += -(-nbytes // _ALIGN) * _ALIGN
+        return place
+
+    def create(self) -> None:
+        self.fd = os.memfd_create("darkbp-shared", 0)
+        os.ftruncate(self.fd, max(self.size, 1))
+        self.memory = mmap.mmap(self.fd, max(self.size, 1))
+
+    def view(self, place: tuple) -> np.ndarray:
+        offset, shape, dtype = place
+        return np.frombuffer(self.memory, dtype, int(np.prod(shape)), offset).reshape(shape)
+
+
+def _blueprint(network: Network) -> Network:
+    """A copy of `network` with no arrays: what a worker process is sent to build its own."""
+    twin = replica_network(network)
+    for layer in twin.layers:
+        for name in layer.param_names:
+            setattr(layer, name, None)
+            setattr(layer, grad_name(name), None)
+    return twin
+
+
+def _start_processes(network: Network, count: int) -> list["_ProcessWorker"]:
+    """Move the network's parameters into shared memory and start `count` worker processes."""
+    shared = _SharedArrays()
+    params = [(i, name, shared.add(getattr(layer, name).shape, network.dtype))
+              for i, layer in enumerate(network.layers) for name in layer.param_names]
+    grads = [[shared.add(getattr(network.layers[i], name).shape, network.dtype)
+              for i, name, _ in params] for _ in range(count)]
+    shared.create()
+    for i, name, place in params:
+        view = shared.view(place)
+        view[...] = getattr(network.layers[i], name)
+        setattr(network.layers[i], name, view)
+    blueprint = _blueprint(network)
+    try:
+        return [_ProcessWorker(shared, blueprint, params, mine) for mine in grads]
+    finally:
+        os.close(shared.fd)             # the children hold their own descriptors
+
+
+_SERVE = "import sys; from darkbp.parallel import serve; serve(*map(int, sys.argv[1:]))"
+
+
+class _ProcessWorker:
+    """A worker process (see `serve`), and the parent's views of its gradients."""
+
+    def __init__(self, shared: _SharedArrays, blueprint: Network, params: list, grads: list):
+        mine, theirs = socket.socketpair()
+        environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                           MKL_NUM_THREADS="1")
+        root = str(Path(__file__).resolve().parent.parent)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [root, *filter(None, [os.environ.get("PYTHONPATH")])])
+        # Its own session: a Ctrl-C at the terminal goes to the parent, which stops it.
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, str(theirs.fileno()), str(shared.fd), str(shared.size)],
+            pass_fds=(theirs.fileno(), shared.fd), env=environment, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        theirs.close()
+        self.connection = Connection(mine.detach())
+        self.connection.send((blueprint, [(i, name, p, g) for (i, name, p), g in zip(params, grads)]))
+        self.gradients = [shared.view(place) for place in grads]
+        self._finalizer = weakref.finalize(self, _stop, self.process, self.connection)
+
+    def _ask(self, *message) -> "_Reply":
+        try:
+            self.connection.send((np.geterr(), *message))
+        except OSError:
+            pass                        # it has exited: the reply says how
+        return _Reply(self)
+
+    def train(self, x, truth):
+        return self._ask("train", x, truth)
+
+    def forward(self, x):
+        return self._ask("forward", x)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+class _Reply:
+    def __init__(self, worker: _ProcessWorker):
+        self.worker = worker
+
+    def result(self):
+        try:
+            ok, value = self.worker.connection.recv()
+        except (EOFError, OSError):
+            code = self.worker.process.wait()
+            raise RunFailed(f"a darkbp worker process stopped (exit code {code}); "
+                            "its message, if any, is above. Run with --threads 1 to "
+                            "work without workers.") from None
+        if not ok:
+            raise value
+        return value
+
+
+def _stop(process: subprocess.Popen, connection: Connection) -> None:
+    try:
+        connection.send(None)
+    except OSError:
+        pass
+    connection.close()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def serve(connection_fd: int, shared_fd: int, size: int) -> None:
+    """A worker process's loop: build the network on the shared memory, then run what
+    the parent asks ((errstate, "train", x, truth) -> cost, (errstate, "forward", x) -> y)
+    until it sends None or goes away."""
+    connection = Connection(connection_fd)
+    memory = mmap.mmap(shared_fd, size)
+    os.close(shared_fd)
+    shared = _SharedArrays()
+    shared.memory = memory
+    set_threads(1)
+    keep_freed_memory()
+    network, places = connection.recv()
+    for i, name, param, grad in places:
+        setattr(network.layers[i], name, shared.view(param))
+        setattr(network.layers[i], grad_name(name), shared.view(grad))
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        errstate, kind, *args = message
+        try:
+            with np.errstate(**errstate):
+                if kind == "train":
+                    reply = (True, _worker_pass(network, *args))
+                else:
+                    reply = (True, network.forward(args[0], train=False))
+        except Exception as error:  # noqa: BLE001  (handed to the parent, which raises it)
+            reply = (False, error)
+        try:
+            connection.send(reply)
+        except OSError:
+            return
+        except Exception:  # noqa: BLE001  (an error that does not pickle: send its text)
+            connection.send((False, RuntimeError(f"in a darkbp worker: {reply[1]!r}")))

@@ -1,15 +1,29 @@
-"""Splitting a batch across threads computes the whole batch's gradient and output."""
+"""Splitting a batch across workers (processes or threads) computes the whole batch's
+gradient and output, and workers fail, stop and go away cleanly."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
 
+from darkbp.errors import RunFailed
 from darkbp.layers.base import grad_name
 from darkbp.network import parse_network
-from darkbp.parallel import Runner, replica
+from darkbp.parallel import PROCESSES_AVAILABLE, Runner, replica
 from darkbp.threads import get_threads
-from tests.conftest import CFG_DIR
+from tests.conftest import CFG_DIR, ROOT
+
+needs_processes = pytest.mark.skipif(not PROCESSES_AVAILABLE,
+                                     reason="worker processes need memfd_create (Linux)")
+KINDS = [pytest.param(True, id="processes", marks=needs_processes),
+         pytest.param(False, id="threads")]
 
 
 def _batch(network, n, seed=0):
@@ -35,45 +49,149 @@ def test_replica_shares_parameters_not_gradients_or_caches():
     assert not [name for name in vars(twin) if name.startswith("_")]
 
 
+@pytest.mark.parametrize("processes", KINDS)
 @pytest.mark.parametrize("cfg", ["mnist.cfg", "grouped.cfg", "notes.cfg"])
-@pytest.mark.parametrize("images", [7, 64])
-def test_split_gradients_equal_the_whole_batch(cfg, images):
+@pytest.mark.parametrize("images", [2, 7, 64])
+def test_split_gradients_equal_the_whole_batch(cfg, images, processes):
     network = parse_network(CFG_DIR / cfg).initialize(1, np.float64)
     x, truth = _batch(network, images)
     whole = Runner(network, 1)
     cost = whole.train_step(x, truth)
     expected = _grads(network)
+    output = whole.forward(x)
     network.zero_grads()
-    split = Runner(network, 3)
-    assert split.split
-    assert split.train_step(x, truth) == pytest.approx(cost, rel=1e-12)
-    for key, grad in _grads(network).items():
-        np.testing.assert_allclose(grad, expected[key], rtol=1e-10, atol=1e-13, err_msg=str(key))
-    for twin in split.replicas[1:]:                  # the shards' gradients were handed over
-        assert all(not getattr(layer, grad_name(name)).any()
-                   for layer in twin.layers for name in layer.param_names)
-    np.testing.assert_allclose(split.forward(x), whole.forward(x), rtol=1e-12)
-    split.close()
+    with Runner(network, 3, processes=processes) as split:   # 2 images: one worker idle
+        assert split.split and len(split.workers) == 2
+        assert split.train_step(x, truth) == pytest.approx(cost, rel=1e-12)
+        for key, grad in _grads(network).items():
+            np.testing.assert_allclose(grad, expected[key], rtol=1e-10, atol=1e-13,
+                                       err_msg=str(key))
+        # A second pass adds its gradient, as subdivisions do: the workers start each
+        # pass from zero, the network's own gradients accumulate.
+        split.train_step(x, truth)
+        for key, grad in _grads(network).items():
+            np.testing.assert_allclose(grad, 2 * expected[key], rtol=1e-10, atol=1e-13,
+                                       err_msg=str(key))
+        np.testing.assert_allclose(split.forward(x), output, rtol=1e-12)
 
 
-def test_updates_reach_every_replica():
+@needs_processes
+def test_processes_and_threads_give_identical_bits():
+    results = []
+    for processes in (True, False):
+        network = parse_network(CFG_DIR / "grouped.cfg").initialize(2, np.float32)
+        x, truth = _batch(network, 64)
+        with Runner(network, 2, processes=processes) as runner:
+            cost = runner.train_step(x, truth)
+            results.append((cost, _grads(network), runner.forward(x)))
+    (cost_p, grads_p, out_p), (cost_t, grads_t, out_t) = results
+    assert cost_p == cost_t
+    for key in grads_p:
+        np.testing.assert_array_equal(grads_p[key], grads_t[key], err_msg=str(key))
+    np.testing.assert_array_equal(out_p, out_t)
+
+
+@pytest.mark.parametrize("processes", KINDS)
+def test_updates_reach_every_worker(processes):
     network = parse_network(CFG_DIR / "mnist.cfg").initialize(1, np.float64)
-    runner = Runner(network, 2)
-    x, _ = _batch(network, 8)
-    before = runner.forward(x)
-    network.layers[5].biases[3] += 5.0              # in place, as SGD, EMA and loading do
-    after = runner.forward(x)                       # both shards see the raised logit
-    assert (after[:, 3] > before[:, 3]).all()
-    runner.close()
+    with Runner(network, 2, processes=processes) as runner:
+        x, _ = _batch(network, 8)
+        before = runner.forward(x)
+        network.layers[5].biases[3] += 5.0          # in place, as SGD, EMA and loading do
+        after = runner.forward(x)                   # both shards see the raised logit
+        assert (after[:, 3] > before[:, 3]).all()
 
 
 def test_batch_norm_networks_are_not_split_but_use_blas_threads():
     network = parse_network(CFG_DIR / "batchnorm.cfg").initialize(0, np.float32)
     runner = Runner(network, 2)
-    assert not runner.split
+    assert not runner.split and not runner.workers
     assert get_threads() == 2
     runner.close()
     runner = Runner(parse_network(CFG_DIR / "mnist.cfg").initialize(0, np.float32), 2)
     assert runner.split
     assert get_threads() == 1
     runner.close()
+
+
+@pytest.mark.parametrize("processes", KINDS)
+def test_an_error_in_a_worker_is_raised_by_the_caller_and_the_runner_goes_on(processes):
+    network = parse_network(CFG_DIR / "mnist.cfg").initialize(0, np.float32)
+    x, truth = _batch(network, 8)
+    bad = x.copy()
+    bad[-1] = np.inf                                # only the worker's shard: inf - inf in the pool
+    with Runner(network, 2, processes=processes) as runner:
+        with np.errstate(invalid="raise"):          # the caller's error state reaches the worker
+            with pytest.raises(FloatingPointError):
+                runner.forward(bad)
+        with np.errstate(invalid="ignore"):
+            assert np.isnan(runner.forward(bad)[-1]).all()
+        np.testing.assert_array_equal(runner.forward(x)[-4:], network.forward(x[-4:]))
+        network.zero_grads()
+        assert np.isfinite(runner.train_step(x, truth))
+
+
+@needs_processes
+def test_a_worker_that_dies_is_reported_not_waited_for():
+    network = parse_network(CFG_DIR / "mnist.cfg").initialize(0, np.float32)
+    x, truth = _batch(network, 8)
+    with Runner(network, 2) as runner:
+        runner.train_step(x, truth)
+        process = runner.workers[0].process
+        process.kill()
+        process.wait()
+        with pytest.raises(RunFailed, match=r"worker process stopped \(exit code -9\)"):
+            runner.train_step(x, truth)
+
+
+@needs_processes
+def test_close_stops_the_worker_processes():
+    network = parse_network(CFG_DIR / "mnist.cfg").initialize(0, np.float32)
+    runner = Runner(network, 3)
+    processes = [worker.process for worker in runner.workers]
+    runner.forward(_batch(network, 8)[0])
+    runner.close()
+    assert [p.poll() for p in processes] == [0, 0]
+    x, truth = _batch(network, 8)                   # then it runs in the caller, the whole batch
+    assert not runner.split
+    np.testing.assert_array_equal(runner.forward(x), network.forward(x))
+    network.zero_grads()
+    cost = runner.train_step(x, truth)
+    assert cost == pytest.approx(float(network.cost(truth).sum()))
+    assert all(layer.weight_grads.any() for layer in network.layers if layer.param_names)
+
+
+@needs_processes
+def test_workers_exit_when_their_parent_is_killed():
+    script = textwrap.dedent(f"""
+        import time
+        from darkbp.network import parse_network
+        from darkbp.parallel import Runner
+        runner = Runner(parse_network({str(CFG_DIR / "mnist.cfg")!r}).initialize(0), 2)
+        print(runner.workers[0].process.pid, flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+    worker = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, which its init parent has yet to reap, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
