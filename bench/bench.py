@@ -487,8 +487,7 @@ def _peak_mib(pid: int | str = "self") -> float:
 def _workers_peak_mib(runner) -> float:
     """The peak RSS of a darkbp Runner's worker processes, summed (the parameters they
     share with the parent count in each: an overestimate by that much)."""
-    return sum(_peak_mib(worker.process.pid) for worker in runner.workers
-               if hasattr(worker, "process"))
+    return sum(_peak_mib(pid) for pid in runner.pids)
 
 
 def _import_darkbp(threads: int):

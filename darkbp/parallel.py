@@ -124,7 +124,10 @@ class Runner:
         if self.split:
             count = self.threads - 1
             if PROCESSES_AVAILABLE if processes is None else processes:
-                self.workers = _start_processes(network, count)
+                try:
+                    self.workers = _start_processes(network, count)
+                except OSError:          # no interpreter to start (an embedded Python): threads
+                    self.workers = _start_threads(network, count)
             else:
                 self.workers = _start_threads(network, count)
         set_threads(1 if self.split else self.threads)
@@ -137,6 +140,11 @@ class Runner:
             worker.close()
         self.workers = []
         self.split = False
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (none when the workers are threads)."""
+        return [worker.process.pid for worker in self.workers if hasattr(worker, "process")]
 
     def __enter__(self) -> "Runner":
         return self
@@ -287,10 +295,17 @@ def _start_processes(network: Network, count: int) -> list["_ProcessWorker"]:
         view[...] = getattr(network.layers[i], name)
         setattr(network.layers[i], name, view)
     blueprint = _blueprint(network)
+    workers: list[_ProcessWorker] = []
     try:
-        return [_ProcessWorker(shared, blueprint, params, mine) for mine in grads]
+        for mine in grads:
+            workers.append(_ProcessWorker(shared, blueprint, params, mine))
+    except OSError:
+        for worker in workers:
+            worker.close()
+        raise
     finally:
         os.close(shared.fd)             # the children hold their own descriptors
+    return workers
 
 
 _SERVE = "import sys; from darkbp.parallel import serve; serve(*map(int, sys.argv[1:]))"

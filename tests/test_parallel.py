@@ -62,6 +62,7 @@ def test_split_gradients_equal_the_whole_batch(cfg, images, processes):
     network.zero_grads()
     with Runner(network, 3, processes=processes) as split:   # 2 images: one worker idle
         assert split.split and len(split.workers) == 2
+        assert len(split.pids) == (2 if processes else 0)
         assert split.train_step(x, truth) == pytest.approx(cost, rel=1e-12)
         for key, grad in _grads(network).items():
             np.testing.assert_allclose(grad, expected[key], rtol=1e-10, atol=1e-13,
@@ -82,6 +83,7 @@ def test_processes_and_threads_give_identical_bits():
         network = parse_network(CFG_DIR / "grouped.cfg").initialize(2, np.float32)
         x, truth = _batch(network, 64)
         with Runner(network, 2, processes=processes) as runner:
+            assert len(runner.pids) == processes
             cost = runner.train_step(x, truth)
             results.append((cost, _grads(network), runner.forward(x)))
     (cost_p, grads_p, out_p), (cost_t, grads_t, out_t) = results
@@ -168,7 +170,7 @@ def test_workers_exit_when_their_parent_is_killed():
         from darkbp.network import parse_network
         from darkbp.parallel import Runner
         runner = Runner(parse_network({str(CFG_DIR / "mnist.cfg")!r}).initialize(0), 2)
-        print(runner.workers[0].process.pid, flush=True)
+        print(*runner.pids, flush=True)
         time.sleep(60)
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
@@ -195,3 +197,14 @@ def _alive(pid: int) -> bool:
         except ProcessLookupError:
             return False
         return True
+
+
+@needs_processes
+def test_without_an_interpreter_to_start_the_workers_are_threads(monkeypatch):
+    network = parse_network(CFG_DIR / "grouped.cfg").initialize(1, np.float64)
+    x, truth = _batch(network, 8)
+    expected = network.forward(x)
+    monkeypatch.setattr(sys, "executable", str(ROOT / "no-such-python"))
+    with Runner(network, 3) as runner:
+        assert len(runner.workers) == 2 and not runner.pids
+        np.testing.assert_allclose(runner.forward(x), expected, rtol=1e-12)
