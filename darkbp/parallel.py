@@ -13,9 +13,9 @@ whole batch, as Darknet's does.
 A worker is a process where the system allows (Linux: parameters and the
 workers' gradients live in one block of memory shared with them, created with
 memfd_create; shards and results travel over a socket), else a thread. Threads
-share the interpreter's lock: between NumPy's calls each holds it, and on
-grouped.cfg's 7x7 maps a batch of 32 is ~300 short calls, so two threads ran
-only ~1.15x as fast as one; two processes run ~1.9x as fast (bench/bench.py).
+share the interpreter's lock, which each holds between NumPy's calls, and a
+small network's pass is hundreds of short calls: two threads ran grouped.cfg's
+training ~1.15x as fast as one thread, two processes run it ~1.9x as fast.
 
 Batch normalisation in training needs the statistics of the whole forward
 pass, so a network with `batch_normalize=1` runs unsplit, with `threads`
@@ -250,11 +250,18 @@ class _SharedArrays:
 
     `add(shape, dtype)` reserves an array and returns its place; `create()`
     makes the block (an anonymous memfd, zero-filled) and `view(place)` an
-    array on it. A child maps the same block from the inherited descriptor.
+    array on it. A child maps the same block from the inherited descriptor
+    (`attached`).
     """
 
     def __init__(self):
         self.size = 0
+
+    @classmethod
+    def attached(cls, fd: int, size: int) -> "_SharedArrays":
+        shared = cls()
+        shared.size, shared.memory = size, mmap.mmap(fd, size)
+        return shared
 
     def add(self, shape: tuple, dtype) -> tuple:
         place = (self.size, tuple(shape), np.dtype(dtype).str)
@@ -263,9 +270,10 @@ class _SharedArrays:
         return place
 
     def create(self) -> None:
+        self.size = max(self.size, 1)   # a network without parameters still maps something
         self.fd = os.memfd_create("darkbp-shared", 0)
-        os.ftruncate(self.fd, max(self.size, 1))
-        self.memory = mmap.mmap(self.fd, max(self.size, 1))
+        os.ftruncate(self.fd, self.size)
+        self.memory = mmap.mmap(self.fd, self.size)
 
     def view(self, place: tuple) -> np.ndarray:
         offset, shape, dtype = place
@@ -357,7 +365,7 @@ class _Reply:
         try:
             ok, value = self.worker.connection.recv()
         except (EOFError, OSError):
-            code = self.worker.process.wait()
+            code = _stop(self.worker.process, self.worker.connection)
             raise RunFailed(f"a darkbp worker process stopped (exit code {code}); "
                             "its message, if any, is above. Run with --threads 1 to "
                             "work without workers.") from None
@@ -366,7 +374,8 @@ class _Reply:
         return value
 
 
-def _stop(process: subprocess.Popen, connection: Connection) -> None:
+def _stop(process: subprocess.Popen, connection: Connection) -> int:
+    """Ask a worker to exit, wait for it (kill it after 5 s); its exit code."""
     try:
         connection.send(None)
     except OSError:
@@ -376,7 +385,7 @@ def _stop(process: subprocess.Popen, connection: Connection) -> None:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         process.kill()
-        process.wait()
+    return process.wait()
 
 
 def serve(connection_fd: int, shared_fd: int, size: int) -> None:
@@ -384,10 +393,8 @@ def serve(connection_fd: int, shared_fd: int, size: int) -> None:
     the parent asks ((errstate, "train", x, truth) -> cost, (errstate, "forward", x) -> y)
     until it sends None or goes away."""
     connection = Connection(connection_fd)
-    memory = mmap.mmap(shared_fd, size)
+    shared = _SharedArrays.attached(shared_fd, size)
     os.close(shared_fd)
-    shared = _SharedArrays()
-    shared.memory = memory
     set_threads(1)
     keep_freed_memory()
     network, places = connection.recv()
