@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import copy
 import ctypes
+import json
 import mmap
 import os
 import socket
@@ -40,7 +41,6 @@ import sys
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 import numpy as np
 
@@ -316,7 +316,10 @@ def _start_processes(network: Network, count: int) -> list["_ProcessWorker"]:
     return workers
 
 
-_SERVE = "import sys; from darkbp.parallel import serve; serve(*map(int, sys.argv[1:]))"
+# The child imports darkbp from where the parent did: it takes the parent's sys.path (as
+# multiprocessing's spawn does).
+_SERVE = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+          "from darkbp.parallel import serve; serve(*map(int, sys.argv[2:]))")
 
 
 class _ProcessWorker:
@@ -326,12 +329,10 @@ class _ProcessWorker:
         mine, theirs = socket.socketpair()
         environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                            MKL_NUM_THREADS="1")
-        root = str(Path(__file__).resolve().parent.parent)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [root, *filter(None, [os.environ.get("PYTHONPATH")])])
         # Its own session: a Ctrl-C at the terminal goes to the parent, which stops it.
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(theirs.fileno()), str(shared.fd), str(shared.size)],
+            [sys.executable, "-c", _SERVE, json.dumps(sys.path),
+             str(theirs.fileno()), str(shared.fd), str(shared.size)],
             pass_fds=(theirs.fileno(), shared.fd), env=environment, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         theirs.close()
