@@ -25,7 +25,9 @@ images (default 64):
 
 Each (cfg, threads) configuration runs in fresh child processes: OMP_NUM_THREADS,
 OPENBLAS_NUM_THREADS and MKL_NUM_THREADS are set in their environment, and
-`darkbp.threads.set_threads(n)` / `torch.set_num_threads(n)` run before any work.
+`darkbp.threads.set_threads(n)` / `torch.set_num_threads(n)` run before any work;
+with n > 1, darkbp's Runner (as `darkbp train --threads n`) works with n − 1 worker
+processes beside its own, each on one BLAS thread: n cores for either framework.
 One child per framework measures peak RSS (torch's import alone is ~200 MB);
 one child measures speed with both frameworks, alternating: after a warm-up,
 --windows rounds, each timing a darkbp and a torch window of --window-seconds
