@@ -17,9 +17,12 @@ share the interpreter's lock, which each holds between NumPy's calls, and a
 small network's pass is hundreds of short calls: two threads ran grouped.cfg's
 training ~1.15x as fast as one thread, two processes run it ~1.9x as fast.
 
-Batch normalisation in training needs the statistics of the whole forward
-pass, so a network with `batch_normalize=1` runs unsplit, with `threads`
-BLAS threads instead.
+Batch normalisation in training needs the statistics of the whole pass: with
+worker processes each batch-norm layer adds up its per-channel sums across the
+shards (the workers send theirs to the caller, which sends back the totals;
+ops/batchnorm.py), and only the caller's shard updates the rolling statistics,
+which live in the shared memory too. With thread workers a network with
+`batch_normalize=1` is not split and uses `threads` BLAS threads instead.
 
 Results with the same thread count are deterministic, and the same with
 processes or threads; a different count sums in a different order (float
@@ -118,18 +121,18 @@ class Runner:
     def __init__(self, network: Network, threads: int, processes: bool | None = None):
         self.network = network
         self.threads = max(1, int(threads))
-        has_batch_norm = any(getattr(layer, "batch_normalize", False) for layer in network.layers)
-        self.split = self.threads > 1 and not has_batch_norm
+        self.batch_norm = [layer for layer in network.layers
+                           if getattr(layer, "batch_normalize", False)]
         self.workers: list = []
-        if self.split:
-            count = self.threads - 1
-            if PROCESSES_AVAILABLE if processes is None else processes:
-                try:
-                    self.workers = _start_processes(network, count)
-                except OSError:          # no interpreter to start (an embedded Python): threads
-                    self.workers = _start_threads(network, count)
-            else:
-                self.workers = _start_threads(network, count)
+        count = self.threads - 1
+        if count and (PROCESSES_AVAILABLE if processes is None else processes):
+            try:
+                self.workers = _start_processes(network, count)
+            except OSError:              # no interpreter to start (an embedded Python): threads
+                pass
+        if count and not self.workers and not self.batch_norm:
+            self.workers = _start_threads(network, count)
+        self.split = bool(self.workers)
         set_threads(1 if self.split else self.threads)
         keep_freed_memory()
 
@@ -153,7 +156,7 @@ class Runner:
         self.close()
 
     def _shards(self, count: int) -> list[slice]:
-        bounds = np.linspace(0, count, min(self.threads, count) + 1).round().astype(int)
+        bounds = np.linspace(0, count, min(self.threads, count) + 1).round().astype(int).tolist()
         return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def train_step(self, x: np.ndarray, truth: np.ndarray) -> float:
@@ -161,13 +164,21 @@ class Runner:
 
         Returns the summed cost over the images.
         """
-        if not self.split:
+        # With batch norm every shard needs 2 images (a connected layer's statistics).
+        if not self.split or (self.batch_norm and len(x) < 2 * self.threads):
             return _pass(self.network, x, truth)
         first, *rest = self._shards(len(x))
         busy = self.workers[:len(rest)]
-        replies = [worker.train(x[part], truth[part]) for worker, part in zip(busy, rest)]
-        with _answered(replies):
-            costs = [_pass(self.network, x[first], truth[first])]
+        replies = [worker.train(x[part], truth[part], len(x)) for worker, part in zip(busy, rest)]
+        shards = _CallerShards(busy, len(x), first.stop - first.start)
+        with _answered(replies, busy):
+            for layer in self.batch_norm:
+                layer.shards = shards
+            try:
+                costs = [_pass(self.network, x[first], truth[first])]
+            finally:
+                for layer in self.batch_norm:
+                    layer.shards = None
         costs += _results(replies)
         mine = _gradients(self.network)
         for worker in busy:
@@ -180,19 +191,22 @@ class Runner:
         if not self.split or len(x) < 2 * self.threads:
             return self.network.forward(x, train=False)
         first, *rest = self._shards(len(x))
-        replies = [worker.forward(x[part]) for worker, part in zip(self.workers, rest)]
-        with _answered(replies):
+        busy = self.workers[:len(rest)]
+        replies = [worker.forward(x[part]) for worker, part in zip(busy, rest)]
+        with _answered(replies, busy):
             y = self.network.forward(x[first], train=False)
         return np.concatenate([y, *_results(replies)])
 
 
 @contextlib.contextmanager
-def _answered(replies: list):
-    """If the block fails, wait for every reply before raising, so that each worker's
-    next reply is to its next question."""
+def _answered(replies: list, workers: list):
+    """If the block fails, stop the workers' pass and wait for every reply before
+    raising, so that each worker's next reply is to its next question."""
     try:
         yield
     except BaseException:
+        for worker in workers:
+            worker.abort()
         for reply in replies:
             try:
                 reply.result()
@@ -228,11 +242,15 @@ class _ThreadWorker:
         # In a copy of the caller's context, so that np.errstate reaches the thread.
         return self.pool.submit(contextvars.copy_context().run, work, *args)
 
-    def train(self, x, truth):
+    def train(self, x, truth, images):
+        """Its shard of a pass of `images` (only batch norm, never split on threads, needs it)."""
         return self._submit(_worker_pass, self.network, x, truth)
 
     def forward(self, x):
         return self._submit(self.network.forward, x, False)
+
+    def abort(self) -> None:
+        """Nothing to stop: a thread never waits for the caller in a pass."""
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -284,21 +302,25 @@ def _blueprint(network: Network) -> Network:
     """A copy of `network` with no arrays: what a worker process is sent to build its own."""
     twin = replica_network(network)
     for layer in twin.layers:
-        for name in layer.param_names:
+        for name in (*layer.param_names, *layer.state_names):
             setattr(layer, name, None)
+        for name in layer.param_names:
             setattr(layer, grad_name(name), None)
     return twin
 
 
 def _start_processes(network: Network, count: int) -> list["_ProcessWorker"]:
-    """Move the network's parameters into shared memory and start `count` worker processes."""
+    """Move the network's parameters and state into shared memory and start `count`
+    worker processes, each with its gradients there too."""
     shared = _SharedArrays()
-    params = [(i, name, shared.add(getattr(layer, name).shape, network.dtype))
+    values = [(i, name, shared.add(getattr(layer, name).shape, network.dtype))
+              for i, layer in enumerate(network.layers)
+              for name in (*layer.param_names, *layer.state_names)]
+    grads = [[(i, grad_name(name), shared.add(getattr(layer, name).shape, network.dtype))
               for i, layer in enumerate(network.layers) for name in layer.param_names]
-    grads = [[shared.add(getattr(network.layers[i], name).shape, network.dtype)
-              for i, name, _ in params] for _ in range(count)]
+             for _ in range(count)]
     shared.create()
-    for i, name, place in params:
+    for i, name, place in values:
         view = shared.view(place)
         view[...] = getattr(network.layers[i], name)
         setattr(network.layers[i], name, view)
@@ -306,7 +328,7 @@ def _start_processes(network: Network, count: int) -> list["_ProcessWorker"]:
     workers: list[_ProcessWorker] = []
     try:
         for mine in grads:
-            workers.append(_ProcessWorker(shared, blueprint, params, mine))
+            workers.append(_ProcessWorker(shared, blueprint, values + mine))
     except OSError:
         for worker in workers:
             worker.close()
@@ -323,9 +345,10 @@ _SERVE = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
 
 
 class _ProcessWorker:
-    """A worker process (see `serve`), and the parent's views of its gradients."""
+    """A worker process (see `serve` for what they say to each other), and the parent's
+    views of its gradients."""
 
-    def __init__(self, shared: _SharedArrays, blueprint: Network, params: list, grads: list):
+    def __init__(self, shared: _SharedArrays, blueprint: Network, places: list):
         mine, theirs = socket.socketpair()
         environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                            MKL_NUM_THREADS="1")
@@ -337,22 +360,51 @@ class _ProcessWorker:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         theirs.close()
         self.connection = Connection(mine.detach())
-        self.connection.send((blueprint, [(i, name, p, g) for (i, name, p), g in zip(params, grads)]))
-        self.gradients = [shared.view(place) for place in grads]
+        self.connection.send((blueprint, places))
+        self.gradients = [shared.view(place) for _, name, place in places
+                          if name.endswith("_grads")]
+        self.early = None               # its reply, when it came in place of a sum
         self._finalizer = weakref.finalize(self, _stop, self.process, self.connection)
 
-    def _ask(self, *message) -> "_Reply":
+    def _send(self, message) -> None:
         try:
-            self.connection.send((np.geterr(), *message))
+            self.connection.send(message)
         except OSError:
-            pass                        # it has exited: the reply says how
+            pass                        # it has exited: the next receive says how
+
+    def _receive(self):
+        try:
+            return self.connection.recv()
+        except (EOFError, OSError):
+            code = _stop(self.process, self.connection)
+            raise RunFailed(f"a darkbp worker process stopped (exit code {code}); "
+                            "its message, if any, is above. Run with --threads 1 to "
+                            "work without workers.") from None
+
+    def train(self, x, truth, images: int) -> "_Reply":
+        """Its shard of a training pass of `images` images."""
+        self._send(("train", np.geterr(), x, truth, images))
         return _Reply(self)
 
-    def train(self, x, truth):
-        return self._ask("train", x, truth)
+    def forward(self, x) -> "_Reply":
+        self._send(("forward", np.geterr(), x))
+        return _Reply(self)
 
-    def forward(self, x):
-        return self._ask("forward", x)
+    def partial(self) -> np.ndarray:
+        """Its sums for the batch norm the pass is at; raises its error if it failed instead."""
+        message = self._receive()
+        if message[0] == "sum":
+            return message[1]
+        self.early = message
+        _, ok, value = message
+        raise value if not ok else RuntimeError("a darkbp worker ended a pass before its sums")
+
+    def send_total(self, total: np.ndarray) -> None:
+        self._send(("total", total))
+
+    def abort(self) -> None:
+        """Stop its pass where it waits for a total (nothing, if it is past that)."""
+        self._send(("abort",))
 
     def close(self) -> None:
         self._finalizer()
@@ -363,16 +415,52 @@ class _Reply:
         self.worker = worker
 
     def result(self):
-        try:
-            ok, value = self.worker.connection.recv()
-        except (EOFError, OSError):
-            code = _stop(self.worker.process, self.worker.connection)
-            raise RunFailed(f"a darkbp worker process stopped (exit code {code}); "
-                            "its message, if any, is above. Run with --threads 1 to "
-                            "work without workers.") from None
+        worker = self.worker
+        message, worker.early = worker.early, None
+        while message is None or message[0] == "sum":   # sums of a pass that was aborted
+            message = worker._receive()
+        _, ok, value = message
         if not ok:
             raise value
         return value
+
+
+class _Aborted(Exception):
+    """A worker's pass stopped because the caller's failed."""
+
+
+class _CallerShards:
+    """The batch-norm sums of the caller's shard (see ops/batchnorm.Shards): it adds the
+    workers' sums to its own, in order, and sends each worker the totals."""
+
+    update_state = True
+
+    def __init__(self, workers: list, images: int, own_images: int):
+        self.workers, self.images, self.own_images = workers, images, own_images
+
+    def total(self, sums: np.ndarray) -> np.ndarray:
+        total = sums.copy()
+        for worker in self.workers:
+            total += worker.partial()
+        for worker in self.workers:
+            worker.send_total(total)
+        return total
+
+
+class _WorkerShards:
+    """The batch-norm sums of a worker's shard: sent to the caller, which returns the totals."""
+
+    update_state = False
+
+    def __init__(self, connection: Connection):
+        self.connection, self.images, self.own_images = connection, 0, 0
+
+    def total(self, sums: np.ndarray) -> np.ndarray:
+        self.connection.send(("sum", sums))
+        message = self.connection.recv()
+        if message is None or message[0] != "total":     # "abort", or None: the caller closes
+            raise _Aborted()
+        return message[1]
 
 
 def _stop(process: subprocess.Popen, connection: Connection) -> int:
@@ -391,17 +479,25 @@ def _stop(process: subprocess.Popen, connection: Connection) -> int:
 
 def serve(connection_fd: int, shared_fd: int, size: int) -> None:
     """A worker process's loop: build the network on the shared memory, then run what
-    the parent asks ((errstate, "train", x, truth) -> cost, (errstate, "forward", x) -> y)
-    until it sends None or goes away."""
+    the parent asks until it sends None or goes away.
+
+    parent: ("train", errstate, x, truth, images)  ->  worker: ("done", True, cost)
+            ("forward", errstate, x)               ->          ("done", True, y)
+    or ("done", False, error) if that failed. Within a training pass, at each batch
+    norm the worker sends ("sum", sums) and gets ("total", totals) or ("abort",).
+    """
     connection = Connection(connection_fd)
     shared = _SharedArrays.attached(shared_fd, size)
     os.close(shared_fd)
     set_threads(1)
     keep_freed_memory()
     network, places = connection.recv()
-    for i, name, param, grad in places:
-        setattr(network.layers[i], name, shared.view(param))
-        setattr(network.layers[i], grad_name(name), shared.view(grad))
+    for i, name, place in places:
+        setattr(network.layers[i], name, shared.view(place))
+    shards = _WorkerShards(connection)
+    for layer in network.layers:
+        if getattr(layer, "batch_normalize", False):
+            layer.shards = shards
     while True:
         try:
             message = connection.recv()
@@ -409,18 +505,23 @@ def serve(connection_fd: int, shared_fd: int, size: int) -> None:
             return
         if message is None:
             return
-        errstate, kind, *args = message
+        kind, *args = message
+        if kind not in ("train", "forward"):
+            continue                    # an abort or total for a pass this worker has ended
+        errstate, x, *rest = args
         try:
             with np.errstate(**errstate):
                 if kind == "train":
-                    reply = (True, _worker_pass(network, *args))
+                    truth, shards.images = rest
+                    shards.own_images = len(x)
+                    reply = ("done", True, _worker_pass(network, x, truth))
                 else:
-                    reply = (True, network.forward(args[0], train=False))
+                    reply = ("done", True, network.forward(x, train=False))
         except Exception as error:  # noqa: BLE001  (handed to the parent, which raises it)
-            reply = (False, error)
+            reply = ("done", False, error)
         try:
             connection.send(reply)
         except OSError:
             return
         except Exception:  # noqa: BLE001  (an error that does not pickle: send its text)
-            connection.send((False, RuntimeError(f"in a darkbp worker: {reply[1]!r}")))
+            connection.send(("done", False, RuntimeError(f"in a darkbp worker: {reply[2]!r}")))

@@ -15,6 +15,7 @@ import pytest
 
 from darkbp.errors import RunFailed
 from darkbp.layers.base import grad_name
+from darkbp.layers.softmax import SoftmaxLayer
 from darkbp.network import parse_network
 from darkbp.parallel import PROCESSES_AVAILABLE, Runner, replica
 from darkbp.threads import get_threads
@@ -104,16 +105,78 @@ def test_updates_reach_every_worker(processes):
         assert (after[:, 3] > before[:, 3]).all()
 
 
-def test_batch_norm_networks_are_not_split_but_use_blas_threads():
+def _state(network):
+    return {(i, name): getattr(layer, name).copy()
+            for i, layer in enumerate(network.layers) for name in layer.state_names}
+
+
+@needs_processes
+@pytest.mark.parametrize("images", [6, 7, 64])
+def test_batch_norm_over_processes_uses_the_whole_pass_statistics(images):
+    """Every shard normalises with the mean and variance of the whole pass, the backward
+    with its whole-pass sums, and the rolling statistics are updated once."""
+    whole = parse_network(CFG_DIR / "batchnorm.cfg").initialize(1, np.float64)
+    x, truth = _batch(whole, images)
+    cost = Runner(whole, 1).train_step(x, truth)
+    network = parse_network(CFG_DIR / "batchnorm.cfg").initialize(1, np.float64)
+    with Runner(network, 3) as split:
+        assert split.split and len(split.pids) == 2 and get_threads() == 1
+        assert split.train_step(x, truth) == pytest.approx(cost, rel=1e-12)
+        for key, grad in _grads(whole).items():
+            np.testing.assert_allclose(_grads(network)[key], grad, rtol=1e-10, atol=1e-12,
+                                       err_msg=str(key))
+        for key, state in _state(whole).items():
+            np.testing.assert_allclose(_state(network)[key], state, rtol=1e-12, atol=1e-15,
+                                       err_msg=str(key))
+        # Evaluation splits too, with the rolling statistics the workers share.
+        np.testing.assert_allclose(split.forward(x), whole.forward(x), rtol=1e-10, atol=1e-14)
+
+
+@needs_processes
+def test_batch_norm_over_processes_keeps_float32_and_small_passes_whole():
     network = parse_network(CFG_DIR / "batchnorm.cfg").initialize(0, np.float32)
-    runner = Runner(network, 2)
+    with Runner(network, 3) as runner:
+        for images in (64, 5):                      # 5 < 2 per shard: one pass, in the caller
+            x, truth = _batch(network, images)
+            network.zero_grads()
+            runner.train_step(x, truth)
+            assert all(grad.dtype == np.float32 for grad in _grads(network).values())
+            assert runner.forward(x).dtype == np.float32
+
+
+def test_batch_norm_networks_on_threads_are_not_split_but_use_blas_threads():
+    network = parse_network(CFG_DIR / "batchnorm.cfg").initialize(0, np.float32)
+    runner = Runner(network, 2, processes=False)
     assert not runner.split and not runner.workers
     assert get_threads() == 2
     runner.close()
-    runner = Runner(parse_network(CFG_DIR / "mnist.cfg").initialize(0, np.float32), 2)
+    runner = Runner(parse_network(CFG_DIR / "mnist.cfg").initialize(0, np.float32), 2,
+                    processes=False)
     assert runner.split
     assert get_threads() == 1
     runner.close()
+
+
+@needs_processes
+def test_a_failed_batch_norm_pass_stops_every_shard_and_the_next_pass_is_right():
+    whole = parse_network(CFG_DIR / "batchnorm.cfg").initialize(1, np.float64)
+    x, truth = _batch(whole, 12)
+    Runner(whole, 1).train_step(x, truth)
+    network = parse_network(CFG_DIR / "batchnorm.cfg").initialize(1, np.float64)
+    bad = x.copy()
+    bad[-1] = np.inf                                # the last worker's shard: every mean is inf
+    with Runner(network, 3) as runner:
+        rolling = _state(network)
+        with np.errstate(invalid="raise"), pytest.raises(FloatingPointError):
+            runner.train_step(bad, truth)           # x̂ = (x − inf)·0 fails in every shard
+        assert all(worker.process.poll() is None for worker in runner.workers)
+        for (i, name), state in rolling.items():    # start again from where it was
+            getattr(network.layers[i], name)[...] = state
+        network.zero_grads()
+        runner.train_step(x, truth)
+        for key, grad in _grads(whole).items():
+            np.testing.assert_allclose(_grads(network)[key], grad, rtol=1e-10, atol=1e-12,
+                                       err_msg=str(key))
 
 
 @pytest.mark.parametrize("processes", KINDS)
@@ -133,9 +196,34 @@ def test_an_error_in_a_worker_is_raised_by_the_caller_and_the_runner_goes_on(pro
         assert np.isfinite(runner.train_step(x, truth))
 
 
+class _CostFailsInWorkers(SoftmaxLayer):
+    """A softmax whose cost fails in a worker process: a stand-in for any worker error."""
+
+    def cost(self, truth):
+        if os.getpid() != self.parent:
+            raise ArithmeticError("the worker's cost failed")
+        return super().cost(truth)
+
+
 @needs_processes
-def test_a_worker_that_dies_is_reported_not_waited_for():
-    network = parse_network(CFG_DIR / "mnist.cfg").initialize(0, np.float32)
+def test_a_worker_error_while_the_caller_waits_for_its_sums_is_raised():
+    """The worker fails between its forward and backward; the caller, waiting for its
+    batch-norm sums in backward, gets the error instead, and the runner goes on."""
+    network = parse_network(CFG_DIR / "batchnorm.cfg").initialize(1, np.float64)
+    network.layers[-1].__class__ = _CostFailsInWorkers
+    network.layers[-1].parent = os.getpid()
+    x, truth = _batch(network, 12)
+    with Runner(network, 3) as runner:
+        with pytest.raises(ArithmeticError, match="the worker's cost failed"):
+            runner.train_step(x, truth)
+        assert all(worker.process.poll() is None for worker in runner.workers)
+        np.testing.assert_allclose(runner.forward(x), network.forward(x), rtol=1e-10, atol=1e-14)
+
+
+@needs_processes
+@pytest.mark.parametrize("cfg", ["mnist.cfg", "batchnorm.cfg"])
+def test_a_worker_that_dies_is_reported_not_waited_for(cfg):
+    network = parse_network(CFG_DIR / cfg).initialize(0, np.float32)
     x, truth = _batch(network, 8)
     with Runner(network, 2) as runner:
         runner.train_step(x, truth)

@@ -20,7 +20,13 @@ BATCH_NORM_STATE = ("rolling_mean", "rolling_variance")
 
 
 class AffineLayer(Layer):
-    """Base of the layers with weights, biases and optionally batch-norm scales."""
+    """Base of the layers with weights, biases and optionally batch-norm scales.
+
+    `shards`: while darkbp.parallel runs a training pass split into shards, the
+    other shards, for batch norm's statistics over the whole pass (ops/batchnorm.py).
+    """
+
+    shards = None
 
     def __init__(self, in_shape, out_shape, activation: str, batch_normalize: bool,
                  param_names: tuple[str, ...]):
@@ -50,7 +56,8 @@ class AffineLayer(Layer):
         """
         if self.batch_normalize:
             z, self._bn_cache = batchnorm_forward(z, self.scales, self.rolling_mean,
-                                                  self.rolling_variance, train)
+                                                  self.rolling_variance, train,
+                                                  shards=self.shards if train else None)
         if add_bias:
             z += self.biases[:, None]
         if not train:  # nothing to keep for a backward: z can take the activation in place

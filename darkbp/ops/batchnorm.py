@@ -9,15 +9,33 @@ directions, so the gradient is exact (SPEC §3).  The rolling statistics are
 updated in place as Darknet does: rolling = 0.99·rolling + 0.01·batch, with
 the unbiased (M − 1) variance.  Evaluation uses the rolling statistics and
 updates nothing.  The layer's bias, the shift, is added by the caller.
+
+A pass split into shards that run at once (darkbp/parallel.py) still
+normalises with the statistics of the whole pass: given `shards`, each
+per-channel sum over the local values (Σx, then Σ(x − mean)², and in backward
+Σdy and Σdy·x̂) is replaced by its total over all shards, `shards.total(sum)`,
+and M counts the values of every shard.  Only the shard that says
+`shards.update_state` updates the rolling statistics.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 MOMENTUM = 0.01  # Darknet: rolling = .99·rolling + .01·batch statistic
+
+
+class Shards(Protocol):
+    """The other shards of a split pass, seen from one of them (see the module doc)."""
+
+    images: int              # in the whole pass
+    own_images: int          # in this shard
+    update_state: bool       # this shard updates the rolling statistics
+
+    def total(self, sums: np.ndarray) -> np.ndarray:
+        """The sum over every shard of each one's `sums` (same shape, dtype)."""
 
 
 class BatchnormCache(NamedTuple):
@@ -27,11 +45,13 @@ class BatchnormCache(NamedTuple):
     inv_std: np.ndarray      # (C,) 1/sqrt(var + eps), batch (train) or rolling (eval) variance
     scales: np.ndarray       # (C,)
     train: bool
+    m: int                   # values per channel in the whole pass (train)
+    shards: Shards | None    # the forward's
 
 
 def batchnorm_forward(x: np.ndarray, scales: np.ndarray, rolling_mean: np.ndarray,
-                      rolling_variance: np.ndarray, train: bool,
-                      eps: float = 1e-5) -> tuple[np.ndarray, BatchnormCache]:
+                      rolling_variance: np.ndarray, train: bool, eps: float = 1e-5,
+                      shards: Shards | None = None) -> tuple[np.ndarray, BatchnormCache]:
     """y = scales·(x − mean)/sqrt(var + eps) per channel; x (N, C, P) -> y (N, C, P), x's dtype.
 
     In training, mean/var are the batch's (biased var) and rolling_mean /
@@ -44,26 +64,30 @@ def batchnorm_forward(x: np.ndarray, scales: np.ndarray, rolling_mean: np.ndarra
                     ("rolling_variance", rolling_variance)):
         if a.shape != (c,) or a.dtype != x.dtype:
             raise ValueError(f"batchnorm {name} is {a.dtype} {a.shape}, expected {x.dtype} ({c},)")
-    m = n * p
+    m = n * p                # (N, C, P) may hold the images in N or in P (a CHWN batch)
+    if shards is not None:
+        m = m // shards.own_images * shards.images
+    total = _total(shards)
     if train:
         if m < 2:
             raise ValueError("batch norm in training needs more than one value per channel "
                              f"(batch × pixels = {m})")
         # einsum sums over (N, P) about twice as fast as .mean(axis=(0, 2)).
-        mean = np.einsum("ncp->c", x) / m
+        mean = total(np.einsum("ncp->c", x)) / m
         centred = x - mean[:, None]
-        var = np.einsum("ncp,ncp->c", centred, centred) / m
-        rolling_mean *= 1 - MOMENTUM
-        rolling_mean += MOMENTUM * mean
-        rolling_variance *= 1 - MOMENTUM
-        rolling_variance += (MOMENTUM * m / (m - 1)) * var
+        var = total(np.einsum("ncp,ncp->c", centred, centred)) / m
+        if shards is None or shards.update_state:
+            rolling_mean *= 1 - MOMENTUM
+            rolling_mean += MOMENTUM * mean
+            rolling_variance *= 1 - MOMENTUM
+            rolling_variance += (MOMENTUM * m / (m - 1)) * var
     else:
         centred = x - rolling_mean[:, None]
         var = rolling_variance
     inv_std = 1 / np.sqrt(var + eps)
     x_hat = centred
     x_hat *= inv_std[:, None]
-    return scales[:, None] * x_hat, BatchnormCache(x_hat, inv_std, scales, train)
+    return scales[:, None] * x_hat, BatchnormCache(x_hat, inv_std, scales, train, m, shards)
 
 
 def batchnorm_backward(dy: np.ndarray, cache: BatchnormCache) -> tuple[np.ndarray, np.ndarray]:
@@ -71,15 +95,23 @@ def batchnorm_backward(dy: np.ndarray, cache: BatchnormCache) -> tuple[np.ndarra
 
     Training: dx = scales·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂)), means over N·P
     (mean and variance depend on x too).  Evaluation: dx = scales·inv_std·dy.
+    In a split pass the means are over every shard, and dscales is this shard's part.
     """
     x_hat = cache.x_hat
     dscales = np.einsum("ncp,ncp->c", dy, x_hat)
     k = cache.scales * cache.inv_std                      # (C,)
     if not cache.train:
         return dy * k[:, None], dscales
-    m = dy.shape[0] * dy.shape[2]
-    dx = x_hat * (dscales / m)[:, None]                   # x̂·mean(dy·x̂)
-    dx += (np.einsum("ncp->c", dy) / m)[:, None]            # + mean(dy)
+    m, c = cache.m, len(dscales)
+    sums = np.concatenate([dscales, np.einsum("ncp->c", dy)])
+    sums = _total(cache.shards)(sums)                     # Σdy·x̂, Σdy over the whole pass
+    dx = x_hat * (sums[:c] / m)[:, None]                  # x̂·mean(dy·x̂)
+    dx += (sums[c:] / m)[:, None]                         # + mean(dy)
     np.subtract(dy, dx, out=dx)
     dx *= k[:, None]
     return dx, dscales
+
+
+def _total(shards: Shards | None):
+    """Per-channel sums -> their totals over the pass: themselves when it is not split."""
+    return (lambda sums: sums) if shards is None else shards.total
