@@ -52,7 +52,7 @@ import numpy as np
 from darkbp.errors import RunFailed
 from darkbp.layers.base import Layer, grad_name
 from darkbp.network import Network
-from darkbp.threads import set_threads
+from darkbp.threads import default_threads, set_threads
 
 # Worker processes need memfd_create (Linux) and passing descriptors to a child (POSIX).
 PROCESSES_AVAILABLE = hasattr(os, "memfd_create") and os.name == "posix"
@@ -129,7 +129,9 @@ class Runner:
         count = self.threads - 1
         if count and (PROCESSES_AVAILABLE if processes is None else processes):
             try:
-                self.workers = _start_processes(network, count)
+                # Polling while waiting pays only when no process waits for a core.
+                spin = SPIN_SECONDS if self.threads <= default_threads() else 0.0
+                self.workers = _start_processes(network, count, spin)
             except OSError:              # no interpreter to start (an embedded Python): threads
                 pass
         if count and not self.workers and not self.batch_norm:
@@ -311,7 +313,7 @@ def _blueprint(network: Network) -> Network:
     return twin
 
 
-def _start_processes(network: Network, count: int) -> list["_ProcessWorker"]:
+def _start_processes(network: Network, count: int, spin: float) -> list["_ProcessWorker"]:
     """Move the network's parameters and state into shared memory and start `count`
     worker processes, each with its gradients there too."""
     shared = _SharedArrays()
@@ -330,7 +332,7 @@ def _start_processes(network: Network, count: int) -> list["_ProcessWorker"]:
     workers: list[_ProcessWorker] = []
     try:
         for mine in grads:
-            workers.append(_ProcessWorker(shared, blueprint, values + mine))
+            workers.append(_ProcessWorker(shared, blueprint, values + mine, spin))
     except OSError:
         for worker in workers:
             worker.close()
@@ -350,7 +352,7 @@ class _ProcessWorker:
     """A worker process (see `serve` for what they say to each other), and the parent's
     views of its gradients."""
 
-    def __init__(self, shared: _SharedArrays, blueprint: Network, places: list):
+    def __init__(self, shared: _SharedArrays, blueprint: Network, places: list, spin: float):
         mine, theirs = socket.socketpair()
         environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                            MKL_NUM_THREADS="1")
@@ -362,7 +364,8 @@ class _ProcessWorker:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         theirs.close()
         self.connection = Connection(mine.detach())
-        self.connection.send((blueprint, places))
+        self.connection.send((blueprint, places, spin))
+        self.spin = spin
         self.gradients = [shared.view(place) for _, name, place in places
                           if name.endswith("_grads")]
         self.early = None               # its reply, when it came in place of a sum
@@ -380,7 +383,7 @@ class _ProcessWorker:
 
     def _receive(self) -> bytes:
         try:
-            return _receive(self.connection)
+            return _receive(self.connection, self.spin)
         except (EOFError, OSError):
             code = _stop(self.process, self.connection)
             raise RunFailed(f"a darkbp worker process stopped (exit code {code}); "
@@ -460,12 +463,13 @@ class _WorkerShards:
 
     update_state = False
 
-    def __init__(self, connection: Connection):
-        self.connection, self.images, self.own_images = connection, 0, 0
+    def __init__(self, connection: Connection, spin: float):
+        self.connection, self.spin = connection, spin
+        self.images = self.own_images = 0
 
     def total(self, sums: np.ndarray) -> np.ndarray:
         _send_tagged(self.connection, _SUM, sums)
-        data = _receive(self.connection)
+        data = _receive(self.connection, self.spin)
         if data[:1] != _TOTAL:                           # an abort, or None: the caller closes
             raise _Aborted()
         return np.frombuffer(data, sums.dtype, sums.size, 1).reshape(sums.shape)
@@ -475,7 +479,8 @@ class _WorkerShards:
 # except batch norm's sums and totals and the abort, which are a one-byte tag and the
 # array's raw bytes: a third of a pickled exchange's cost. And whoever waits polls for up
 # to SPIN_SECONDS before it sleeps in the receive, so that a reply due within microseconds
-# does not wait for the system to wake the process (~70 -> ~12 us a round trip).
+# does not wait for the system to wake the process (~70 -> ~12 us a round trip) - unless
+# there are more processes than cores, where the poller would hold up the one it waits for.
 _SUM, _TOTAL, _ABORT = b"S", b"T", b"A"
 SPIN_SECONDS = 0.0005
 
@@ -484,9 +489,10 @@ def _send_tagged(connection: Connection, tag: bytes, array: np.ndarray | None) -
     connection.send_bytes(tag if array is None else tag + array.tobytes())
 
 
-def _receive(connection: Connection) -> bytes:
-    """The next message's bytes (raises EOFError when the other side has gone)."""
-    deadline = time.perf_counter() + SPIN_SECONDS
+def _receive(connection: Connection, spin: float) -> bytes:
+    """The next message's bytes, polling for up to `spin` seconds first (raises EOFError
+    when the other side has gone)."""
+    deadline = time.perf_counter() + spin
     while not connection.poll(0) and time.perf_counter() < deadline:
         pass
     return connection.recv_bytes()
@@ -520,16 +526,16 @@ def serve(connection_fd: int, shared_fd: int, size: int) -> None:
     os.close(shared_fd)
     set_threads(1)
     keep_freed_memory()
-    network, places = connection.recv()
+    network, places, spin = connection.recv()
     for i, name, place in places:
         setattr(network.layers[i], name, shared.view(place))
-    shards = _WorkerShards(connection)
+    shards = _WorkerShards(connection, spin)
     for layer in network.layers:
         if getattr(layer, "batch_normalize", False):
             layer.shards = shards
     while True:
         try:
-            data = _receive(connection)
+            data = _receive(connection, spin)
         except (EOFError, OSError):
             return
         if data[:1] in (_TOTAL, _ABORT):

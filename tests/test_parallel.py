@@ -18,7 +18,7 @@ from darkbp.layers.base import grad_name
 from darkbp.layers.softmax import SoftmaxLayer
 from darkbp.network import parse_network
 from darkbp.parallel import PROCESSES_AVAILABLE, Runner, replica
-from darkbp.threads import get_threads
+from darkbp.threads import default_threads, get_threads
 from tests.conftest import CFG_DIR, ROOT
 
 needs_processes = pytest.mark.skipif(not PROCESSES_AVAILABLE,
@@ -296,3 +296,14 @@ def test_without_an_interpreter_to_start_the_workers_are_threads(monkeypatch):
     with Runner(network, 3) as runner:
         assert len(runner.workers) == 2 and not runner.pids
         np.testing.assert_allclose(runner.forward(x), expected, rtol=1e-12)
+
+
+@needs_processes
+def test_waits_poll_only_when_every_process_has_a_core():
+    cores = default_threads()
+    network = parse_network(CFG_DIR / "mnist.cfg").initialize(0, np.float32)
+    for threads, polls in ((min(cores, 2), True), (cores + 1, False)):
+        with Runner(network, threads) as runner:
+            assert [worker.spin > 0 for worker in runner.workers] == [polls] * (threads - 1)
+            x, truth = _batch(network, 8)
+            np.testing.assert_allclose(runner.forward(x), network.forward(x), rtol=1e-6)
