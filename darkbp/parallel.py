@@ -75,19 +75,25 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 1 << 30)
 
 
-def replica(layer: Layer) -> Layer:
-    """A copy of `layer` sharing its parameters and state, with its own gradients and caches."""
+def _bare(layer: Layer) -> Layer:
+    """A shallow copy of `layer` without its per-call state (the `_` attributes)."""
     twin = copy.copy(layer)
     for name in [name for name in vars(twin) if name.startswith("_")]:
         delattr(twin, name)
+    return twin
+
+
+def replica(layer: Layer) -> Layer:
+    """A copy of `layer` sharing its parameters and state, with its own gradients and caches."""
+    twin = _bare(layer)
     for name in layer.param_names:
         setattr(twin, grad_name(name), np.zeros_like(getattr(layer, name)))
     return twin
 
 
-def replica_network(network: Network) -> Network:
+def _copy_network(network: Network, copy_layer) -> Network:
     twin = copy.copy(network)
-    twin.layers = [replica(layer) for layer in network.layers]
+    twin.layers = [copy_layer(layer) for layer in network.layers]
     return twin
 
 
@@ -238,7 +244,7 @@ class _ThreadWorker:
     """A replica of the network run on a pool thread."""
 
     def __init__(self, network: Network, pool: ThreadPoolExecutor):
-        self.network = replica_network(network)
+        self.network = _copy_network(network, replica)
         self.gradients = _gradients(self.network)
         self.pool = pool
 
@@ -302,14 +308,11 @@ class _SharedArrays:
         return np.frombuffer(self.memory, dtype, int(np.prod(shape)), offset).reshape(shape)
 
 
-def _blueprint(network: Network) -> Network:
-    """A copy of `network` with no arrays: what a worker process is sent to build its own."""
-    twin = replica_network(network)
-    for layer in twin.layers:
-        for name in (*layer.param_names, *layer.state_names):
-            setattr(layer, name, None)
-        for name in layer.param_names:
-            setattr(layer, grad_name(name), None)
+def _blueprint(layer: Layer) -> Layer:
+    """A copy of `layer` with no arrays: what a worker process is sent to build its own."""
+    twin = _bare(layer)
+    for name in (*layer.param_names, *layer.state_names, *map(grad_name, layer.param_names)):
+        setattr(twin, name, None)
     return twin
 
 
@@ -328,11 +331,11 @@ def _start_processes(network: Network, count: int, spin: float) -> list["_Proces
         view = shared.view(place)
         view[...] = getattr(network.layers[i], name)
         setattr(network.layers[i], name, view)
-    blueprint = _blueprint(network)
+    blueprint = _copy_network(network, _blueprint)
     workers: list[_ProcessWorker] = []
     try:
         for mine in grads:
-            workers.append(_ProcessWorker(shared, blueprint, values + mine, spin))
+            workers.append(_ProcessWorker(shared, blueprint, values, mine, spin))
     except OSError:
         for worker in workers:
             worker.close()
@@ -352,7 +355,10 @@ class _ProcessWorker:
     """A worker process (see `serve` for what they say to each other), and the parent's
     views of its gradients."""
 
-    def __init__(self, shared: _SharedArrays, blueprint: Network, places: list, spin: float):
+    def __init__(self, shared: _SharedArrays, blueprint: Network, values: list, grads: list,
+                 spin: float):
+        """values: (layer index, name, place) of the shared parameters and state; grads:
+        the same for this worker's gradients."""
         mine, theirs = socket.socketpair()
         environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                            MKL_NUM_THREADS="1")
@@ -364,10 +370,9 @@ class _ProcessWorker:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         theirs.close()
         self.connection = Connection(mine.detach())
-        self.connection.send((blueprint, places, spin))
+        self.connection.send((blueprint, values + grads, spin))
         self.spin = spin
-        self.gradients = [shared.view(place) for _, name, place in places
-                          if name.endswith("_grads")]
+        self.gradients = [shared.view(place) for _, _, place in grads]
         self.early = None               # its reply, when it came in place of a sum
         self._finalizer = weakref.finalize(self, _stop, self.process, self.connection)
 
