@@ -6,43 +6,23 @@ import pytest
 from darkbp.errors import DarkbpError
 from darkbp.layers.base import Layer
 from darkbp.sgd import SGD
+from tests.conftest import connected_layer, conv_layer
 
 
-class ConvStub(Layer):
-    type = "convolutional"
-
-    def __init__(self, channels, filters, size, batch_normalize, rng, dtype=np.float32):
-        super().__init__((channels, 4, 4), (filters, 4, 4))
-        self.filters, self.size, self.groups = filters, size, 1
-        self.batch_normalize = batch_normalize
-        shapes = {"biases": (filters,), "weights": (filters, channels, size, size)}
-        if batch_normalize:
-            self.param_names = ("biases", "scales", "weights")
-            self.state_names = ("rolling_mean", "rolling_variance")
-            shapes.update(scales=(filters,), rolling_mean=(filters,), rolling_variance=(filters,))
-        else:
-            self.param_names = ("biases", "weights")
-        for name, shape in shapes.items():
-            setattr(self, name, rng.standard_normal(shape).astype(dtype))
-        self.astype(dtype)
+def randomised(layer, rng):
+    """`layer` with random parameters and state (Darknet's file order, then the state)."""
+    for name in (*layer.param_names, *layer.state_names):
+        value = getattr(layer, name)
+        value[...] = rng.standard_normal(value.shape)
+    return layer
 
 
-class ConnectedStub(Layer):
-    type = "connected"
+def random_conv(channels, filters, size, batch_normalize, rng, dtype=np.float32):
+    return randomised(conv_layer(channels, filters, size, batch_normalize, dtype=dtype), rng)
 
-    def __init__(self, inputs, outputs, batch_normalize, rng, dtype=np.float32):
-        super().__init__((inputs, 1, 1), (outputs, 1, 1))
-        self.batch_normalize = batch_normalize
-        shapes = {"biases": (outputs,), "weights": (outputs, inputs)}
-        if batch_normalize:
-            self.param_names = ("biases", "weights", "scales")
-            self.state_names = ("rolling_mean", "rolling_variance")
-            shapes.update(scales=(outputs,), rolling_mean=(outputs,), rolling_variance=(outputs,))
-        else:
-            self.param_names = ("biases", "weights")
-        for name, shape in shapes.items():
-            setattr(self, name, rng.standard_normal(shape).astype(dtype))
-        self.astype(dtype)
+
+def random_connected(inputs, outputs, batch_normalize, rng, dtype=np.float32):
+    return randomised(connected_layer(inputs, outputs, batch_normalize, dtype), rng)
 
 
 class PoolStub(Layer):
@@ -51,9 +31,9 @@ class PoolStub(Layer):
 
 def network(seed=0, dtype=np.float32):
     rng = np.random.default_rng(seed)
-    return [ConvStub(2, 3, 3, True, rng, dtype), PoolStub((3, 4, 4), (3, 2, 2)),
-            ConvStub(3, 2, 1, False, rng, dtype), ConnectedStub(8, 4, True, rng, dtype),
-            ConnectedStub(4, 3, False, rng, dtype)]
+    return [random_conv(2, 3, 3, True, rng, dtype), PoolStub((3, 4, 4), (3, 2, 2)),
+            random_conv(3, 2, 1, False, rng, dtype), random_connected(8, 4, True, rng, dtype),
+            random_connected(4, 3, False, rng, dtype)]
 
 
 def fill_grads(layers, rng):
@@ -114,7 +94,7 @@ def test_matches_darknets_update_sequence_bit_for_bit():
 
 def test_hand_computed_steps():
     rng = np.random.default_rng(0)
-    layer = ConnectedStub(1, 1, False, rng, np.float64)
+    layer = random_connected(1, 1, False, rng, np.float64)
     layer.weights[...] = 1.0
     layer.biases[...] = 1.0
     sgd = SGD([layer], momentum=0.9, decay=0.1, batch=2)
@@ -131,7 +111,7 @@ def test_hand_computed_steps():
 
 def test_batch_norm_scales_get_no_decay():
     rng = np.random.default_rng(0)
-    layer = ConvStub(1, 1, 1, True, rng, np.float64)
+    layer = random_conv(1, 1, 1, True, rng, np.float64)
     layer.scales[...] = 2.0
     sgd = SGD([layer], momentum=0.0, decay=0.5, batch=1)
     layer.biases[...] = 3.0

@@ -9,37 +9,7 @@ import pytest
 from darkbp.errors import DarkbpError
 from darkbp.layers.base import Layer
 from darkbp.weights import read_header, load_weights, save_weights
-
-
-class ConvStub(Layer):
-    type = "convolutional"
-
-    def __init__(self, channels, filters, size, groups, batch_normalize, dtype=np.float32):
-        super().__init__((channels, 3, 3), (filters, 3, 3))
-        self.filters, self.size, self.groups = filters, size, groups
-        self.batch_normalize = batch_normalize
-        self.param_names = ("biases", "scales", "weights") if batch_normalize else ("biases", "weights")
-        self.state_names = ("rolling_mean", "rolling_variance") if batch_normalize else ()
-        self.biases = np.zeros(filters, dtype)
-        self.weights = np.zeros((filters, channels // groups, size, size), dtype)
-        if batch_normalize:
-            self.scales, self.rolling_mean, self.rolling_variance = np.zeros((3, filters), dtype)
-        self.astype(dtype)
-
-
-class ConnectedStub(Layer):
-    type = "connected"
-
-    def __init__(self, inputs, outputs, batch_normalize, dtype=np.float32):
-        super().__init__((inputs, 1, 1), (outputs, 1, 1))
-        self.batch_normalize = batch_normalize
-        self.param_names = ("biases", "weights", "scales") if batch_normalize else ("biases", "weights")
-        self.state_names = ("rolling_mean", "rolling_variance") if batch_normalize else ()
-        self.biases = np.zeros(outputs, dtype)
-        self.weights = np.zeros((outputs, inputs), dtype)
-        if batch_normalize:
-            self.scales, self.rolling_mean, self.rolling_variance = np.zeros((3, outputs), dtype)
-        self.astype(dtype)
+from tests.conftest import connected_layer, conv_layer
 
 
 class ShapeOnly(Layer):
@@ -50,9 +20,9 @@ class ShapeOnly(Layer):
 
 def empty_net(dtype=np.float32):
     """conv BN 2->2 1x1, maxpool, conv 2->1 2x2 (no BN), connected BN 4->2, connected 2->1, softmax."""
-    return [ConvStub(2, 2, 1, 1, True, dtype), ShapeOnly("maxpool", (2, 2, 2)),
-            ConvStub(2, 1, 2, 1, False, dtype), ConnectedStub(4, 2, True, dtype),
-            ConnectedStub(2, 1, False, dtype), ShapeOnly("softmax", (1, 1, 1))]
+    return [conv_layer(2, 2, 1, True, side=3, dtype=dtype), ShapeOnly("maxpool", (2, 2, 2)),
+            conv_layer(2, 1, 2, False, side=3, dtype=dtype), connected_layer(4, 2, True, dtype),
+            connected_layer(2, 1, False, dtype), ShapeOnly("softmax", (1, 1, 1))]
 
 
 def known_net(dtype=np.float32):
