@@ -5,7 +5,8 @@ skips empty lines and lines starting with `#` or `;`, opens a section at a
 line starting with `[`, and stores `key=value` lines in the last section. When
 a key appears twice the first one counts. This module does exactly that and
 keeps the line of every section and option, so that every later error or
-warning can name the file and line.
+warning can name the file and line. Which sections and options exist is for
+the layer registry (darkbp/layers/) and the network builder to say.
 """
 
 from __future__ import annotations
@@ -18,55 +19,16 @@ from pathlib import Path
 
 from darkbp.errors import DarkbpError
 
-# Section names darkbp builds, with Darknet's aliases.
-SECTION_ALIASES = {
-    "net": "net", "network": "net",
-    "convolutional": "convolutional", "conv": "convolutional",
-    "maxpool": "maxpool", "max": "maxpool",
-    "connected": "connected", "conn": "connected",
-    "softmax": "softmax", "soft": "softmax",
-}
+NET_HEADERS = ("net", "network")
 
-# Sections Darknet knows that darkbp does not build (yet).
-DARKNET_ONLY_SECTIONS = frozenset({
-    "shortcut", "crop", "cost", "detection", "region", "yolo", "iseg", "local",
-    "deconv", "deconvolutional", "activation", "logistic", "l2norm", "crnn", "gru",
-    "lstm", "rnn", "reorg", "avg", "avgpool", "dropout", "lrn", "normalization",
-    "batchnorm", "route", "upsample",
+# Every section Darknet's parser knows (string_to_layer_type in pjreddie/darknet src/parser.c).
+DARKNET_SECTIONS = frozenset({
+    "shortcut", "crop", "cost", "detection", "region", "yolo", "iseg", "local", "deconv",
+    "deconvolutional", "conv", "convolutional", "activation", "logistic", "l2norm", "net",
+    "network", "crnn", "gru", "lstm", "rnn", "conn", "connected", "max", "maxpool", "reorg",
+    "avg", "avgpool", "dropout", "lrn", "normalization", "batchnorm", "soft", "softmax",
+    "route", "upsample",
 })
-
-# Options Darknet reads in every layer section (parse_network_cfg), unused by darkbp.
-_LAYER_COMMON_IGNORED = frozenset({
-    "onlyforward", "stopbackward", "dontsave", "dontload", "numload",
-    "dontloadscales", "learning_rate", "smooth",
-})
-
-# Per section: the options darkbp implements, and those Darknet knows but darkbp ignores.
-IMPLEMENTED_OPTIONS = {
-    "net": frozenset({
-        "batch", "subdivisions", "width", "height", "channels", "inputs",
-        "learning_rate", "momentum", "decay", "policy", "step", "scale", "steps",
-        "scales", "gamma", "power", "burn_in", "max_batches", "ema",
-    }),
-    "convolutional": frozenset({
-        "filters", "size", "stride", "pad", "padding", "groups", "activation",
-        "batch_normalize",
-    }),
-    "maxpool": frozenset({"size", "stride", "padding"}),
-    "connected": frozenset({"output", "activation", "batch_normalize"}),
-    "softmax": frozenset({"groups", "temperature"}),
-}
-IGNORED_OPTIONS = {
-    "net": frozenset({
-        "time_steps", "notruth", "random", "adam", "B1", "B2", "eps", "max_crop",
-        "min_crop", "max_ratio", "min_ratio", "center", "clip", "angle", "aspect",
-        "saturation", "exposure", "hue",
-    }),
-    "convolutional": _LAYER_COMMON_IGNORED | {"binary", "xnor", "flipped", "dot"},
-    "maxpool": _LAYER_COMMON_IGNORED,
-    "connected": _LAYER_COMMON_IGNORED,
-    "softmax": _LAYER_COMMON_IGNORED | {"tree", "spatial", "noloss"},
-}
 
 
 @dataclass(frozen=True)
@@ -85,7 +47,6 @@ class CfgWarning:
 class Section:
     """One `[name]` section: its canonical name and its options in file order."""
 
-    name: str            # canonical: "net", "convolutional", ...
     header: str          # as written, e.g. "conv"
     file: str
     line: int
@@ -94,10 +55,13 @@ class Section:
     def error(self, message: str, line: int | None = None) -> DarkbpError:
         return DarkbpError(message, file=self.file, line=line or self.line, section=self.header)
 
-    def warnings(self) -> list[CfgWarning]:
-        """One warning per option darkbp does not use: ignored ones, and unknown ones with a hint."""
-        implemented = IMPLEMENTED_OPTIONS[self.name]
-        ignored = IGNORED_OPTIONS[self.name]
+    @property
+    def is_net(self) -> bool:
+        return self.header in NET_HEADERS
+
+    def warnings(self, implemented: frozenset[str], ignored: frozenset[str]) -> list[CfgWarning]:
+        """One warning per option not in `implemented`: those Darknet knows (`ignored`), and
+        unknown ones with a hint."""
         found = []
         for key, (_, line) in self.options.items():
             if key in implemented:
@@ -236,27 +200,12 @@ def _open_section(line: str, file: str, number: int, first: bool) -> Section:
         raise DarkbpError(f"malformed section header '{line}': expected [name]",
                           file=file, line=number)
     header = line[1:-1]
-    name = SECTION_ALIASES.get(header)
-    if name is None:
-        if header in DARKNET_ONLY_SECTIONS:
-            message = (f"[{header}] is a Darknet section that darkbp does not support yet "
-                       f"(supported: {_supported()})")
-        else:
-            message = f"unknown section [{header}] (supported: {_supported()})"
-            close = difflib.get_close_matches(header, sorted(SECTION_ALIASES), n=1)
-            if close:
-                message += f"; did you mean [{close[0]}]?"
-        raise DarkbpError(message, file=file, line=number, section=None)
-    if first and name != "net":
+    if first and header not in NET_HEADERS:
         raise DarkbpError(f"the first section must be [net] or [network], found [{header}]",
                           file=file, line=number)
-    if not first and name == "net":
+    if not first and header in NET_HEADERS:
         raise DarkbpError(f"[{header}] may only be the first section", file=file, line=number)
-    return Section(name=name, header=header, file=file, line=number)
-
-
-def _supported() -> str:
-    return "[net], [convolutional], [maxpool], [connected], [softmax]"
+    return Section(header=header, file=file, line=number)
 
 
 def read_cfg(path: str | Path) -> list[Section]:

@@ -72,7 +72,7 @@ def predict(network: Network, images: np.ndarray, batch: int = 500,
     predicted = np.empty(len(images), dtype=np.int64)
     for start in range(0, len(images), batch):
         x = images[start:start + batch].astype(np.float32) / 255
-        output = runner.forward(x) if runner is not None else network.forward(x, train=False)
+        output = runner.forward(x) if runner is not None else network.forward(x)
         predicted[start:start + batch] = np.argmax(output, axis=1)
     return predicted
 
@@ -97,9 +97,11 @@ def evaluate(network: Network, images: np.ndarray, labels: np.ndarray,
 def check_fits(network: Network, dataset: Dataset) -> None:
     """A DarkbpError naming the cfg unless the network takes the dataset's images and classes.
 
-    The input must be the images' width x height x 1, or a flat `inputs` of as
-    many pixels; the last layer must have one output per class.
+    Every layer must be one darkbp runs (not a detection head), the input must be
+    the images' width x height x 1, or a flat `inputs` of as many pixels; the last
+    layer must have one output per class.
     """
+    network.check_runnable()
     _, height, width = dataset.test_images.shape
     c, h, w = network.input_shape
     if (c, h, w) not in ((1, height, width), (height * width, 1, 1)):

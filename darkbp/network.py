@@ -1,28 +1,44 @@
-"""A network: the [net] settings and the list of layers, built from a cfg; forward and backward.
+"""A network: the [net] settings and a graph of layers, built from a cfg; forward and backward.
 
 `parse_network("net.cfg")` reads the cfg, checks every option and shape the way
 Darknet defines them (with clear errors where Darknet would crash or silently
 do something else) and returns a `Network` whose layers know their input and
 output shapes. Parameters are allocated only by `Network.initialize`, so a
 summary of a large cfg costs nothing.
+
+The network is a graph of indexes: layer i reads the outputs listed in its
+`sources` (earlier layers, or INPUT). A pass keeps each output until its last
+reader has run. Backward visits the layers in reverse and adds each input
+gradient into its source's, so an output read by several layers gets the sum.
+The last layer is the cost (a [softmax] or a [cost]).
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from darkbp.cfg import CfgWarning, Section, read_cfg
+from darkbp.cfg import DARKNET_SECTIONS, CfgWarning, Section, read_cfg
 from darkbp.errors import DarkbpError
-from darkbp.layers.base import Layer
-from darkbp.layers.connected import ConnectedLayer
-from darkbp.layers.convolutional import ConvolutionalLayer
-from darkbp.layers.maxpool import MaxpoolLayer
-from darkbp.layers.softmax import SoftmaxLayer
-from darkbp.ops.activations import ACTIVATIONS
+from darkbp.layers import REGISTRY
+from darkbp.layers.base import INPUT, Input, Layer
+from darkbp.passes import EVAL, Pass
 from darkbp.schedule import Schedule
+
+# The [net] options darkbp implements, and those Darknet knows that darkbp ignores.
+NET_OPTIONS = frozenset({
+    "batch", "subdivisions", "width", "height", "channels", "inputs", "learning_rate",
+    "momentum", "decay", "policy", "step", "scale", "steps", "scales", "gamma", "power",
+    "burn_in", "max_batches", "ema",
+})
+NET_IGNORED = frozenset({
+    "time_steps", "notruth", "random", "adam", "B1", "B2", "eps", "max_crop", "min_crop",
+    "max_ratio", "min_ratio", "center", "clip", "angle", "aspect", "saturation", "exposure",
+    "hue",
+})
 
 
 @dataclass
@@ -63,6 +79,14 @@ class Network:
     warnings: list[CfgWarning] = field(default_factory=list)
     dtype: np.dtype | None = None
 
+    def __post_init__(self):
+        # last_reader[i]: the last layer that reads output i (the final output: past the end).
+        self.last_reader = [len(self.layers)] * len(self.layers)
+        for layer in self.layers:
+            for source in layer.sources:
+                if source != INPUT:
+                    self.last_reader[source] = layer.index
+
     @property
     def name(self) -> str:
         return Path(self.file).stem
@@ -89,50 +113,101 @@ class Network:
         self.dtype = np.dtype(dtype)
         return self
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+    def forward(self, x: np.ndarray, ctx: Pass = EVAL) -> np.ndarray:
         """x: (N, C, H, W) (or (N, inputs)) -> the last layer's output, (N, outputs)."""
-        y = np.ascontiguousarray(x, dtype=self.dtype).reshape((x.shape[0],) + self.input_shape)
-        if train:
-            self.check_batch_statistics(x.shape[0])
-        for layer in self.layers:
-            y = layer.forward(y, train)
+        y = self.run(x, ctx)[-1]
         return y.reshape(y.shape[0], -1)
 
+    def run(self, x: np.ndarray, ctx: Pass = EVAL, start: int = 0,
+            outputs: list | None = None, keep: bool = False) -> list:
+        """The pass from layer `start` on; `outputs` holds what earlier layers gave.
+
+        Returns the list of layer outputs: each is dropped once its last reader has run,
+        unless `keep` (gradcheck restarts a pass part-way, from kept outputs).
+        """
+        x = np.ascontiguousarray(x, dtype=self.dtype).reshape((x.shape[0],) + self.input_shape)
+        if ctx.train:
+            self.check_batch_statistics(x.shape[0] if ctx.images is None else ctx.images)
+        outputs = list(outputs or [])
+        outputs += [None] * (len(self.layers) - len(outputs))
+        for i in range(start, len(self.layers)):
+            layer = self.layers[i]
+            xs = [x if source == INPUT else outputs[source] for source in layer.sources]
+            outputs[i] = layer.forward(xs[0] if layer.arity == 1 else xs, ctx)
+            if not keep:
+                for source in layer.sources:
+                    if source != INPUT and self.last_reader[source] == i:
+                        outputs[source] = None
+        return outputs
+
     def cost(self, truth: np.ndarray) -> np.ndarray:
-        """Per-image cross-entropy of the last forward pass. truth: (N, outputs)."""
-        return self.cost_layer().cost(truth)
+        """Per-image cost of the last forward pass. truth: (N, outputs)."""
+        return self.cost_layer().cost(np.asarray(truth, dtype=self.dtype))
 
     def backward(self, truth: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
         """Add d(Σ_images cost)/d(parameter) into every layer's gradients.
 
         Returns the gradient with respect to the input when `input_grad` is set
-        (gradcheck); training skips that work in the first layer.
+        (gradcheck); training skips that work in the layers that read the input.
         """
+        grads: dict[int, np.ndarray] = {}
+        owned: set[int] = set()              # gradients this pass allocated: safe to add into
+
+        def add(source: int, dx) -> None:
+            if dx is None:
+                return
+            if source not in grads:
+                grads[source] = dx           # a layer's own array: not ours to write into
+            elif source in owned:
+                grads[source] += dx
+            else:
+                grads[source] = grads[source] + dx
+                owned.add(source)
+
         cost_layer = self.cost_layer()
-        self.layers[0].need_input_grad = input_grad
-        dy = cost_layer.input_grad(np.asarray(truth, dtype=self.dtype))
+        add(cost_layer.sources[0], cost_layer.input_grad(np.asarray(truth, dtype=self.dtype)))
         for layer in reversed(self.layers[:-1]):
-            dy = layer.backward(dy)
-        return dy
+            dy = grads.pop(layer.index, None)
+            if dy is None:                   # the output does not reach the cost
+                continue
+            need_dx = input_grad or any(source != INPUT for source in layer.sources)
+            dxs = layer.backward(dy, need_dx)
+            if need_dx:
+                for source, dx in zip(layer.sources, [dxs] if layer.arity == 1 else dxs):
+                    add(source, dx)
+        return grads.get(INPUT)
 
     def check_batch_statistics(self, images: int) -> None:
         for layer in self.layers:
-            _, h, w = layer.out_shape
-            if getattr(layer, "batch_normalize", False) and images * h * w < 2:
-                raise DarkbpError(f"[{layer.type}] with batch_normalize=1 needs at least 2 values "
-                                  f"per channel in a forward pass, but a batch of {images} gives "
-                                  f"{images * h * w}: use more images per pass",
+            values = layer.values_per_channel(images)
+            if layer.batch_statistics and values < 2:
+                raise DarkbpError(f"[{layer.header}] with batch normalisation needs at least 2 "
+                                  f"values per channel in a forward pass, but "
+                                  f"a batch of {images} gives {values}: use more images per pass",
                                   file=self.file, line=layer.line)
 
     def zero_grads(self) -> None:
         for layer in self.layers:
             layer.zero_grads()
 
-    def cost_layer(self) -> SoftmaxLayer:
+    def check_runnable(self) -> None:
+        """A DarkbpError unless darkbp can run every layer (not only tabulate it)."""
+        for layer in self.layers:
+            if not layer.trainable:
+                raise DarkbpError(f"[{layer.header}] can only be tabulated: darkbp trains "
+                                  "classifiers, not this section", file=self.file,
+                                  line=layer.line)
+
+    def check_trainable(self) -> None:
+        """A DarkbpError unless darkbp can run every layer and the last one is a cost."""
+        self.check_runnable()
+        self.cost_layer()
+
+    def cost_layer(self) -> Layer:
         last = self.layers[-1] if self.layers else None
-        if not isinstance(last, SoftmaxLayer):
-            raise DarkbpError("training and gradcheck need a [softmax] as the last layer",
-                              file=self.file)
+        if last is None or not last.is_cost:
+            raise DarkbpError("training, gradcheck and eval need a [softmax] or a [cost] as the "
+                              "last layer", file=self.file)
         return last
 
 
@@ -143,20 +218,53 @@ def parse_network(path: str | Path) -> Network:
 
 def build_network(sections: list[Section], file: str) -> Network:
     config = _parse_net(sections[0])
-    warnings = sections[0].warnings()
+    warnings = sections[0].warnings(NET_OPTIONS, NET_IGNORED)
+    net_input = Input(INPUT, config.input_shape, not (config.height and config.width
+                                                      and config.channels), "net")
     layers: list[Layer] = []
-    shape = config.input_shape
-    for section in sections[1:]:
-        layer = _BUILDERS[section.name](section, shape, layers[-1] if layers else None)
-        layer.index = len(layers)
-        layer.line = section.line
+    for index, section in enumerate(sections[1:]):
+        cls = _layer_class(section)
+        sources = cls.read_sources(section, index)
+        for source in sources:
+            if not INPUT <= source < index:
+                raise section.error(f"reads layer {source}, which is not an earlier layer "
+                                    f"(this is layer {index})")
+        inputs = [net_input if source == INPUT else
+                  Input(source, layers[source].out_shape, layers[source].flat,
+                        layers[source].header) for source in sources]
+        layer = cls.build(section, inputs)
+        layer.index, layer.line, layer.header, layer.sources = (index, section.line,
+                                                               section.header, sources)
         layers.append(layer)
-        warnings.extend(section.warnings())
-        shape = layer.out_shape
+        warnings.extend(section.warnings(cls.options, cls.ignored))
+        warnings.extend(CfgWarning(file, section.line, f"[{section.header}] {advice}")
+                        for advice in layer.advice)
     if not layers:
         raise DarkbpError("the cfg has a [net] section but no layers", file=file,
                           line=sections[0].line)
+    for layer in layers[:-1]:
+        if layer.must_be_last:
+            raise DarkbpError(f"[{layer.header}] must be the last section",
+                              file=file, line=layer.line, section=layer.header)
     return Network(config=config, layers=layers, file=file, warnings=warnings)
+
+
+def _layer_class(section: Section) -> type[Layer]:
+    header = section.header
+    cls = REGISTRY.get(header)
+    if cls is not None:
+        return cls
+    supported = ", ".join(f"[{name}]" for name in ("net", *sorted({c.sections[0] for c in
+                                                                      REGISTRY.values()})))
+    if header in DARKNET_SECTIONS:
+        message = (f"[{header}] is a Darknet section that darkbp does not support yet "
+                   f"(supported: {supported})")
+    else:
+        message = f"unknown section [{header}] (supported: {supported})"
+        close = difflib.get_close_matches(header, sorted({*REGISTRY, "net"}), n=1)
+        if close:
+            message += f"; did you mean [{close[0]}]?"
+    raise DarkbpError(message, file=section.file, line=section.line)
 
 
 def _parse_net(section: Section) -> NetConfig:
@@ -199,80 +307,3 @@ def _parse_net(section: Section) -> NetConfig:
             raise
         raise s.error(error.message, s.line_of("policy")) from None
     return config
-
-
-def _activation(section: Section) -> str:
-    name = section.get_str("activation", "logistic")   # Darknet's default, not linear
-    if name not in ACTIVATIONS:
-        raise section.error(f"unknown activation '{name}' (one of: {', '.join(ACTIVATIONS)})",
-                            section.line_of("activation"))
-    return name
-
-
-def _needs_image(section: Section, shape, previous: Layer | None) -> None:
-    if isinstance(previous, (ConnectedLayer, SoftmaxLayer)):
-        raise section.error(f"[{section.header}] needs an image input, but the layer before it "
-                            f"([{previous.type}]) outputs a flat vector of {previous.outputs}")
-    c, h, w = shape
-    if not (c and h and w):
-        raise section.error(f"[{section.header}] needs an image input (width, height and "
-                            f"channels in [net]), got {w} x {h} x {c}")
-
-
-def _build_convolutional(s: Section, shape, previous) -> ConvolutionalLayer:
-    _needs_image(s, shape, previous)
-    c, h, w = shape
-    filters = s.get_int("filters", 1, minimum=1)
-    size = s.get_int("size", 1, minimum=1)
-    stride = s.get_int("stride", 1, minimum=1)
-    pad = s.get_int("pad", 0, minimum=0)
-    padding = s.get_int("padding", 0, minimum=0)
-    if pad:
-        padding = size // 2                          # Darknet: pad=1 overrides padding
-    groups = s.get_int("groups", 1, minimum=1)
-    if c % groups:
-        raise s.error(f"groups={groups} does not divide the {c} input channels", s.line_of("groups"))
-    if filters % groups:
-        raise s.error(f"groups={groups} does not divide filters={filters}", s.line_of("groups"))
-    if h + 2 * padding < size or w + 2 * padding < size:
-        raise s.error(f"a {size}x{size} kernel with padding {padding} does not fit the "
-                      f"{w} x {h} input: the output would have no pixels")
-    return ConvolutionalLayer(shape, filters=filters, size=size, stride=stride, padding=padding,
-                              groups=groups, activation=_activation(s),
-                              batch_normalize=s.get_int("batch_normalize", 0, minimum=0))
-
-
-def _build_maxpool(s: Section, shape, previous) -> MaxpoolLayer:
-    _needs_image(s, shape, previous)
-    _, h, w = shape
-    stride = s.get_int("stride", 1, minimum=1)
-    size = s.get_int("size", stride, minimum=1)
-    padding = s.get_int("padding", size - 1, minimum=0)
-    if h + padding < size or w + padding < size:
-        raise s.error(f"a {size}x{size} window with padding {padding} does not fit the "
-                      f"{w} x {h} input: the output would have no pixels")
-    return MaxpoolLayer(shape, size=size, stride=stride, padding=padding)
-
-
-def _build_connected(s: Section, shape, previous) -> ConnectedLayer:
-    return ConnectedLayer(shape, output=s.get_int("output", 1, minimum=1),
-                          activation=_activation(s),
-                          batch_normalize=s.get_int("batch_normalize", 0, minimum=0))
-
-
-def _build_softmax(s: Section, shape, previous) -> SoftmaxLayer:
-    c, h, w = shape
-    groups = s.get_int("groups", 1, minimum=1)
-    if (c * h * w) % groups:
-        raise s.error(f"groups={groups} does not divide the {c * h * w} inputs",
-                      s.line_of("groups"))
-    return SoftmaxLayer(shape, groups=groups,
-                        temperature=s.get_float("temperature", 1.0, positive=True))
-
-
-_BUILDERS = {
-    "convolutional": _build_convolutional,
-    "maxpool": _build_maxpool,
-    "connected": _build_connected,
-    "softmax": _build_softmax,
-}

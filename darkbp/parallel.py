@@ -52,6 +52,7 @@ import numpy as np
 from darkbp.errors import RunFailed
 from darkbp.layers.base import Layer, grad_name
 from darkbp.network import Network
+from darkbp.passes import EVAL, Noise, Pass
 from darkbp.threads import default_threads, set_threads
 
 # Worker processes need memfd_create (Linux) and passing descriptors to a child (POSIX).
@@ -97,18 +98,18 @@ def _copy_network(network: Network, copy_layer) -> Network:
     return twin
 
 
-def _pass(network: Network, x: np.ndarray, truth: np.ndarray) -> float:
+def _pass(network: Network, x: np.ndarray, truth: np.ndarray, ctx: Pass) -> float:
     """Forward, cost and backward, adding into the gradients; the summed cost of the images."""
-    network.forward(x, train=True)
+    network.forward(x, ctx)
     cost = float(network.cost(truth).sum())
     network.backward(truth)
     return cost
 
 
-def _worker_pass(network: Network, x: np.ndarray, truth: np.ndarray) -> float:
+def _worker_pass(network: Network, x: np.ndarray, truth: np.ndarray, ctx: Pass) -> float:
     """A worker's shard: its gradients start from zero (the caller adds them up)."""
     network.zero_grads()
-    return _pass(network, x, truth)
+    return _pass(network, x, truth, ctx)
 
 
 def _gradients(network: Network) -> list[np.ndarray]:
@@ -129,8 +130,7 @@ class Runner:
     def __init__(self, network: Network, threads: int, processes: bool | None = None):
         self.network = network
         self.threads = max(1, int(threads))
-        self.batch_norm = [layer for layer in network.layers
-                           if getattr(layer, "batch_normalize", False)]
+        self.batch_norm = any(layer.batch_statistics for layer in network.layers)
         self.workers: list = []
         count = self.threads - 1
         if count and (PROCESSES_AVAILABLE if processes is None else processes):
@@ -169,26 +169,24 @@ class Runner:
         bounds = np.linspace(0, count, min(self.threads, count) + 1).round().astype(int).tolist()
         return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def train_step(self, x: np.ndarray, truth: np.ndarray) -> float:
-        """Forward, cost and backward of one pass; gradients are added into the network's.
+    def train_step(self, x: np.ndarray, truth: np.ndarray, noise: Noise | None = None) -> float:
+        """Forward, cost and backward of one training pass with `noise` (its random numbers);
+        gradients are added into the network's.
 
         Returns the summed cost over the images.
         """
+        ctx = Pass.training(noise)
         # With batch norm every shard needs 2 images (a connected layer's statistics).
         if not self.split or (self.batch_norm and len(x) < 2 * self.threads):
-            return _pass(self.network, x, truth)
+            return _pass(self.network, x, truth, ctx)
         first, *rest = self._shards(len(x))
         busy = self.workers[:len(rest)]
-        replies = [worker.train(x[part], truth[part], len(x)) for worker, part in zip(busy, rest)]
+        replies = [worker.train(x[part], truth[part], ctx.shard(part.start, len(x), None))
+                   for worker, part in zip(busy, rest)]
         shards = _CallerShards(busy, len(x), first.stop - first.start)
         with _answered(replies, busy):
-            for layer in self.batch_norm:
-                layer.shards = shards
-            try:
-                costs = [_pass(self.network, x[first], truth[first])]
-            finally:
-                for layer in self.batch_norm:
-                    layer.shards = None
+            costs = [_pass(self.network, x[first], truth[first],
+                           ctx.shard(first.start, len(x), shards))]
         costs += _results(replies)
         mine = _gradients(self.network)
         for worker in busy:
@@ -199,12 +197,12 @@ class Runner:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Evaluation-mode forward pass -> (N, outputs)."""
         if not self.split or len(x) < 2 * self.threads:
-            return self.network.forward(x, train=False)
+            return self.network.forward(x, EVAL)
         first, *rest = self._shards(len(x))
         busy = self.workers[:len(rest)]
         replies = [worker.forward(x[part]) for worker, part in zip(busy, rest)]
         with _answered(replies, busy):
-            y = self.network.forward(x[first], train=False)
+            y = self.network.forward(x[first], EVAL)
         return np.concatenate([y, *_results(replies)])
 
 
@@ -252,12 +250,13 @@ class _ThreadWorker:
         # In a copy of the caller's context, so that np.errstate reaches the thread.
         return self.pool.submit(contextvars.copy_context().run, work, *args)
 
-    def train(self, x, truth, images):
-        """Its shard of a pass of `images` (only batch norm, never split on threads, needs it)."""
-        return self._submit(_worker_pass, self.network, x, truth)
+    def train(self, x, truth, ctx: Pass):
+        """Its shard of a training pass (batch norm, which needs `ctx.shards`, is never split
+        on threads)."""
+        return self._submit(_worker_pass, self.network, x, truth, ctx)
 
     def forward(self, x):
-        return self._submit(self.network.forward, x, False)
+        return self._submit(self.network.forward, x, EVAL)
 
     def abort(self) -> None:
         """Nothing to stop: a thread never waits for the caller in a pass."""
@@ -395,9 +394,9 @@ class _ProcessWorker:
                             "its message, if any, is above. Run with --threads 1 to "
                             "work without workers.") from None
 
-    def train(self, x, truth, images: int) -> "_Reply":
-        """Its shard of a training pass of `images` images."""
-        self._send(("train", np.geterr(), x, truth, images))
+    def train(self, x, truth, ctx: Pass) -> "_Reply":
+        """Its shard of a training pass (ctx: the shard's context, without its shards)."""
+        self._send(("train", np.geterr(), x, truth, ctx))
         return _Reply(self)
 
     def forward(self, x) -> "_Reply":
@@ -521,7 +520,7 @@ def serve(connection_fd: int, shared_fd: int, size: int) -> None:
     """A worker process's loop: build the network on the shared memory, then run what
     the parent asks until it sends None or goes away.
 
-    parent: ("train", errstate, x, truth, images)  ->  worker: ("done", True, cost)
+    parent: ("train", errstate, x, truth, ctx)     ->  worker: ("done", True, cost)
             ("forward", errstate, x)               ->          ("done", True, y)
     or ("done", False, error) if that failed. Within a training pass, at each batch
     norm the worker sends ("sum", sums) and gets ("total", totals) or ("abort",).
@@ -535,9 +534,6 @@ def serve(connection_fd: int, shared_fd: int, size: int) -> None:
     for i, name, place in places:
         setattr(network.layers[i], name, shared.view(place))
     shards = _WorkerShards(connection, spin)
-    for layer in network.layers:
-        if getattr(layer, "batch_normalize", False):
-            layer.shards = shards
     while True:
         try:
             data = _receive(connection, spin)
@@ -553,11 +549,12 @@ def serve(connection_fd: int, shared_fd: int, size: int) -> None:
         try:
             with np.errstate(**errstate):
                 if kind == "train":
-                    truth, shards.images = rest
-                    shards.own_images = len(x)
-                    reply = ("done", True, _worker_pass(network, x, truth))
+                    truth, ctx = rest
+                    shards.images, shards.own_images = ctx.images, len(x)
+                    ctx = ctx.shard(ctx.offset, ctx.images, shards)
+                    reply = ("done", True, _worker_pass(network, x, truth, ctx))
                 else:
-                    reply = ("done", True, network.forward(x, train=False))
+                    reply = ("done", True, network.forward(x, EVAL))
         except Exception as error:  # noqa: BLE001  (handed to the parent, which raises it)
             reply = ("done", False, error)
         try:

@@ -8,41 +8,18 @@ CLI renders as a rich table or dumps as JSON.
 
 from __future__ import annotations
 
-from darkbp.layers.base import Layer
 from darkbp.network import Network
 
 DARKNET_HEADER = "layer     filters    size              input                output\n"
 BYTES_PER_FLOAT = 4   # training and evaluation run in float32
 
 
-def _darknet_line(layer: Layer) -> str:
-    c, h, w = layer.in_shape
-    oc, oh, ow = layer.out_shape
-    if layer.type == "convolutional":
-        return ("conv  %5d %2d x%2d /%2d  %4d x%4d x%4d   ->  %4d x%4d x%4d  %5.3f BFLOPs\n"
-                % (layer.filters, layer.size, layer.size, layer.stride, w, h, c, ow, oh, oc,
-                   layer.bflops))
-    if layer.type == "maxpool":
-        return ("max          %d x %d / %d  %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
-                % (layer.size, layer.size, layer.stride, w, h, c, ow, oh, oc))
-    if layer.type == "connected":
-        return "connected                            %4d  ->  %4d\n" % (layer.inputs, layer.outputs)
-    if layer.type == "softmax":
-        return "softmax                                        %4d\n" % layer.inputs
-    raise ValueError(f"no Darknet format for layer type {layer.type!r}")
-
-
 def darknet_text(network: Network) -> str:
     """Exactly the table Darknet prints to stderr when it loads this cfg."""
     lines = [DARKNET_HEADER]
     for index, layer in enumerate(network.layers):
-        lines.append("%5d " % index + _darknet_line(layer))
+        lines.append("%5d " % index + layer.darknet_line())
     return "".join(lines)
-
-
-def layer_flops(layer: Layer) -> float:
-    """BFLOPs of one forward pass of one image (convolutions and connected layers)."""
-    return getattr(layer, "bflops", 0.0)
 
 
 def summary_data(network: Network, batch: int | None = None) -> dict:
@@ -55,16 +32,14 @@ def summary_data(network: Network, batch: int | None = None) -> dict:
         row = {
             "index": index,
             "type": layer.type,
-            "line": getattr(layer, "line", None),
+            "line": layer.line,
+            "inputs": [source for source in layer.sources],
             "input": [w, h, c],
             "output": [ow, oh, oc],
-            "bflops": layer_flops(layer),
+            "bflops": layer.bflops,
             "params": layer.parameter_count(),
+            **layer.describe(),
         }
-        for attr in ("filters", "size", "stride", "padding", "groups", "activation",
-                     "batch_normalize", "temperature"):
-            if hasattr(layer, attr):
-                row[attr] = getattr(layer, attr)
         rows.append(row)
     activations = network.layers[0].inputs + sum(layer.outputs for layer in network.layers)
     return {

@@ -3,15 +3,16 @@
 Little-endian. Header: int32 major, minor, revision, then `seen` (images trained
 on) as uint64 when major·10 + minor >= 2 and major, minor < 1000, else int32
 (load_weights_upto in pjreddie/darknet src/parser.c). darkbp writes 0, 2, 0.
-Then float32 arrays, layer by layer in cfg order:
+Then float32 arrays, layer by layer in cfg order, in the order each layer type
+gives (`Layer.weights_order`), e.g.
 
     convolutional   biases, [scales, rolling_mean, rolling_variance], weights
     connected       biases, weights, [scales, rolling_mean, rolling_variance]
-    others          nothing
 
 Convolution weights are (filters, channels/groups, size, size) and connected
 weights (outputs, inputs), both C order; when major or minor is above 1000
-Darknet stored connected weights transposed, (inputs, outputs).
+Darknet stored the arrays a layer lists in `transposed` (connected weights)
+transposed, (inputs, outputs).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from darkbp.errors import DarkbpError
 from darkbp.layers.base import Layer
 
 _VERSION = struct.Struct("<iii")
-_BN = ("scales", "rolling_mean", "rolling_variance")
 
 
 class WeightsHeader(NamedTuple):
@@ -43,18 +43,6 @@ class WeightsHeader(NamedTuple):
         return self.major > 1000 or self.minor > 1000
 
 
-def layout(layer: Layer) -> tuple[str, ...]:
-    """The layer's arrays in the order the file stores them."""
-    bn = _BN if getattr(layer, "batch_normalize", False) else ()
-    if layer.type == "convolutional":
-        return ("biases", *bn, "weights")
-    if layer.type == "connected":
-        return ("biases", "weights", *bn)
-    if layer.param_names:
-        raise NotImplementedError(f"no .weights layout for [{layer.type}] layers")
-    return ()
-
-
 def save_weights(path: str | os.PathLike, layers: Sequence[Layer], seen: int) -> None:
     """Write `layers` as a Darknet .weights file, atomically, float32 whatever their dtype."""
     if not 0 <= seen < 2 ** 64:
@@ -63,7 +51,7 @@ def save_weights(path: str | os.PathLike, layers: Sequence[Layer], seen: int) ->
     with atomic_open(path) as f:
         f.write(header)
         for layer in layers:
-            for name in layout(layer):
+            for name in layer.weights_order():
                 f.write(np.ascontiguousarray(getattr(layer, name), dtype="<f4").tobytes())
 
 
@@ -82,7 +70,7 @@ def load_weights(path: str | os.PathLike, layers: Sequence[Layer]) -> int:
     with _open(path) as f:
         header = _read_header(f, path)
         size = os.fstat(f.fileno()).st_size - f.tell()
-        expected = sum(getattr(layer, name).size for layer in layers for name in layout(layer))
+        expected = sum(getattr(layer, name).size for layer in layers for name in layer.weights_order())
         if size != 4 * expected:
             stray = f" and {size % 4} stray bytes" if size % 4 else ""
             raise DarkbpError(f"expected {expected} floats after the header, "
@@ -90,11 +78,11 @@ def load_weights(path: str | os.PathLike, layers: Sequence[Layer]) -> int:
         values = np.fromfile(f, dtype="<f4", count=expected)
     pos = 0
     for layer in layers:
-        for name in layout(layer):
+        for name in layer.weights_order():
             target = getattr(layer, name)
             chunk = values[pos:pos + target.size]
             pos += target.size
-            if header.transposed and layer.type == "connected" and name == "weights":
+            if header.transposed and name in layer.transposed:
                 outputs, inputs = target.shape
                 chunk = chunk.reshape(inputs, outputs).T
             target[...] = chunk.reshape(target.shape)

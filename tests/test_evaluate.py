@@ -9,6 +9,7 @@ from darkbp.datasets import CLASSES
 from darkbp.errors import DarkbpError
 from darkbp.evaluate import Evaluation, check_fits, evaluate, predict
 from darkbp.network import parse_network
+from darkbp.passes import EVAL
 
 DIGITS = CLASSES["mnist"]
 
@@ -39,8 +40,8 @@ class FakeNetwork:
     def __init__(self):
         self.calls = []
 
-    def forward(self, x, train=False):
-        self.calls.append((x.shape, x.dtype, train, float(x.min()), float(x.max())))
+    def forward(self, x, ctx=EVAL):
+        self.calls.append((x.shape, x.dtype, ctx.train, float(x.min()), float(x.max())))
         return x.reshape(len(x), -1)[:, :10].copy()
 
 
@@ -135,7 +136,7 @@ def test_labels_are_not_overflowed_as_uint8():
     # 9 * 10 + 9 fits a uint8, but 26 classes (label 25 * 26 = 650) would not.
     network = FakeNetwork()
     network.outputs = 26
-    network.forward = lambda x, train=False: np.tile(np.eye(26, dtype=np.float32)[25], (len(x), 1))
+    network.forward = lambda x, ctx=EVAL: np.tile(np.eye(26, dtype=np.float32)[25], (len(x), 1))
     labels = np.full(4, 25, np.uint8)
     result = evaluate(network, np.zeros((4, 28, 28), np.uint8), labels, [str(i) for i in range(26)])
     assert result.confusion[25, 25] == 4 and result.accuracy == 1.0

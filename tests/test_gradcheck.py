@@ -65,8 +65,8 @@ def test_softmax_groups_and_temperature(write_cfg):
 
 
 def _transposed_kernel(original):
-    def backward(self, dy):
-        dx = original(self, dy)
+    def backward(self, dy, need_dx=True):
+        dx = original(self, dy, need_dx)
         self.weight_grads[...] = np.swapaxes(self.weight_grads, 2, 3).copy()
         return dx
     return backward
@@ -84,9 +84,9 @@ def test_a_transposed_kernel_gradient_is_caught(monkeypatch):
 def test_a_dropped_bias_term_is_caught_and_the_cli_exits_1(monkeypatch):
     original = ConnectedLayer.backward
 
-    def without_bias_grad(self, dy):
+    def without_bias_grad(self, dy, need_dx=True):
         saved = self.bias_grads.copy()
-        dx = original(self, dy)
+        dx = original(self, dy, need_dx)
         self.bias_grads[...] = saved          # the bias gradient is never added
         return dx
 
@@ -110,6 +110,6 @@ def test_batch_norm_with_one_value_per_channel_is_a_clear_error():
     result = CliRunner().invoke(main, ["gradcheck", str(CFG_DIR / "batchnorm.cfg"), "--batch", "1"])
     assert result.exit_code == 2
     assert "batchnorm.cfg:42: [connected]: " not in result.stderr      # no section prefix here
-    assert "batchnorm.cfg:42: [connected] with batch_normalize=1 needs at least 2 values" \
+    assert "batchnorm.cfg:42: [connected] with batch normalisation needs at least 2 values" \
         in result.stderr
     assert "Traceback" not in result.output

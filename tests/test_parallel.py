@@ -18,6 +18,7 @@ from darkbp.layers.base import grad_name
 from darkbp.layers.softmax import SoftmaxLayer
 from darkbp.network import parse_network
 from darkbp.parallel import PROCESSES_AVAILABLE, Runner, replica
+from darkbp.passes import Pass
 from darkbp.threads import default_threads, get_threads
 from tests.conftest import CFG_DIR, ROOT
 
@@ -42,7 +43,7 @@ def _grads(network):
 def test_replica_shares_parameters_not_gradients_or_caches():
     network = parse_network(CFG_DIR / "mnist.cfg").initialize(0, np.float64)
     x, _ = _batch(network, 2)
-    network.forward(x, train=True)
+    network.forward(x, Pass.training())
     layer = network.layers[0]
     twin = replica(layer)
     assert twin.weights is layer.weights and twin.biases is layer.biases

@@ -37,32 +37,14 @@ def summary(cfg: str, fmt: str, batch: int | None) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
-    print_rich(_table(data))
+    print_rich(_table(data, network))
 
 
 def _shape(whc) -> str:
     return " x ".join(str(v) for v in whc)
 
 
-def _describe(row) -> tuple[str, str, str]:
-    """(type, filters, size) columns, in Darknet's words."""
-    if row["type"] == "convolutional":
-        kind = "conv"
-        if row["groups"] > 1:
-            kind += f" g{row['groups']}"
-        if row["batch_normalize"]:
-            kind += " bn"
-        return (f"{kind} {row['activation']}", str(row["filters"]),
-                f"{row['size']} x {row['size']} / {row['stride']}")
-    if row["type"] == "maxpool":
-        return "max", "", f"{row['size']} x {row['size']} / {row['stride']}"
-    if row["type"] == "connected":
-        bn = " bn" if row["batch_normalize"] else ""
-        return f"connected{bn} {row['activation']}", "", ""
-    return row["type"], "", ""
-
-
-def _table(data) -> Table:
+def _table(data, network) -> Table:
     totals = data["totals"]
     table = Table(title=f"{data['file']}  (input {_shape(data['input'])}, batch {data['batch']})",
                   show_footer=True, title_justify="left")
@@ -72,8 +54,8 @@ def _table(data) -> Table:
                "params": f"{totals['params']:,}"}
     for name, justify in columns:
         table.add_column(name, justify=justify, footer=footers.get(name, ""))
-    for row in data["layers"]:
-        kind, filters, size = _describe(row)
+    for row, layer in zip(data["layers"], network.layers):
+        kind, filters, size = layer.summary_cells()
         table.add_row(str(row["index"]), kind, filters, size, _shape(row["input"]),
                       _shape(row["output"]), f"{row['bflops']:.6f}" if row["bflops"] else "",
                       f"{row['params']:,}" if row["params"] else "")

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+import math
+
+import numpy as np
+
+from darkbp.cfg import Section
 from darkbp.layers.base import Layer
 from darkbp.ops.activations import ACTIVATIONS
 from darkbp.ops.batchnorm import batchnorm_backward, batchnorm_forward
@@ -19,27 +24,49 @@ from darkbp.ops.batchnorm import batchnorm_backward, batchnorm_forward
 BATCH_NORM_STATE = ("rolling_mean", "rolling_variance")
 
 
+def read_activation(section: Section) -> str:
+    """The section's `activation`, Darknet's default logistic (not linear)."""
+    name = section.get_str("activation", "logistic")
+    if name not in ACTIVATIONS:
+        raise section.error(f"unknown activation '{name}' (one of: {', '.join(ACTIVATIONS)})",
+                            section.line_of("activation"))
+    return name
+
+
 class AffineLayer(Layer):
-    """Base of the layers with weights, biases and optionally batch-norm scales.
-
-    `shards`: while darkbp.parallel runs a training pass split into shards, the
-    other shards, for batch norm's statistics over the whole pass (ops/batchnorm.py).
-    """
-
-    shards = None
+    """Base of the layers with weights, biases and optionally batch-norm scales."""
 
     def __init__(self, in_shape, out_shape, activation: str, batch_normalize: bool,
-                 param_names: tuple[str, ...]):
-        """param_names: the order in `.weights` files, with 'scales' where Darknet puts them."""
+                 file_order: tuple[str, ...]):
+        """file_order: the arrays in `.weights` files, with the batch-norm ones where Darknet
+        puts them."""
         super().__init__(in_shape, out_shape)
         self.activation = activation
         self.batch_normalize = bool(batch_normalize)
-        if self.batch_normalize:
-            self.param_names = param_names
-            self.state_names = BATCH_NORM_STATE
-        else:
-            self.param_names = tuple(name for name in param_names if name != "scales")
-        self.need_input_grad = True
+        bn = ("scales", *BATCH_NORM_STATE)
+        self.file_order = file_order if self.batch_normalize else tuple(
+            name for name in file_order if name not in bn)
+        self.param_names = tuple(name for name in self.file_order if name not in BATCH_NORM_STATE)
+        self.state_names = BATCH_NORM_STATE if self.batch_normalize else ()
+
+    def weights_order(self):
+        return self.file_order
+
+    @property
+    def batch_statistics(self) -> bool:
+        return self.batch_normalize
+
+    def describe(self):
+        return {"activation": self.activation, "batch_normalize": int(self.batch_normalize)}
+
+    def margin(self, xs):
+        z = self._z
+        margin = math.inf
+        for kink in ACTIVATIONS[self.activation].kinks:
+            margin = min(margin, float(np.abs(z - kink).min()))
+        if self.activation == "stair":          # steps at every integer
+            margin = min(margin, float(np.abs(z - np.round(z)).min()))
+        return margin
 
     def _channel_shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
         names = ("biases", "scales", *BATCH_NORM_STATE) if self.batch_normalize else ("biases",)
@@ -49,15 +76,16 @@ class AffineLayer(Layer):
         if self.batch_normalize:
             self.scales.fill(1)
 
-    def _tail_forward(self, z: np.ndarray, train: bool, add_bias: bool = True) -> np.ndarray:
+    def _tail_forward(self, z: np.ndarray, ctx, add_bias: bool = True) -> np.ndarray:
         """z: (A, F, B), the linear map's output -> activation(bn(z) + bias), (A, F, B).
 
         add_bias=False: the linear map has added the bias already.
         """
+        train = ctx.train
         if self.batch_normalize:
             z, self._bn_cache = batchnorm_forward(z, self.scales, self.rolling_mean,
                                                   self.rolling_variance, train,
-                                                  shards=self.shards if train else None)
+                                                  shards=ctx.shards if train else None)
         if add_bias:
             z += self.biases[:, None]
         if not train:  # nothing to keep for a backward: z can take the activation in place

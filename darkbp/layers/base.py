@@ -1,18 +1,52 @@
-"""What every layer has: shapes, parameters beside their gradients, forward/backward.
+"""What every layer type has, and the registry of layer types.
+
+A layer type is one module in `darkbp/layers/` holding one class, registered
+with `@register`. The class says everything about its type, so that the cfg
+reader, the summary, the `.weights` reader and writer, gradcheck and the
+worker processes never name a layer type:
+
+    sections        its section names, canonical first, then Darknet's aliases
+    options         the options it reads; `ignored`: those Darknet reads and darkbp does not
+    read_sources    which earlier outputs it reads (default: the previous layer's)
+    build           its options and shape rule, from a cfg section and its inputs' shapes
+    darknet_line    its line in Darknet's layer table
+    param_names     its parameters, and `state_names` its other saved arrays
+    weights_order   its arrays in the order Darknet's `.weights` files store them
+    forward/backward, beside each other
 
 A layer's parameters are attributes named after Darknet (`biases`, `scales`,
-`weights`); each has its gradient in `<singular>_grads` (`bias_grads`,
-`scale_grads`, `weight_grads`). `param_names` lists the parameters in the order
-Darknet stores them in `.weights` files, so optimisers, EMA, gradcheck and the
-weights reader walk them generically. Batch-norm rolling statistics are state,
-not parameters: they are listed in `state_names`.
+`weights`); each has its gradient in `<singular>_grads` (`bias_grads`, ...),
+so optimisers, EMA, gradcheck and the weights reader walk them generically.
+Batch-norm rolling statistics are state, not parameters.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
+
+from darkbp.cfg import Section
+
+INPUT = -1                     # the index of the network input among the layers' sources
+
+# Options Darknet reads in every layer section (parse_network_cfg), unused by darkbp.
+COMMON_IGNORED = frozenset({
+    "onlyforward", "stopbackward", "dontsave", "dontload", "numload",
+    "dontloadscales", "learning_rate", "smooth",
+})
+
+REGISTRY: dict[str, type["Layer"]] = {}      # section name or alias -> layer class
+
+
+def register(cls: type["Layer"]) -> type["Layer"]:
+    """Class decorator: make the layer type known under each of its section names."""
+    for name in cls.sections:
+        if name in REGISTRY:
+            raise ValueError(f"section [{name}] is registered twice")
+        REGISTRY[name] = cls
+    return cls
 
 
 def grad_name(param: str) -> str:
@@ -21,25 +55,79 @@ def grad_name(param: str) -> str:
     return singular + "_grads"
 
 
+class Input(NamedTuple):
+    """What a layer being built knows of one of its inputs."""
+
+    index: int                      # a layer index, or INPUT
+    shape: tuple[int, int, int]     # (C, H, W) per image
+    flat: bool                      # a vector (a [connected] or [softmax] output), not an image
+    header: str                     # the section header that made it ("net" for the input)
+
+
 class Layer:
     """Base class. Shapes are per image, (channels, height, width); a flat layer is (n, 1, 1).
 
-    forward(x, train) -> y caches what backward needs; backward(dy) -> dx *adds*
-    this batch's gradients into the `*_grads` arrays (Darknet accumulates over
-    subdivisions; `zero_grads` clears them after an update).  backward may
-    overwrite dy (a network hands each layer the dx it got from the next one and
-    keeps nothing of it), and x must stay unchanged until backward.
-    Arrays may be (N, C, H, W) views stored in any layout (ops/layout.py).
+    forward(x, ctx) -> y caches what backward needs (ctx: darkbp.passes.Pass);
+    backward(dy, need_dx) -> dx *adds* this pass's gradients into the `*_grads`
+    arrays (Darknet accumulates over subdivisions; `zero_grads` clears them
+    after an update). A layer with several inputs (`arity` None) takes a list
+    and returns a list, one gradient per input; the arrays it returns must not
+    share memory with each other. backward may overwrite dy, and x must stay
+    unchanged until backward. Arrays may be (N, C, H, W) views stored in any
+    layout (ops/layout.py).
     """
 
-    type: str = ""
+    sections: tuple[str, ...] = ()
+    options: frozenset[str] = frozenset()
+    ignored: frozenset[str] = COMMON_IGNORED
     param_names: tuple[str, ...] = ()
     state_names: tuple[str, ...] = ()
+    transposed: tuple[str, ...] = ()   # arrays Darknet's files with major or minor > 1000 transpose
+    arity: int | None = 1              # inputs; None: a list of any length
+    flat: bool = False                 # its output is a vector: no convolution may follow
+    is_cost: bool = False              # may end the network as its cost (softmax, cost)
+    must_be_last: bool = False         # only as the last section ([cost])
+    trainable: bool = True             # False: parsed and tabulated only (detection heads)
+
+    # Set by the network builder.
+    index: int = 0
+    line: int = 0
+    header: str = ""
+    sources: tuple[int, ...] = (INPUT,)
+    advice: tuple[str, ...] = ()       # warnings for the user about this layer, from build
 
     def __init__(self, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int]):
         self.in_shape = tuple(int(v) for v in in_shape)
         self.out_shape = tuple(int(v) for v in out_shape)
 
+    @property
+    def type(self) -> str:
+        return self.sections[0]
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def read_sources(cls, section: Section, index: int) -> tuple[int, ...]:
+        """Absolute indexes of the outputs this layer reads (default: the previous one)."""
+        return (index - 1,)
+
+    @classmethod
+    def build(cls, section: Section, inputs: list[Input]) -> "Layer":
+        raise NotImplementedError
+
+    @staticmethod
+    def image_input(section: Section, source: Input) -> tuple[int, int, int]:
+        """The (C, H, W) of an input that must be an image; an error at the section otherwise."""
+        if source.flat:
+            c, _, _ = source.shape
+            raise section.error(f"[{section.header}] needs an image input, but the layer before "
+                                f"it ([{source.header}]) outputs a flat vector of {c}")
+        c, h, w = source.shape
+        if not (c and h and w):
+            raise section.error(f"[{section.header}] needs an image input (width, height and "
+                                f"channels in [net]), got {w} x {h} x {c}")
+        return source.shape
+
+    # ------------------------------------------------------------------ describing
     @property
     def inputs(self) -> int:
         c, h, w = self.in_shape
@@ -50,9 +138,31 @@ class Layer:
         c, h, w = self.out_shape
         return c * h * w
 
+    @property
+    def bflops(self) -> float:
+        """Billions of floating-point operations of one forward pass of one image."""
+        return 0.0
+
+    def darknet_line(self) -> str:
+        """Darknet's table line after the "%5d " index (SPEC section 4)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """The options a reader of the summary wants to see, as plain data."""
+        return {}
+
+    def summary_cells(self) -> tuple[str, str, str]:
+        """(type, filters, size) columns of the rich summary table, in Darknet's words."""
+        return self.type, "", ""
+
+    # ------------------------------------------------------------------ parameters
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of each parameter and state array, known before anything is allocated."""
         return {}
+
+    def weights_order(self) -> tuple[str, ...]:
+        """The arrays a `.weights` file holds for this layer, in its order."""
+        return self.param_names + self.state_names
 
     def parameter_count(self) -> int:
         shapes = self.param_shapes()
@@ -85,8 +195,38 @@ class Layer:
         for name in self.state_names:
             setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
 
-    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+    # ------------------------------------------------------------------ passes
+    @property
+    def batch_statistics(self) -> bool:
+        """Whether a training pass needs statistics over all its images (batch norm): a
+        pass split into shards then sums them across shards (ctx.shards)."""
+        return False
+
+    def values_per_channel(self, images: int) -> int:
+        """Values each batch statistic is taken over in a pass of `images` images."""
+        _, h, w = self.out_shape
+        return images * h * w
+
+    def forward(self, x, ctx):
         raise NotImplementedError
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy, need_dx: bool = True):
         raise NotImplementedError
+
+    def margin(self, xs: list[np.ndarray]) -> float:
+        """After a training forward of `xs`: how far its values are from a point where the
+        layer's derivative jumps (gradcheck keeps central differences away from those)."""
+        return math.inf
+
+    # ------------------------------------------------------------------ as the cost (is_cost)
+    def cost(self, truth: np.ndarray) -> np.ndarray:
+        """Per-image cost (N,) of the last forward against truth (N, outputs)."""
+        raise NotImplementedError
+
+    def input_grad(self, truth: np.ndarray) -> np.ndarray:
+        """d(Σ_images cost)/d(input) of the last forward, shaped (N, *in_shape)."""
+        raise NotImplementedError
+
+    def truth_groups(self) -> int:
+        """How many one-hot groups a truth row has (gradcheck draws such truths)."""
+        return 1

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
-from darkbp.layers.affine import AffineLayer
+from darkbp.layers.affine import AffineLayer, read_activation
+from darkbp.layers.base import register
 from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.layout import as_nchw, layout_of, ordered
 
 
+@register
 class ConnectedLayer(AffineLayer):
     """x: (N, ...) flattened in (C, H, W) order to (N, inputs) -> (N, outputs, 1, 1).
 
@@ -18,11 +20,27 @@ class ConnectedLayer(AffineLayer):
     stored CHWN too.
     """
 
-    type = "connected"
+    sections = ("connected", "conn")
+    options = frozenset({"output", "activation", "batch_normalize"})
+    transposed = ("weights",)
+    flat = True
 
     def __init__(self, in_shape, output: int, activation: str, batch_normalize: bool):
         super().__init__(in_shape, (output, 1, 1), activation, batch_normalize,
-                         ("biases", "weights", "scales"))
+                         ("biases", "weights", "scales", "rolling_mean", "rolling_variance"))
+
+    @classmethod
+    def build(cls, s, inputs):
+        return cls(inputs[0].shape, output=s.get_int("output", 1, minimum=1),
+                   activation=read_activation(s),
+                   batch_normalize=s.get_int("batch_normalize", 0, minimum=0))
+
+    def darknet_line(self):
+        return "connected                            %4d  ->  %4d\n" % (self.inputs, self.outputs)
+
+    def summary_cells(self):
+        bn = " bn" if self.batch_normalize else ""
+        return f"connected{bn} {self.activation}", "", ""
 
     @property
     def bflops(self) -> float:
@@ -37,7 +55,7 @@ class ConnectedLayer(AffineLayer):
         self._init_scales()
 
     @kernel_buffers
-    def forward(self, x, train):
+    def forward(self, x, ctx):
         n = x.shape[0]
         x = x.reshape((n,) + self.in_shape)
         if layout_of(x) == "CHWN":
@@ -45,16 +63,16 @@ class ConnectedLayer(AffineLayer):
         else:
             self._xt = x.reshape(n, -1).T
         z = self.weights @ self._xt                        # (outputs, inputs) @ (inputs, N)
-        y = self._tail_forward(z[None], train)             # (1, outputs, N)
+        y = self._tail_forward(z[None], ctx)             # (1, outputs, N)
         return as_nchw(y.reshape(self.outputs, 1, 1, n), "CHWN")
 
     @kernel_buffers
-    def backward(self, dy):
+    def backward(self, dy, need_dx=True):
         n = dy.shape[0]
         dyt = ordered(dy.reshape(n, self.outputs, 1, 1), "CHWN").reshape(1, self.outputs, n)
         dz = self._tail_backward(dyt)[0]                   # (outputs, N)
         self.weight_grads += dz @ self._xt.T               # (outputs, N) @ (N, inputs)
-        if not self.need_input_grad:
+        if not need_dx:
             return None
         dxt = self.weights.T @ dz                          # (inputs, outputs) @ (outputs, N)
         return as_nchw(dxt.reshape(self.in_shape + (n,)), "CHWN")

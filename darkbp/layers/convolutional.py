@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
-from darkbp.layers.affine import AffineLayer
+from darkbp.layers.affine import AffineLayer, read_activation
+from darkbp.layers.base import register
 from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.conv import conv_backward, conv_forward
 from darkbp.ops.layout import as_nchw, ordered
 
 
+@register
 class ConvolutionalLayer(AffineLayer):
     """x: (N, C, H, W) -> (N, filters, out_h, out_w).
 
@@ -17,7 +19,10 @@ class ConvolutionalLayer(AffineLayer):
     the order is conv -> normalise -> scale -> + bias -> activation, as in Darknet.
     """
 
-    type = "convolutional"
+    sections = ("convolutional", "conv")
+    options = frozenset({"filters", "size", "stride", "pad", "padding", "groups", "activation",
+                         "batch_normalize"})
+    ignored = AffineLayer.ignored | {"binary", "xnor", "flipped", "dot"}
 
     def __init__(self, in_shape, filters: int, size: int, stride: int, padding: int,
                  groups: int, activation: str, batch_normalize: bool):
@@ -25,9 +30,50 @@ class ConvolutionalLayer(AffineLayer):
         out_h = (h + 2 * padding - size) // stride + 1
         out_w = (w + 2 * padding - size) // stride + 1
         super().__init__(in_shape, (filters, out_h, out_w), activation, batch_normalize,
-                         ("biases", "scales", "weights"))
+                         ("biases", "scales", "rolling_mean", "rolling_variance", "weights"))
         self.filters, self.size, self.stride = filters, size, stride
         self.padding, self.groups = padding, groups
+
+    @classmethod
+    def build(cls, s, inputs):
+        c, h, w = cls.image_input(s, inputs[0])
+        filters = s.get_int("filters", 1, minimum=1)
+        size = s.get_int("size", 1, minimum=1)
+        stride = s.get_int("stride", 1, minimum=1)
+        pad = s.get_int("pad", 0, minimum=0)
+        padding = s.get_int("padding", 0, minimum=0)
+        if pad:
+            padding = size // 2                          # Darknet: pad=1 overrides padding
+        groups = s.get_int("groups", 1, minimum=1)
+        if c % groups:
+            raise s.error(f"groups={groups} does not divide the {c} input channels",
+                          s.line_of("groups"))
+        if filters % groups:
+            raise s.error(f"groups={groups} does not divide filters={filters}",
+                          s.line_of("groups"))
+        if h + 2 * padding < size or w + 2 * padding < size:
+            raise s.error(f"a {size}x{size} kernel with padding {padding} does not fit the "
+                          f"{w} x {h} input: the output would have no pixels")
+        return cls(inputs[0].shape, filters=filters, size=size, stride=stride, padding=padding,
+                   groups=groups, activation=read_activation(s),
+                   batch_normalize=s.get_int("batch_normalize", 0, minimum=0))
+
+    def darknet_line(self):
+        c, h, w = self.in_shape
+        oc, oh, ow = self.out_shape
+        return ("conv  %5d %2d x%2d /%2d  %4d x%4d x%4d   ->  %4d x%4d x%4d  %5.3f BFLOPs\n"
+                % (self.filters, self.size, self.size, self.stride, w, h, c, ow, oh, oc,
+                   self.bflops))
+
+    def describe(self):
+        return {"filters": self.filters, "size": self.size, "stride": self.stride,
+                "padding": self.padding, "groups": self.groups, **super().describe()}
+
+    def summary_cells(self):
+        kind = "conv" + (f" g{self.groups}" if self.groups > 1 else "")
+        kind += " bn" if self.batch_normalize else ""
+        return (f"{kind} {self.activation}", str(self.filters),
+                f"{self.size} x {self.size} / {self.stride}")
 
     @property
     def bflops(self) -> float:
@@ -46,7 +92,7 @@ class ConvolutionalLayer(AffineLayer):
         self._init_scales()
 
     @kernel_buffers
-    def forward(self, x, train):
+    def forward(self, x, ctx):
         # The output, and dx, stay in the layout the convolution runs in (ops/layout.py).
         # Without batch norm the biases come next: the convolution adds them in its GEMM.
         biases = None if self.batch_normalize else self.biases
@@ -56,17 +102,17 @@ class ConvolutionalLayer(AffineLayer):
                                            self.groups, keep_layout=True, biases=biases,
                                            buffers=self._buffers)
         zl = ordered(z, self._conv_cache.layout)
-        y = self._tail_forward(self._channels_view(zl), train, add_bias=biases is None)
+        y = self._tail_forward(self._channels_view(zl), ctx, add_bias=biases is None)
         return as_nchw(y.reshape(zl.shape), self._conv_cache.layout)
 
     @kernel_buffers
-    def backward(self, dy):
+    def backward(self, dy, need_dx=True):
         layout = self._conv_cache.layout
         dyl = ordered(dy, layout)
         biased = self._conv_cache.biased
         dz = self._tail_backward(self._channels_view(dyl), bias_grad=not biased).reshape(dyl.shape)
         dx, dweights, *dbiases = conv_backward(as_nchw(dz, layout), self._conv_cache,
-                                               self.weights, need_dx=self.need_input_grad)
+                                               self.weights, need_dx=need_dx)
         self.weight_grads += dweights
         if biased:
             self.bias_grads += dbiases[0]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from darkbp.layers.base import Layer
+import math
+
+import numpy as np
+
+from darkbp.layers.base import Layer, register
 from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.maxpool import maxpool_backward, maxpool_forward
 
 
+@register
 class MaxpoolLayer(Layer):
     """x: (N, C, H, W) -> (N, C, (H + padding - size)/stride + 1, (W + padding - size)/stride + 1)."""
 
-    type = "maxpool"
+    sections = ("maxpool", "max")
+    options = frozenset({"size", "stride", "padding"})
 
     def __init__(self, in_shape, size: int, stride: int, padding: int):
         c, h, w = in_shape
@@ -18,11 +24,56 @@ class MaxpoolLayer(Layer):
                                     (w + padding - size) // stride + 1))
         self.size, self.stride, self.padding = size, stride, padding
 
+    @classmethod
+    def build(cls, s, inputs):
+        _, h, w = cls.image_input(s, inputs[0])
+        stride = s.get_int("stride", 1, minimum=1)
+        size = s.get_int("size", stride, minimum=1)
+        padding = s.get_int("padding", size - 1, minimum=0)
+        if h + padding < size or w + padding < size:
+            raise s.error(f"a {size}x{size} window with padding {padding} does not fit the "
+                          f"{w} x {h} input: the output would have no pixels")
+        return cls(inputs[0].shape, size=size, stride=stride, padding=padding)
+
+    def darknet_line(self):
+        c, h, w = self.in_shape
+        oc, oh, ow = self.out_shape
+        return ("max          %d x %d / %d  %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
+                % (self.size, self.size, self.stride, w, h, c, ow, oh, oc))
+
+    def describe(self):
+        return {"size": self.size, "stride": self.stride, "padding": self.padding}
+
+    def summary_cells(self):
+        return "max", "", f"{self.size} x {self.size} / {self.stride}"
+
     @kernel_buffers
-    def forward(self, x, train):
-        y, self._cache = maxpool_forward(x, self.size, self.stride, self.padding, backward=train)
+    def forward(self, x, ctx):
+        y, self._cache = maxpool_forward(x, self.size, self.stride, self.padding,
+                                         backward=ctx.train)
         return y
 
     @kernel_buffers
-    def backward(self, dy):
+    def backward(self, dy, need_dx=True):
         return maxpool_backward(dy, self._cache)
+
+    def margin(self, xs):
+        """The smallest gap between the largest and second largest value of any window."""
+        x = xs[0]
+        n, c, h, w = x.shape
+        _, out_h, out_w = self.out_shape
+        size, stride, before = self.size, self.stride, self.padding // 2
+        padded = np.full((n, c, before + h + size + stride * out_h,
+                          before + w + size + stride * out_w), -np.inf)
+        padded[:, :, before:before + h, before:before + w] = x
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(2, 3))
+        windows = windows[:, :, :stride * out_h:stride, :stride * out_w:stride]
+        values = windows.reshape(n, c, out_h, out_w, size * size)
+        if values.shape[-1] < 2:
+            return math.inf
+        top2 = -np.partition(-values, 1, axis=-1)[..., :2]
+        # A tie of exact zeros comes from a flat activation region (relu): those values cannot
+        # move under a perturbation (the kink margin keeps them flat), so the tie is harmless.
+        live = np.isfinite(top2[..., 1]) & ~((top2[..., 0] == 0) & (top2[..., 1] == 0))
+        gaps = top2[..., 0][live] - top2[..., 1][live]
+        return float(gaps.min()) if gaps.size else math.inf
