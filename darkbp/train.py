@@ -13,9 +13,10 @@ and checkpoints are written atomically to the output folder:
     NAME_metrics.jsonl       one JSON object per line
 
 Everything random derives from the seed and a counter (the data order of epoch
-e from (seed, e), the `random` policy of batch b from (seed, b)), so a resumed
-run needs no generator state and ends with the same weights as an
-uninterrupted one.
+e from (seed, e), the `random` policy of batch b from (seed, b), dropout masks
+and crop offsets from (seed, b, subdivision, layer): darkbp.passes), so a
+resumed run needs no generator state and ends with the same weights as an
+uninterrupted one. The state file's format is darkbp.checkpoint's.
 """
 
 from __future__ import annotations
@@ -29,17 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from darkbp.atomic import atomic_write, ensure_writable_dir
+from darkbp.atomic import ensure_writable_dir
+from darkbp.checkpoint import Progress, load_state, save_state
 from darkbp.datasets import Dataset
 from darkbp.ema import EMA
 from darkbp.errors import DarkbpError, RunFailed
 from darkbp.evaluate import check_fits, predict
 from darkbp.network import Network
 from darkbp.parallel import Runner
+from darkbp.passes import Noise
 from darkbp.sgd import SGD
 from darkbp.weights import load_weights, save_weights
 
-STATE_VERSION = 1
 LOG_EVERY = 50          # batches between two "batch" lines of the metrics log
 
 
@@ -62,7 +64,7 @@ class BatchReport:
     batch_num: int          # updates done, including this one
     total_batches: int
     epoch: int              # 1-based epoch this batch belongs to
-    loss: float             # mean cross-entropy over the batch's images
+    loss: float             # mean cost over the batch's images
     lr: float
     images_per_s: float
 
@@ -95,7 +97,7 @@ class Trainer:
         self.listener = listener or TrainListener()
         config = network.config
         check_fits(network, dataset)
-        network.cost_layer()        # training needs a softmax at the end
+        network.check_trainable()
         network.check_batch_statistics(config.mini_batch)
         self.out = ensure_writable_dir(options.out)
         self.batch = config.mini_batch * config.subdivisions     # B, as Darknet updates with
@@ -118,7 +120,10 @@ class Trainer:
         self.epoch = 0
         self.elapsed = 0.0          # training wall time over all runs, for the metrics log
         if options.resume:
-            self._load_state()
+            progress = load_state(self.path("state"), network, self.sgd, self.ema,
+                                  Progress(seed=options.seed, ema_decay=self.ema_decay))
+            self.batch_num, self.epoch = progress.batch_num, progress.epoch
+            self.elapsed = progress.elapsed
         self.runner = Runner(network, options.threads)
 
         # Scale once, outside the loop: pixels to [0, 1], labels to one-hot rows.
@@ -179,8 +184,10 @@ class Trainer:
             lr = self.schedule.rate(self.batch_num,
                                     np.random.default_rng([self.options.seed, 1, self.batch_num]))
             images = order[index * self.batch:(index + 1) * self.batch]
-            loss = sum(self.runner.train_step(self.train_x[part], self.train_truth[part])
-                       for part in np.split(images, config.subdivisions)) / self.batch
+            loss = sum(self.runner.train_step(self.train_x[part], self.train_truth[part],
+                                              Noise(self.options.seed, self.batch_num, sub))
+                       for sub, part in enumerate(np.split(images, config.subdivisions)))
+            loss /= self.batch
             if not math.isfinite(loss):
                 raise RunFailed(self._diverged_message(loss, epoch))
             self.sgd.step(lr)
@@ -235,7 +242,9 @@ class Trainer:
         seen = self.batch_num * self.batch
         layers = self.network.layers
         saved = [self.path("state")]
-        atomic_write(saved[0], lambda f: np.savez(f, **self._state()))
+        save_state(saved[0], self.network, self.sgd, self.ema,
+                   Progress(self.batch_num, self.epoch, self.options.seed, self.elapsed,
+                            self.ema_decay))
         save_weights(self.path("last"), layers, seen)
         saved.append(self.path("last"))
         if self.ema is not None:
@@ -246,49 +255,6 @@ class Trainer:
             save_weights(self.path("final"), layers, seen)
             saved.append(self.path("final"))
         self.listener.saved(saved)
-
-    def _state(self) -> dict[str, np.ndarray]:
-        """Everything a resume needs, in one file so it can never disagree with itself."""
-        state = {"version": np.array(STATE_VERSION), "batch_num": np.array(self.batch_num),
-                 "epoch": np.array(self.epoch), "seed": np.array(self.options.seed),
-                 "elapsed": np.array(self.elapsed), "ema_decay": np.array(self.ema_decay)}
-        for i, layer in enumerate(self.network.layers):
-            for name in (*layer.param_names, *layer.state_names):
-                state[f"net.{i}.{name}"] = getattr(layer, name)
-        state.update(self.sgd.state_dict())
-        if self.ema is not None:
-            state.update(self.ema.state_dict())
-        return state
-
-    def _load_state(self) -> None:
-        path = self.path("state")
-        if not path.exists():
-            raise DarkbpError(f"nothing to resume: {path} does not exist")
-        try:
-            with np.load(path) as npz:
-                state = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError) as error:
-            raise DarkbpError(f"cannot read the training state: {error}", file=str(path)) from None
-        if int(state.get("version", -1)) != STATE_VERSION:
-            raise DarkbpError("not a darkbp training state of this version", file=str(path))
-        if int(state["seed"]) != self.options.seed or float(state["ema_decay"]) != self.ema_decay:
-            raise DarkbpError(f"the run in {self.out} used --seed {int(state['seed'])} and --ema "
-                              f"{float(state['ema_decay']):g}; resume with the same options",
-                              file=str(path))
-        for i, layer in enumerate(self.network.layers):
-            for name in (*layer.param_names, *layer.state_names):
-                key = f"net.{i}.{name}"
-                target = getattr(layer, name)
-                if key not in state or state[key].shape != target.shape:
-                    raise DarkbpError(f"the training state does not fit {self.network.file} "
-                                      f"(layer {i} {name})", file=str(path))
-                target[...] = state[key]
-        self.sgd.load_state_dict(state)
-        if self.ema is not None:
-            self.ema.load_state_dict(state)
-        self.batch_num = int(state["batch_num"])
-        self.epoch = int(state["epoch"])
-        self.elapsed = float(state["elapsed"])
 
     def _log(self, record: dict) -> None:
         record = {"time": time.time(), **record}
