@@ -1,0 +1,87 @@
+"""The contract every registered layer type keeps, checked on the cfgs in tests/layer_cfgs/.
+
+Each layer type must be used by at least one of those cfgs (a new type adds one), and on
+each cfg: every gradient passes gradcheck in float64; a training pass split across worker
+processes gives the cost and gradients of the whole batch, and the same outputs; a
+.weights round trip restores every array. The loop references and Darknet's table lines
+are tested per layer type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from darkbp.gradcheck import gradcheck
+from darkbp.layers import REGISTRY
+from darkbp.network import parse_network
+from darkbp.parallel import Runner
+from darkbp.passes import Noise
+from darkbp.weights import load_weights, save_weights
+
+CFGS = sorted((Path(__file__).parent / "layer_cfgs").glob("*.cfg"))
+
+
+def _ids(paths):
+    return [path.stem for path in paths]
+
+
+def test_every_registered_layer_type_has_a_contract_cfg():
+    used = {layer.type for path in CFGS for layer in parse_network(path).layers}
+    registered = {cls.sections[0] for cls in REGISTRY.values()}
+    assert registered - used == set()
+
+
+@pytest.mark.parametrize("path", CFGS, ids=_ids(CFGS))
+def test_gradcheck_passes(path):
+    report = gradcheck(parse_network(path), batch=3, seed=1)
+    failed = [(row.layer, row.layer_type, row.tensor, row.max_rel) for row in report.rows
+              if not row.passed]
+    assert not failed
+
+
+def _batch(network, images, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((images,) + network.input_shape)
+    truth = np.eye(network.outputs)[rng.integers(network.outputs, size=images)]
+    return x, truth
+
+
+def _grads(network):
+    return {(layer.index, name): grad.copy() for layer in network.layers
+            for name, _, grad in layer.parameters()}
+
+
+@pytest.mark.parametrize("path", CFGS, ids=_ids(CFGS))
+def test_a_split_pass_equals_the_whole_batch(path):
+    whole = parse_network(path).initialize(3, np.float64)
+    x, truth = _batch(whole, 8)
+    noise = Noise(seed=5, batch_num=7)
+    cost = Runner(whole, 1).train_step(x, truth, noise)
+    split = parse_network(path).initialize(3, np.float64)
+    with Runner(split, 2) as runner:
+        assert runner.split
+        assert runner.train_step(x, truth, noise) == pytest.approx(cost, rel=1e-12)
+        for key, grad in _grads(whole).items():
+            np.testing.assert_allclose(_grads(split)[key], grad, rtol=1e-10, atol=1e-12,
+                                       err_msg=str(key))
+        np.testing.assert_allclose(runner.forward(x), whole.forward(x), rtol=1e-10,
+                                   atol=1e-13)
+
+
+@pytest.mark.parametrize("path", CFGS, ids=_ids(CFGS))
+def test_weights_round_trip(tmp_path, path):
+    network = parse_network(path).initialize(4, np.float32)
+    rng = np.random.default_rng(0)
+    for layer in network.layers:          # state too: rolling statistics are saved
+        for name in layer.weights_order():
+            array = getattr(layer, name)
+            array[...] = rng.standard_normal(array.shape)
+    save_weights(tmp_path / "net.weights", network.layers, seen=96)
+    loaded = parse_network(path).initialize(9, np.float32)
+    assert load_weights(tmp_path / "net.weights", loaded.layers) == 96
+    for ours, theirs in zip(network.layers, loaded.layers):
+        for name in ours.weights_order():
+            np.testing.assert_array_equal(getattr(theirs, name), getattr(ours, name))
