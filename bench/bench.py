@@ -352,7 +352,8 @@ def _threads(n: int) -> str:
 
 # ---------------------------------------------------------------------- time to accuracy
 def _time_to_accuracy(cfgs: list[Path], threads: list[int], use_torch: bool) -> dict:
-    from darkbp.datasets import candidates, load_dataset
+    from darkbp.catalogue import candidates
+    from darkbp.datasets import load_dataset
 
     dataset = load_dataset("mnist")
     if dataset.is_sample:

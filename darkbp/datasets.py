@@ -2,7 +2,9 @@
 
 A dataset is four IDX files in one folder, named as MNIST names them. `--data`
 is either a known name (`mnist`, `fashion-mnist`), looked for in a fixed order
-of folders (`candidates`), or the path of such a folder.
+of folders (`candidates`), or the path of such a folder. This module locates
+and reads them; what darkbp knows about each named dataset (its files, classes
+and folders) is `darkbp.catalogue`, and downloading is `darkbp.fetch`.
 
 darkbp never touches the network on its own: only `darkbp data fetch` and
 `load_dataset(..., download=True)` download. When full MNIST is nowhere to be
@@ -18,28 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from darkbp import fetch
+from darkbp.catalogue import CLASSES, FILES, NAMES, cache_dir, candidates
 from darkbp.errors import DarkbpError
 from darkbp.idx import read_idx
-
-NAMES = ("mnist", "fashion-mnist")
-
-# The four files of a dataset, by role: their names without the optional ".gz".
-FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-
-CLASSES = {
-    "mnist": tuple(str(digit) for digit in range(10)),
-    # zalandoresearch/fashion-mnist README, labels 0-9.
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-}
-
-# Folders that system packages install into (Debian's dataset-fashion-mnist).
-SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
 
 # In a source checkout the sample is in the top-level data/; an installed wheel has it
 # in darkbp/data/ (see pyproject.toml).
@@ -67,31 +51,6 @@ class Dataset:
     classes: tuple[str, ...]
     is_sample: bool = False
     notice: str | None = None
-
-
-def cache_dir(name: str) -> Path:
-    """The user cache folder of a dataset: $XDG_CACHE_HOME/darkbp/NAME or ~/.cache/darkbp/NAME."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    # The XDG spec says to ignore a relative path.
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "darkbp" / name
-
-
-def candidates(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The folders a named dataset is looked for in, in order."""
-    _check_name(name)
-    folders = []
-    if data_dir is not None:
-        folders += [Path(data_dir) / name, Path(data_dir)]
-    if os.environ.get("DARKBP_DATA"):
-        folders.append(Path(os.environ["DARKBP_DATA"]) / name)
-    folders.append(cache_dir(name))
-    folders += SYSTEM_DIRS.get(name, ())
-    unique = []
-    for folder in folders:
-        if folder not in unique:
-            unique.append(folder)
-    return unique
 
 
 def locate(name: str, data_dir: str | os.PathLike | None = None) -> list[tuple[Path, bool]]:
@@ -133,9 +92,7 @@ def load_dataset(spec: str, data_dir: str | os.PathLike | None = None,
     looked_in = ", ".join(str(folder) for folder, _ in found)
 
     if download:
-        # Imported here: fetch builds on this module (cache_dir, FILES, candidates).
-        from darkbp.fetch import fetch
-        report = fetch(spec)
+        report = fetch.fetch(spec)
         return load_folder(report.dest, name=spec, classes=CLASSES[spec])
 
     if spec == "mnist" and not missing_files(SAMPLE_DIR):
@@ -198,8 +155,3 @@ def _find(folder: Path, base: str) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-def _check_name(name: str) -> None:
-    if name not in NAMES:
-        raise DarkbpError(f"unknown dataset {name!r} (known: {', '.join(NAMES)})")

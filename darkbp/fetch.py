@@ -6,6 +6,9 @@ Each file is fetched from the dataset's public mirrors in turn (or from one
 atomically: a temporary file in the destination folder, fsync, os.replace. A
 failed or interrupted download never leaves a partial file under the final
 name. Standard library only (urllib).
+
+The mirrors and the published md5s (`MIRRORS`, `MD5`) are in `darkbp.catalogue`;
+this module only downloads.
 """
 
 from __future__ import annotations
@@ -20,34 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from darkbp.datasets import NAMES, cache_dir, candidates
+from darkbp.catalogue import MD5, MIRRORS, NAMES, cache_dir, candidates
 from darkbp.errors import DarkbpError
-
-# Tried in this order; the first is the copy torchvision uses (LeCun's own
-# site has asked for a login at times).
-MIRRORS = {
-    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
-              "http://yann.lecun.com/exdb/mnist/"),
-    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-}
-
-# The published md5 of each .gz file: MNIST's official files, and the ones in
-# zalandoresearch/fashion-mnist's README. (Debian's fashion-mnist package
-# recompressed its copies, so they differ; the reader accepts any valid IDX.)
-MD5 = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-    },
-    "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-    },
-}
 
 TIMEOUT = 30.0  # seconds without an answer (connecting, or between two reads)
 CHUNK = 1 << 16

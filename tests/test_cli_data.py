@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from darkbp import fetch as fetch_module
+from darkbp import catalogue
 from darkbp.cli import main
 from darkbp.datasets import SAMPLE_DIR
 from darkbp.idx import write_idx
@@ -48,7 +48,7 @@ def mirror(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     for name, shape in zip(FILENAMES, [(12, 28, 28), (12,), (5, 28, 28), (5,)]):
         write_idx(folder / name, rng.integers(0, 10, shape, dtype=np.uint8))
-    monkeypatch.setitem(fetch_module.MD5, "mnist", {
+    monkeypatch.setitem(catalogue.MD5, "mnist", {
         name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in FILENAMES})
 
     class Quiet(http.server.SimpleHTTPRequestHandler):

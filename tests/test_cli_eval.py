@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from darkbp import datasets, fetch, threads
+from darkbp import catalogue, datasets, fetch, threads
 from darkbp.cli import main
 from darkbp.idx import read_idx
 from darkbp.network import parse_network
@@ -58,7 +58,7 @@ def no_data(monkeypatch, tmp_path):
     """Nothing found anywhere but the shipped sample: empty cache, no DARKBP_DATA."""
     monkeypatch.delenv("DARKBP_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(catalogue, "SYSTEM_DIRS", {})
 
 
 def run(*args: str):
@@ -126,7 +126,7 @@ def test_download_fetches_into_the_cache_then_evaluates(monkeypatch, tmp_path, s
     cache = tmp_path / "cache" / "darkbp" / "mnist"
     assert f"({cache})" in result.stdout
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        f"{name}.gz" for name in datasets.FILES.values())
+        f"{name}.gz" for name in catalogue.FILES.values())
     check_report(result.stdout, [str(d) for d in range(10)], MNIST_TEST_COUNTS)
 
 

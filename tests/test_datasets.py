@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from darkbp import datasets
-from darkbp.datasets import SAMPLE_DIR, candidates, load_dataset, locate
+from darkbp import catalogue
+from darkbp.catalogue import candidates
+from darkbp.datasets import SAMPLE_DIR, load_dataset, locate
 from darkbp.errors import DarkbpError
 from darkbp.idx import read_idx, write_idx
 
@@ -28,7 +29,7 @@ def clean_env(tmp_path, monkeypatch):
 @pytest.fixture
 def no_system_dirs(tmp_path, monkeypatch):
     # Where Debian's dataset-fashion-mnist would be: made empty so the machine doesn't matter.
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {"fashion-mnist": (tmp_path / "usr-share",)})
+    monkeypatch.setattr(catalogue, "SYSTEM_DIRS", {"fashion-mnist": (tmp_path / "usr-share",)})
 
 
 def shared() -> Path:
@@ -110,7 +111,7 @@ def test_locate_reports_each_folder(tmp_path, monkeypatch):
 
 
 def test_fashion_mnist_found_in_the_system_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {"fashion-mnist": (tmp_path / "sys",)})
+    monkeypatch.setattr(catalogue, "SYSTEM_DIRS", {"fashion-mnist": (tmp_path / "sys",)})
     arrays = make_dataset(tmp_path / "sys")
     loaded = load_dataset("fashion-mnist")
     assert_is(loaded, arrays)

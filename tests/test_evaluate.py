@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from darkbp.datasets import CLASSES
+from darkbp.catalogue import CLASSES
 from darkbp.errors import DarkbpError
 from darkbp.evaluate import Evaluation, check_fits, evaluate, predict
 from darkbp.network import parse_network

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from darkbp import catalogue
 from darkbp import fetch as fetch_module
 from darkbp.datasets import load_dataset
 from darkbp.errors import DarkbpError
@@ -97,7 +98,7 @@ def fixture_files(tmp_path, monkeypatch):
     for name, array in zip(FILENAMES, arrays):
         write_idx(folder / name, array)
         bodies[name] = (folder / name).read_bytes()
-    monkeypatch.setitem(fetch_module.MD5, "mnist",
+    monkeypatch.setitem(catalogue.MD5, "mnist",
                         {name: hashlib.md5(body).hexdigest() for name, body in bodies.items()})
     return bodies
 
@@ -211,7 +212,7 @@ def test_a_silent_server_times_out(tmp_path, server, fixture_files, monkeypatch)
 
 def test_mirrors_are_tried_in_order(tmp_path, server, fixture_files, monkeypatch):
     good = serve(server, fixture_files, prefix="/second")
-    monkeypatch.setitem(fetch_module.MIRRORS, "mnist", (server.url + "/first/", good))
+    monkeypatch.setitem(catalogue.MIRRORS, "mnist", (server.url + "/first/", good))
     report = fetch("mnist")
     assert report.downloaded == FILENAMES
     assert server.requests[:2] == ["/first/train-images-idx3-ubyte.gz",
@@ -219,7 +220,7 @@ def test_mirrors_are_tried_in_order(tmp_path, server, fixture_files, monkeypatch
 
 
 def test_all_mirrors_failing_lists_each(tmp_path, server, fixture_files, monkeypatch):
-    monkeypatch.setitem(fetch_module.MIRRORS, "mnist", (server.url + "/a/", server.url + "/b/"))
+    monkeypatch.setitem(catalogue.MIRRORS, "mnist", (server.url + "/a/", server.url + "/b/"))
     with pytest.raises(DarkbpError) as caught:
         fetch("mnist")
     assert f"{server.url}/a/train-images-idx3-ubyte.gz: HTTP 404" in str(caught.value)
@@ -232,7 +233,7 @@ def test_a_local_folder_as_mirror(tmp_path, fixture_files):
 
 
 def test_load_dataset_downloads_only_when_asked(tmp_path, server, fixture_files, monkeypatch):
-    monkeypatch.setitem(fetch_module.MIRRORS, "mnist", (serve(server, fixture_files),))
+    monkeypatch.setitem(catalogue.MIRRORS, "mnist", (serve(server, fixture_files),))
     assert load_dataset("mnist").is_sample  # not asked: no request at all
     assert server.requests == []
     loaded = load_dataset("mnist", download=True)
@@ -253,6 +254,6 @@ def test_mnist_md5_table_matches_the_official_files():
     if not SHARED:
         pytest.skip("DARKBP_DATA is not set (CI sets it to the shared datasets)")
     folder = Path(SHARED) / "mnist"
-    for name, md5 in fetch_module.MD5["mnist"].items():
+    for name, md5 in catalogue.MD5["mnist"].items():
         assert hashlib.md5((folder / name).read_bytes()).hexdigest() == md5
 

@@ -8,7 +8,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                            TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
-from darkbp import datasets
+from darkbp import catalogue, datasets
 from darkbp.cli import main
 from darkbp.fetch import fetch as fetch_dataset
 
@@ -40,7 +40,7 @@ def list_datasets(data_dir: str | None) -> None:
     table = Table(title="datasets, in look-up order")
     for column in ("dataset", "status", "folder"):
         table.add_column(column)
-    for name in datasets.NAMES:
+    for name in catalogue.NAMES:
         located = datasets.locate(name, data_dir)
         used = next((folder for folder, found in located if found), None)
         for folder, found in located:
@@ -54,7 +54,7 @@ def list_datasets(data_dir: str | None) -> None:
 
 
 @data.command("fetch")
-@click.argument("name", type=click.Choice(datasets.NAMES))
+@click.argument("name", type=click.Choice(catalogue.NAMES))
 @click.option("--mirror", metavar="URL",
               help="Download from this base URL instead of the public mirrors.")
 @click.option("--dest", type=click.Path(file_okay=False), metavar="DIR",
@@ -91,7 +91,7 @@ def fetch(name: str, mirror: str | None, dest: str | None) -> None:
     if report.present:
         console.print(f"{name}: {len(report.present)} file(s) already in {report.dest} "
                       "with the right md5")
-    if report.dest not in datasets.candidates(name):
+    if report.dest not in catalogue.candidates(name):
         console.print(f"darkbp does not look in {report.dest} by itself: "
                       f"pass --data {report.dest}")
 
@@ -100,7 +100,7 @@ def _status(folder, found: bool, used) -> str:
     if found:
         return "found (used)" if folder == used else "found"
     missing = datasets.missing_files(folder)
-    if len(missing) < len(datasets.FILES):
+    if len(missing) < len(catalogue.FILES):
         return "incomplete, lacks " + ", ".join(missing)
     return "missing"
 
