@@ -8,6 +8,7 @@ import pytest
 
 from darkbp.cfg import read_cfg_text
 from darkbp.errors import DarkbpError
+from darkbp.layers import REGISTRY
 from darkbp.network import parse_network
 from tests.conftest import CFG_DIR, SHARED
 
@@ -146,10 +147,9 @@ def test_shipped_cfgs_parse_without_warnings():
 DARKNET_CFGS = sorted((SHARED / "darknet-cfg").glob("*.cfg"))
 
 
-@pytest.mark.skipif(not DARKNET_CFGS, reason="../shared/darknet-cfg is not beside the project")
 @pytest.mark.parametrize("path", DARKNET_CFGS, ids=[p.name for p in DARKNET_CFGS])
 def test_darknet_cfgs_parse_or_fail_clearly(path: Path):
-    supported = {"[net]", "[convolutional]", "[maxpool]", "[connected]", "[softmax]"}
+    supported = {f"[{name}]" for name in (*REGISTRY, "net")}
     headers = {"".join(line.split()) for line in path.read_text().splitlines()
                if line.strip().startswith("[")}
     if headers <= supported:
@@ -158,3 +158,7 @@ def test_darknet_cfgs_parse_or_fail_clearly(path: Path):
     else:
         with pytest.raises(DarkbpError, match="is a Darknet section that darkbp does not support"):
             parse_network(path)
+
+
+def test_the_darknet_cfgs_are_beside_the_project():
+    assert len(DARKNET_CFGS) == 45

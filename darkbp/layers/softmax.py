@@ -14,12 +14,13 @@ class SoftmaxLayer(Layer):
 
     As the network's last layer it is the cost: cross-entropy against the truth,
     whose gradient at its input `input_grad` gives. Inside a network (a [cost]
-    after it) its backward is the softmax's Jacobian.
+    after it) its backward is the softmax's Jacobian. A hierarchical softmax
+    (`tree=`, darknet9000) is tabulated only.
     """
 
     sections = ("softmax", "soft")
-    options = frozenset({"groups", "temperature"})
-    ignored = Layer.ignored | {"tree", "spatial", "noloss"}
+    options = frozenset({"groups", "temperature", "tree"})
+    ignored = Layer.ignored | {"spatial", "noloss"}
     flat = True
     is_cost = True
 
@@ -35,8 +36,10 @@ class SoftmaxLayer(Layer):
         if (c * h * w) % groups:
             raise s.error(f"groups={groups} does not divide the {c * h * w} inputs",
                           s.line_of("groups"))
-        return cls(inputs[0].shape, groups=groups,
-                   temperature=s.get_float("temperature", 1.0, positive=True))
+        layer = cls(inputs[0].shape, groups=groups,
+                    temperature=s.get_float("temperature", 1.0, positive=True))
+        layer.trainable = "tree" not in s.options      # Darknet's softmax over a label tree
+        return layer
 
     def darknet_line(self):
         return "softmax                                        %4d\n" % self.inputs
