@@ -1,4 +1,8 @@
-"""Random and mutated cfg text either builds a network or raises DarkbpError, never anything else."""
+"""Random and mutated cfg text either builds a network or raises DarkbpError, never anything else.
+
+The seeds are the shipped cfgs and the layer contract cfgs (every registered layer type);
+a grammar of sections with random options must build often enough to mean something.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,32 @@ from hypothesis import strategies as st
 
 from darkbp.cfg import read_cfg_text
 from darkbp.errors import DarkbpError
+from darkbp.layers import REGISTRY
 from darkbp.network import build_network
 from darkbp.summary import darknet_text, summary_data
-from tests.conftest import CFG_DIR
+from tests.conftest import CFG_DIR, ROOT
 
-SEEDS = [p.read_text() for p in sorted(CFG_DIR.glob("*.cfg"))]
+SEED_FILES = sorted(CFG_DIR.glob("*.cfg")) + sorted((ROOT / "tests" / "layer_cfgs").glob("*.cfg"))
+SEEDS = [p.read_text() for p in SEED_FILES]
 KEYS = ["filters", "size", "stride", "pad", "padding", "groups", "activation", "batch_normalize",
         "output", "temperature", "batch", "subdivisions", "width", "height", "channels", "inputs",
-        "policy", "steps", "scales", "learning_rate", "ema"]
-VALUES = ["0", "1", "2", "3", "-1", "", "x", "1e9", "99999999999999999999", ".5", "nan", "inf",
-          "1,2", "relu", "steps", "leaky", "0x10", "1_0"]
-HEADERS = ["[net]", "[conv]", "[maxpool]", "[connected]", "[softmax]", "[yolo]", "[", "[]", "]"]
+        "policy", "steps", "scales", "learning_rate", "ema", "from", "layers", "probability",
+        "type", "scale", "alpha", "beta", "reverse", "crop_height", "crop_width", "noadjust",
+        "flip", "group_id"]
+VALUES = ["0", "1", "2", "3", "-1", "-2", "-3", "", "x", "1e9", "99999999999999999999", ".5",
+          "nan", "inf", "1,2", "-1,-3", "relu", "steps", "leaky", "sse", "L1", "0x10", "1_0"]
+HEADERS = ["[net]", "[yolo]", "[", "[]", "]", "[deconvolutional]"] + [f"[{name}]" for name in REGISTRY]
 
 
-def _parse(text: str) -> None:
+def _parse(text: str) -> bool:
+    """Whether the text built a network (the table and summary of one must then work)."""
     try:
         network = build_network(read_cfg_text(text, "fuzz.cfg"), "fuzz.cfg")
     except DarkbpError:
-        return
+        return False
     darknet_text(network)
     summary_data(network)
+    return True
 
 
 @settings(max_examples=300, deadline=None)
@@ -53,3 +63,35 @@ def test_mutated_cfgs(seed, insertions, deletions):
     for index, new in insertions:
         lines.insert(index % (len(lines) + 1), new)
     _parse("\n".join(lines))
+
+
+# A grammar: [net] with an image input, then sections of any registered type with options
+# drawn from small valid-looking values.
+OPTION_VALUES = st.sampled_from(["0", "1", "2", "3", "4", "-1", "-2", "-3", ".25", "leaky",
+                                 "linear", "sse", "-1,-2", "0,1"])
+section = st.builds(
+    lambda header, options: "\n".join([f"[{header}]"] + [f"{k}={v}" for k, v in options]),
+    st.sampled_from(sorted(REGISTRY)),
+    st.lists(st.tuples(st.sampled_from(KEYS[:11] + KEYS[22:]), OPTION_VALUES), max_size=4))
+network_text = st.builds(
+    lambda side, channels, sections: "\n".join(
+        [f"[net]\nwidth={side}\nheight={side}\nchannels={channels}\nbatch=2"] + sections),
+    st.sampled_from([4, 8, 12]), st.sampled_from([1, 2, 4]), st.lists(section, min_size=1,
+                                                                       max_size=5))
+
+
+def test_generated_networks_build_often_and_cover_every_section():
+    built, kinds = [], set()
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(network_text)
+    def check(text):
+        ok = _parse(text)
+        built.append(ok)
+        if ok:
+            kinds.update(layer.type for layer in
+                         build_network(read_cfg_text(text, "fuzz.cfg"), "fuzz.cfg").layers)
+
+    check()
+    assert sum(built) >= len(built) // 10, f"only {sum(built)} of {len(built)} built"
+    assert kinds == {cls.sections[0] for cls in REGISTRY.values()}
