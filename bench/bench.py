@@ -663,7 +663,7 @@ def _torch_network(spec: list[dict], torch, dtype):
             modules.append(_torch_maxpool(layer, nn))
         if bn:
             # Darknet: normalise, scale, + bias; rolling = .99·rolling + .01·batch.
-            norm = (nn.BatchNorm2d if kind == "convolutional" else nn.BatchNorm1d)(
+            norm = _unbiased_batchnorm(torch, 2 if kind == "convolutional" else 1)(
                 layer["out_shape"][0], eps=1e-5, momentum=0.01, dtype=dtype)
             modules.append(norm)
             tensors.update({f"{i}.scales": norm.weight, f"{i}.biases": norm.bias,
@@ -672,6 +672,27 @@ def _torch_network(spec: list[dict], torch, dtype):
         if layer.get("activation", "linear") != "linear":
             modules.append(activations[layer["activation"]]())
     return nn.Sequential(*modules), tensors
+
+
+def _unbiased_batchnorm(torch, dims: int):
+    """torch's BatchNorm{dims}d normalising a training batch with the unbiased variance, as
+    Darknet and darkbp do: with M values per channel and r² = (M − 1)/M,
+    (x − μ)/sqrt(v·M/(M − 1) + eps) = r·(x − μ)/sqrt(v + eps·r²), v the biased variance.
+    So torch's own kernel does the work, with the weight scaled by r and eps by r²; its
+    running variance is already the unbiased one. Evaluation is torch's as it is."""
+    base = torch.nn.BatchNorm2d if dims == 2 else torch.nn.BatchNorm1d
+
+    class UnbiasedBatchNorm(base):
+        def forward(self, x):
+            if not self.training:
+                return super().forward(x)
+            m = x.numel() // x.shape[1]
+            r2 = (m - 1) / m
+            return torch.nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight * r2 ** 0.5, self.bias,
+                True, self.momentum, self.eps * r2)
+
+    return UnbiasedBatchNorm
 
 
 def _torch_maxpool(layer: dict, nn):

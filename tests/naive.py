@@ -110,32 +110,33 @@ def maxpool_backward(x_shape, arg, dy):
 
 
 # --- batch normalisation ---------------------------------------------------------
+# Darknet's definition (SPEC section 3): per channel, over the M = N·P values of the
+# pass, mean μ = Σx/M and the unbiased variance v = Σ(x − μ)²/(M − 1);
+# y = scale·(x − μ)/σ with σ = sqrt(v + eps).
 
 def batchnorm_forward_train(x, scales, eps=1e-5):
-    """x (N, C, P): per channel, mean and biased variance over N·P values, y = scale·x̂.
-
-    Returns (y, mean, biased variance, unbiased variance).
-    """
+    """x (N, C, P) -> (y, mean (C,), unbiased variance (C,)), by the definition above."""
     n_img, chans, pix = x.shape
     m = n_img * pix
     y = np.zeros(x.shape)
-    means, var_b, var_u = np.zeros(chans), np.zeros(chans), np.zeros(chans)
+    means, variances = np.zeros(chans), np.zeros(chans)
     for c in range(chans):
         values = [x[n, c, p] for n in range(n_img) for p in range(pix)]
         mean = sum(values) / m
-        ss = sum((v - mean) ** 2 for v in values)
-        means[c], var_b[c] = mean, ss / m
-        var_u[c] = ss / (m - 1)
+        variance = sum((v - mean) ** 2 for v in values) / (m - 1)
+        means[c], variances[c] = mean, variance
         for n in range(n_img):
             for p in range(pix):
-                y[n, c, p] = scales[c] * (x[n, c, p] - mean) / math.sqrt(var_b[c] + eps)
-    return y, means, var_b, var_u
+                y[n, c, p] = scales[c] * (x[n, c, p] - mean) / math.sqrt(variance + eps)
+    return y, means, variances
 
 
 def batchnorm_backward_train(x, scales, dy, eps=1e-5):
-    """(dx, dscales) from the full Jacobian of the training forward, per channel.
+    """(dx, dscales) through the full Jacobian of the training forward, per channel.
 
-    ∂y_j/∂x_i = scale·[(δ_ij − 1/M)/σ − (x_j − μ)(x_i − μ)/(M·σ³)], σ = sqrt(var + eps).
+    By the chain rule on the definition: ∂μ/∂x_i = 1/M,
+    ∂v/∂x_i = Σ_k 2(x_k − μ)(δ_ki − ∂μ/∂x_i)/(M − 1), ∂σ/∂x_i = ∂v/∂x_i / (2σ),
+    ∂y_j/∂x_i = scale·[(δ_ij − ∂μ/∂x_i)/σ − (x_j − μ)·∂σ/∂x_i/σ²].
     """
     n_img, chans, pix = x.shape
     m = n_img * pix
@@ -145,14 +146,16 @@ def batchnorm_backward_train(x, scales, dy, eps=1e-5):
         idx = [(n, p) for n in range(n_img) for p in range(pix)]
         vals = [x[n, c, p] for n, p in idx]
         mean = sum(vals) / m
-        sigma = math.sqrt(sum((v - mean) ** 2 for v in vals) / m + eps)
+        sigma = math.sqrt(sum((v - mean) ** 2 for v in vals) / (m - 1) + eps)
         for (nj, pj), xj in zip(idx, vals):
             dscales[c] += dy[nj, c, pj] * (xj - mean) / sigma
+        dmean = 1.0 / m
         for a, (ni, pi) in enumerate(idx):
+            dvar = sum(2 * (vals[k] - mean) * ((k == a) - dmean) for k in range(m)) / (m - 1)
+            dsigma = dvar / (2 * sigma)
             total = 0.0
             for b, (nj, pj) in enumerate(idx):
-                jac = (((a == b) - 1.0 / m) / sigma
-                       - (vals[b] - mean) * (vals[a] - mean) / (m * sigma ** 3))
+                jac = ((a == b) - dmean) / sigma - (vals[b] - mean) * dsigma / sigma ** 2
                 total += dy[nj, c, pj] * scales[c] * jac
             dx[ni, c, pi] = total
     return dx, dscales

@@ -69,25 +69,73 @@ def test_maxpool_matches_torch(n, c, h, w, size, stride, padding, ceil_mode):
     close(maxpool_backward(dy, cache), tdx)
 
 
-@pytest.mark.parametrize("n,c,p", [(4, 3, 10), (8, 5, 1), (2, 2, 36)])
-def test_batchnorm_training_matches_torch(n, c, p):
+BATCHNORM_SHAPES = [(4, 3, 10), (8, 5, 1), (2, 2, 36), (3, 4, 1)]
+
+
+def _batchnorm_case(n, c, p):
     rng = np.random.default_rng(n + c + p)
     x = rng.standard_normal((n, c, p)) * 2 + rng.standard_normal((1, c, 1))
     scales = rng.uniform(0.5, 1.5, c)
     rolling_mean, rolling_var = rng.standard_normal(c), rng.uniform(0.5, 2, c)
+    return rng, x, scales, rolling_mean, rolling_var
+
+
+@pytest.mark.parametrize("n,c,p", BATCHNORM_SHAPES)
+def test_batchnorm_training_matches_torch_batch_norm(n, c, p):
+    """torch's own batch norm, its kernel and its backward. torch normalises with the biased
+    variance S/M (S = Σ(x − mean)²), darkbp and Darknet with the unbiased S/(M − 1); exactly,
+        scale·(x − mean)/sqrt(S/(M − 1) + eps) = (scale·r)·(x − mean)/sqrt(S/M + eps·r²),
+    r = sqrt((M − 1)/M): torch with weight scale·r and eps·r² computes darkbp's function (and,
+    by autograd through scale·r, its gradients). torch's running variance is already the
+    unbiased one: with momentum 0.01 it is Darknet's rolling update."""
+    rng, x, scales, rolling_mean, rolling_var = _batchnorm_case(n, c, p)
     t_mean = torch.tensor(rolling_mean.copy())
     t_var = torch.tensor(rolling_var.copy())
     y, cache = batchnorm_forward(x, scales, rolling_mean, rolling_var, train=True)
     dy = rng.standard_normal(y.shape)
-    # torch: momentum 0.01 and an unbiased running variance are Darknet's rolling update.
-    ty, (tdx, tds) = autograd(lambda a, s: F.batch_norm(a, t_mean, t_var, s, None, training=True,
-                                                        momentum=0.01, eps=1e-5), [x, scales], dy)
+    r2 = (n * p - 1) / (n * p)
+    ty, (tdx, tds) = autograd(lambda a, s: F.batch_norm(a, t_mean, t_var, s * r2 ** 0.5, None,
+                                                        training=True, momentum=0.01,
+                                                        eps=1e-5 * r2), [x, scales], dy)
     dx, dscales = batchnorm_backward(dy, cache)
     close(y, ty)
     close(dx, tdx)
     close(dscales, tds)
     close(rolling_mean, t_mean)
     close(rolling_var, t_var)
+
+
+@pytest.mark.parametrize("n,c,p", BATCHNORM_SHAPES)
+def test_batchnorm_training_matches_torch_autograd_of_the_unbiased_formula(n, c, p):
+    """The definition written with torch ops in float64, differentiated by torch's autograd."""
+    rng, x, scales, rolling_mean, rolling_var = _batchnorm_case(n, c, p)
+    y, cache = batchnorm_forward(x, scales, rolling_mean, rolling_var, train=True)
+    dy = rng.standard_normal(y.shape)
+
+    def unbiased(a, s):
+        mean = a.mean(dim=(0, 2), keepdim=True)
+        var = ((a - mean) ** 2).sum(dim=(0, 2), keepdim=True) / (n * p - 1)
+        return s[None, :, None] * (a - mean) / torch.sqrt(var + 1e-5)
+
+    ty, (tdx, tds) = autograd(unbiased, [x, scales], dy)
+    dx, dscales = batchnorm_backward(dy, cache)
+    close(y, ty)
+    close(dx, tdx)
+    close(dscales, tds)
+
+
+@pytest.mark.parametrize("n,c,p", BATCHNORM_SHAPES)
+def test_batchnorm_evaluation_matches_torch_batch_norm(n, c, p):
+    rng, x, scales, rolling_mean, rolling_var = _batchnorm_case(n, c, p)
+    t_mean, t_var = torch.tensor(rolling_mean), torch.tensor(rolling_var)
+    y, cache = batchnorm_forward(x, scales, rolling_mean, rolling_var, train=False)
+    dy = rng.standard_normal(y.shape)
+    ty, (tdx, tds) = autograd(lambda a, s: F.batch_norm(a, t_mean, t_var, s, None,
+                                                        training=False, eps=1e-5), [x, scales], dy)
+    dx, dscales = batchnorm_backward(dy, cache)
+    close(y, ty)
+    close(dx, tdx)
+    close(dscales, tds)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 3.0])

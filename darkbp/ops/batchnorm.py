@@ -1,14 +1,17 @@
 """Batch normalisation per channel over the batch and the pixels, forward and backward.
 
 x: (N, C, P) — a conv's (N, F, OH·OW) or a connected layer's (N, outputs, 1).
-Training: mean and *biased* variance over the M = N·P values of a channel,
-x̂ = (x − mean)/sqrt(var + eps), y = scales·x̂.  Darknet itself normalises
-with the unbiased variance and divides by sqrt(var) + 1e-6, which its
-backward does not differentiate; darkbp uses the one formula above in both
-directions, so the gradient is exact (SPEC §3).  The rolling statistics are
-updated in place as Darknet does: rolling = 0.99·rolling + 0.01·batch, with
-the unbiased (M − 1) variance.  Evaluation uses the rolling statistics and
-updates nothing.  The layer's bias, the shift, is added by the caller.
+Training: over the M = N·P values of a channel, the mean and Darknet's
+*unbiased* variance var = Σ(x − mean)²/(M − 1) (both Darknets normalise with
+it), x̂ = (x − mean)/sqrt(var + eps), y = scales·x̂.  Darknet's own forward
+divides by sqrt(var) + 1e-6 instead, and its backward differentiates neither
+that nor the formula here (it takes sqrt(var + 1e-5) and 1/M where the forward
+has 1/(M − 1)); darkbp uses the one formula above in both directions, so the
+gradient is exact (SPEC §3).  The rolling statistics are updated in place as
+Darknet does: rolling = 0.99·rolling + 0.01·batch, with the same unbiased
+variance.  Evaluation uses the rolling statistics, (x − rolling_mean)/
+sqrt(rolling_variance + eps), and updates nothing.  The layer's bias, the
+shift, is added by the caller.
 
 A pass split into shards that run at once (darkbp/parallel.py) still
 normalises with the statistics of the whole pass: given `shards`, each
@@ -54,7 +57,7 @@ def batchnorm_forward(x: np.ndarray, scales: np.ndarray, rolling_mean: np.ndarra
                       shards: Shards | None = None) -> tuple[np.ndarray, BatchnormCache]:
     """y = scales·(x − mean)/sqrt(var + eps) per channel; x (N, C, P) -> y (N, C, P), x's dtype.
 
-    In training, mean/var are the batch's (biased var) and rolling_mean /
+    In training, mean/var are the batch's (unbiased var, M − 1) and rolling_mean /
     rolling_variance (C,) are updated in place; in evaluation they are used as is.
     """
     if x.ndim != 3:
@@ -75,12 +78,12 @@ def batchnorm_forward(x: np.ndarray, scales: np.ndarray, rolling_mean: np.ndarra
         # einsum sums over (N, P) about twice as fast as .mean(axis=(0, 2)).
         mean = total(np.einsum("ncp->c", x)) / m
         centred = x - mean[:, None]
-        var = total(np.einsum("ncp,ncp->c", centred, centred)) / m
+        var = total(np.einsum("ncp,ncp->c", centred, centred)) / (m - 1)
         if shards is None or shards.update_state:
             rolling_mean *= 1 - MOMENTUM
             rolling_mean += MOMENTUM * mean
             rolling_variance *= 1 - MOMENTUM
-            rolling_variance += (MOMENTUM * m / (m - 1)) * var
+            rolling_variance += MOMENTUM * var
     else:
         centred = x - rolling_mean[:, None]
         var = rolling_variance
@@ -93,9 +96,11 @@ def batchnorm_forward(x: np.ndarray, scales: np.ndarray, rolling_mean: np.ndarra
 def batchnorm_backward(dy: np.ndarray, cache: BatchnormCache) -> tuple[np.ndarray, np.ndarray]:
     """(dx (N, C, P), dscales (C,)): the exact gradient of the forward that made `cache`.
 
-    Training: dx = scales·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂)), means over N·P
-    (mean and variance depend on x too).  Evaluation: dx = scales·inv_std·dy.
-    In a split pass the means are over every shard, and dscales is this shard's part.
+    Training: dx = scales·inv_std·(dy − Σdy/M − x̂·Σ(dy·x̂)/(M − 1)), sums over the
+    M = N·P values (mean and variance depend on x too; the x̂ term's 1/(M − 1) is the
+    unbiased variance's: ∂var/∂x = 2(x − mean)/(M − 1)).
+    Evaluation: dx = scales·inv_std·dy.
+    In a split pass the sums are over every shard, and dscales is this shard's part.
     """
     x_hat = cache.x_hat
     dscales = np.einsum("ncp,ncp->c", dy, x_hat)
@@ -105,8 +110,8 @@ def batchnorm_backward(dy: np.ndarray, cache: BatchnormCache) -> tuple[np.ndarra
     m, c = cache.m, len(dscales)
     sums = np.concatenate([dscales, np.einsum("ncp->c", dy)])
     sums = _total(cache.shards)(sums)                     # Σdy·x̂, Σdy over the whole pass
-    dx = x_hat * (sums[:c] / m)[:, None]                  # x̂·mean(dy·x̂)
-    dx += (sums[c:] / m)[:, None]                         # + mean(dy)
+    dx = x_hat * (sums[:c] / (m - 1))[:, None]            # x̂·Σ(dy·x̂)/(M − 1)
+    dx += (sums[c:] / m)[:, None]                         # + Σdy/M
     np.subtract(dy, dx, out=dx)
     dx *= k[:, None]
     return dx, dscales
