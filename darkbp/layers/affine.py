@@ -12,25 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-import math
-
-import numpy as np
-
-from darkbp.cfg import Section
 from darkbp.layers.base import Layer
 from darkbp.ops.activations import ACTIVATIONS
 from darkbp.ops.batchnorm import batchnorm_backward, batchnorm_forward
 
 BATCH_NORM_STATE = ("rolling_mean", "rolling_variance")
-
-
-def read_activation(section: Section) -> str:
-    """The section's `activation`, Darknet's default logistic (not linear)."""
-    name = section.get_str("activation", "logistic")
-    if name not in ACTIVATIONS:
-        raise section.error(f"unknown activation '{name}' (one of: {', '.join(ACTIVATIONS)})",
-                            section.line_of("activation"))
-    return name
 
 
 class AffineLayer(Layer):
@@ -60,13 +46,7 @@ class AffineLayer(Layer):
         return {"activation": self.activation, "batch_normalize": int(self.batch_normalize)}
 
     def margin(self, xs):
-        z = self._z
-        margin = math.inf
-        for kink in ACTIVATIONS[self.activation].kinks:
-            margin = min(margin, float(np.abs(z - kink).min()))
-        if self.activation == "stair":          # steps at every integer
-            margin = min(margin, float(np.abs(z - np.round(z)).min()))
-        return margin
+        return ACTIVATIONS[self.activation].margin(self._z)
 
     def _channel_shapes(self, channels: int) -> dict[str, tuple[int, ...]]:
         names = ("biases", "scales", *BATCH_NORM_STATE) if self.batch_normalize else ("biases",)

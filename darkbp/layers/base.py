@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from darkbp.cfg import Section
+from darkbp.ops.activations import ACTIVATIONS
 
 INPUT = -1                     # the index of the network input among the layers' sources
 
@@ -53,6 +54,32 @@ def grad_name(param: str) -> str:
     """'biases' -> 'bias_grads', 'weights' -> 'weight_grads', 'scales' -> 'scale_grads'."""
     singular = param[:-2] if param.endswith("ses") else param[:-1]
     return singular + "_grads"
+
+
+def read_activation(section: Section) -> str:
+    """The section's `activation`, Darknet's default logistic (not linear)."""
+    name = section.get_str("activation", "logistic")
+    if name not in ACTIVATIONS:
+        raise section.error(f"unknown activation '{name}' (one of: {', '.join(ACTIVATIONS)})",
+                            section.line_of("activation"))
+    return name
+
+
+def earlier_layer(section: Section, key: str, written: int, index: int, what: str) -> int:
+    """The absolute index of `written` (negative: relative to this layer, `index`), as Darknet
+    reads `from` and `layers`; an error at the option's line unless it names an earlier layer.
+    what: how the message names the value ("from=-3", "'layers' entry -3")."""
+    source = index + written if written < 0 else written
+    if source == index:
+        problem = f"is this layer itself (layer {index})"
+    elif source > index:
+        problem = f"is layer {source}, after this one (layer {index})"
+    elif source < 0:
+        problem = f"points before the first layer ({index} - {-written} = {source})"
+    else:
+        return source
+    raise section.error(f"{what} {problem}: [{section.header}] reads the output of an "
+                        f"earlier layer", section.line_of(key))
 
 
 class Input(NamedTuple):

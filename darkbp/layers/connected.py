@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from darkbp.layers.affine import AffineLayer, read_activation
-from darkbp.layers.base import register
+from darkbp.layers.affine import AffineLayer
+from darkbp.layers.base import read_activation, register
 from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.layout import as_nchw, layout_of, ordered
 

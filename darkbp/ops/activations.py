@@ -57,6 +57,15 @@ class Activation:
             return self.backward(x, y, dy)
         return self.backward_in_place(x, y, dy)
 
+    def margin(self, x: np.ndarray) -> float:
+        """The distance of the inputs x to the nearest point where the derivative jumps."""
+        distance = np.inf
+        for kink in self.kinks:
+            distance = min(distance, float(np.abs(x - kink).min()))
+        if self.name == "stair":                 # steps at every integer
+            distance = min(distance, float(np.abs(x - np.round(x)).min()))
+        return distance
+
 
 def _two_slopes(above: np.ndarray, hi: float, lo: float, dy: np.ndarray) -> np.ndarray:
     """dy·(hi where `above` else lo), branch-free (masked selects are slow on random signs)."""
