@@ -1,0 +1,89 @@
+"""[shortcut]: activation(alpha·previous + beta·from), Darknet's residual connection."""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from darkbp.layers.base import Layer, earlier_layer, read_activation, register
+from darkbp.ops.activations import ACTIVATIONS
+from darkbp.ops.buffers import kernel_buffers
+from darkbp.ops.shortcut import shortcut_backward, shortcut_forward, shortcut_plan
+
+
+@register
+class ShortcutLayer(Layer):
+    """[prev (N, C, H, W), src (N, C1, H1, W1)] -> (N, C, H, W), prev being the previous
+    layer's output and src the `from` layer's.
+
+    Over the values shortcut_cpu pairs up (all of them when the shapes are equal; see
+    ops/shortcut.py for a src of another size) z = alpha·prev + beta·src, elsewhere
+    z = prev; the output is activation(z). The backward is the exact adjoint; Darknet's
+    scales the gradient to prev by alpha at the unpaired values too.
+    """
+
+    sections = ("shortcut",)
+    options = frozenset({"from", "activation", "alpha", "beta"})
+    arity = None
+
+    def __init__(self, in_shape, from_shape, source: int, activation: str, alpha: float,
+                 beta: float, flat: bool = False):
+        super().__init__(in_shape, in_shape)
+        self.from_shape = tuple(int(v) for v in from_shape)
+        self.source, self.activation, self.alpha, self.beta = source, activation, alpha, beta
+        self.flat = flat
+        self.plan = shortcut_plan(self.in_shape, self.from_shape)
+
+    @classmethod
+    def read_sources(cls, s, index):
+        if "from" not in s.options:
+            raise s.error("[shortcut] needs 'from': the earlier layer to add, e.g. from=-3")
+        written = s.get_int("from", 0)
+        return index - 1, earlier_layer(s, "from", written, index, f"from={written}")
+
+    @classmethod
+    def build(cls, s, inputs):
+        prev, src = inputs
+        c, h, w = prev.shape
+        c1, h1, w1 = src.shape
+        if shortcut_plan(prev.shape, src.shape) is None:
+            raise s.error(f"the 'from' layer {src.index} is {w1} x {h1} and the previous layer "
+                          f"{w} x {h}: widths and heights must be the same whole-number ratio "
+                          f"apart (Darknet's shortcut_cpu asserts it)", s.line_of("from"))
+        # Darknet's default activation here is linear, not the convolutions' logistic.
+        activation = read_activation(s) if "activation" in s.options else "linear"
+        return cls(prev.shape, src.shape, src.index, activation,
+                   alpha=s.get_float("alpha", 1.0), beta=s.get_float("beta", 1.0),
+                   flat=prev.flat)
+
+    def darknet_line(self):
+        c, h, w = self.out_shape
+        fc, fh, fw = self.from_shape
+        return ("res  %3d                %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
+                % (self.source, fw, fh, fc, w, h, c))
+
+    def describe(self):
+        return {"from": self.source, "activation": self.activation, "alpha": self.alpha,
+                "beta": self.beta}
+
+    def summary_cells(self):
+        return f"res {self.activation}", "", f"from {self.source}"
+
+    @kernel_buffers
+    def forward(self, xs, ctx):
+        prev, src = xs
+        z = shortcut_forward(prev, src, self.alpha, self.beta, self.plan)    # a new array
+        if not ctx.train:
+            return ACTIVATIONS[self.activation].apply(z)
+        self._z = z
+        self._y = ACTIVATIONS[self.activation].forward(z)
+        return self._y
+
+    @kernel_buffers
+    def backward(self, dy, need_dx=True):
+        dz = ACTIVATIONS[self.activation].backward_over(self._z, self._y, dy)   # dy is ours
+        src_shape = (dz.shape[0],) + self.from_shape
+        return list(shortcut_backward(dz, src_shape, self.alpha, self.beta, self.plan))
+
+    def margin(self, xs):
+        return ACTIVATIONS[self.activation].margin(self._z)
