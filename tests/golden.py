@@ -10,6 +10,14 @@
 `relative(ours, theirs)` is the error measure the README's compatibility table uses:
 max |ours − theirs| / max |theirs| over the tensor. Where CI has ../shared/ (CI=true), a
 missing fixture fails the test instead of skipping it.
+
+Where a run draws random numbers, Darknet's own draws are replayed (Golden.replay's noise):
+
+    fixture.replay(noise=DropoutDraws.recorded(fixture))   # [dropout]: its recorded l.rand
+    fixture.replay(noise=CropDraws.recorded(fixture))      # [crop]: crop_offsets.txt
+
+Both classes also serve alone, as a training pass with chosen draws:
+Pass.training(DropoutDraws(draws=mask)), Pass.training(CropDraws(layer, highs, draws)).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from darkbp.layers.crop import CropLayer
 from darkbp.network import Network, parse_network
 from darkbp.passes import Noise, Pass
 from darkbp.sgd import SGD
@@ -136,3 +145,76 @@ class Golden:
                 replay.step_weights[step] = arrays(network)
         replay.forward_step5 = network.forward(x)
         return replay
+
+
+# --- Darknet's recorded random numbers, as a training pass's Noise ----------------------------
+
+@dataclass(frozen=True)
+class DropoutDraws(Noise):
+    """A pass whose uniform draws (darkbp/passes.py Noise.uniform, what [dropout] reads) are
+    given: Darknet's recorded l.rand, or a chosen mask (a draw < probability drops).
+
+    `draws` is reshaped to the shape asked for; with `layer` set, only that layer may ask.
+    """
+
+    draws: np.ndarray | None = None
+    layer: int | None = None
+
+    def uniform(self, layer, shape):
+        assert self.layer is None or layer == self.layer, (layer, self.layer)
+        return np.asarray(self.draws, np.float32).reshape(shape)
+
+    @classmethod
+    def recorded(cls, fixture: "Golden", layer: int = 3):
+        """noise(step) for Golden.replay: Darknet's uniform draws of training step `step` for
+        its [dropout] `layer` (dropout_rand_step{step}_layer{layer}.f32, batch x outputs:
+        layer 3 in darknet-golden/dropout and dropout_logistic)."""
+        return lambda step: cls(draws=fixture.f32(f"dropout_rand_step{step}_layer{layer}.f32"),
+                                layer=layer)
+
+
+@dataclass(frozen=True)
+class CropDraws(Noise):
+    """A pass whose integer draws (Noise.integers, what [crop] reads) are given: `draws`
+    for the layer `layer`, which must ask for the ranges (the `highs`) `highs` — (dh, dw)
+    in [0, H − crop_height] x [0, W − crop_width], with flip=1 a mirror bit in [0, 2) first.
+    """
+
+    layer: int = 0
+    highs: tuple = ()
+    draws: tuple = ()
+
+    def integers(self, layer, highs):
+        assert (layer, tuple(highs)) == (self.layer, self.highs)
+        return self.draws
+
+    @staticmethod
+    def offsets(fixture: "Golden") -> dict[str, tuple[int, int, int]]:
+        """{pass: (dh, dw, flip)} of the fixture's crop_offsets.txt, lines such as
+        'train1 layer 0 dh 0 dw 3 flip 0 abs_err 0' ('predict', 'train1'..'train5',
+        'predict_step5'): the window Darknet cut, identified by an exact match."""
+        found = {}
+        for line in (fixture.folder / "crop_offsets.txt").read_text().splitlines():
+            words = line.split()
+            fields = dict(zip(words[1::2], words[2::2]))
+            assert fields["layer"] == "0" and float(fields["abs_err"]) == 0    # an exact match
+            found[words[0]] = (int(fields["dh"]), int(fields["dw"]), int(fields["flip"]))
+        return found
+
+    @classmethod
+    def recorded(cls, fixture: "Golden"):
+        """noise(step) for Golden.replay: the window Darknet cut in training step `step` with
+        its [crop] (layer 0, flip=0), from crop_offsets.txt. The ranges asked for are rand()'s
+        moduli in Darknet's forward_crop_layer: (H − crop_height + 1, W − crop_width + 1)."""
+        offsets = cls.offsets(fixture)
+        layer = parse_network(fixture.cfg).layers[0]
+        assert isinstance(layer, CropLayer) and not layer.flip, fixture.cfg
+        _, h, w = layer.in_shape
+        ranges = (h - layer.crop_height + 1, w - layer.crop_width + 1)
+
+        def noise(step):
+            dh, dw, flip = offsets[f"train{step}"]
+            assert flip == 0                # the cfg has flip=0: Darknet draws no mirror
+            return cls(layer=0, highs=ranges, draws=(dh, dw))
+
+        return noise

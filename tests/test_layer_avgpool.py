@@ -2,7 +2,8 @@
 
 Against the loop reference (tests/naive_layers.py), torch's adaptive_avg_pool2d, Darknet's
 printed table lines and Darknet's own numbers (darknet-golden/avgpool, where Darknet is right:
-darkbp must agree to float32 rounding). The gradcheck, split-pass and .weights checks run on
+darkbp must agree to float32 rounding; the whole run is in tests/test_golden.py, the avg
+layer's own output here). The gradcheck, split-pass and .weights checks run on
 tests/layer_cfgs/avgpool.cfg (tests/test_layer_contract.py).
 """
 
@@ -10,18 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from darkbp.cli import main
-from darkbp.errors import DarkbpError
 from darkbp.layers.avgpool import AvgpoolLayer
 from darkbp.network import parse_network
 from darkbp.passes import EVAL, Pass
 from darkbp.summary import darknet_text
 from tests import naive_layers as nl
-from tests.conftest import SHARED
+from tests.conftest import SHARED, assert_cfg_error
 from tests.golden import Golden, relative
-from tests.test_golden import FORWARD_TOL, LOSS_TOL, WEIGHTS_TOL
+from tests.test_golden import FORWARD_TOL
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 4), (3, 1, 7, 7), (2, 4, 1, 6), (4, 2, 6, 1), (1, 5, 8, 8)]
 
@@ -122,50 +120,13 @@ def test_alias_avg(write_cfg):
 def test_avgpool_after_a_flat_layer_is_an_error_at_its_line(write_cfg):
     path = write_cfg("[net]\nwidth=4\nheight=4\nchannels=1\n[connected]\noutput=6\n"
                      "[avgpool]\n")
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert str(caught.value).startswith(f"{path}:7: [avgpool]: [avgpool] needs an image input")
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"darkbp: error: {path}:7: [avgpool]")
+    assert_cfg_error(path, 7, "avgpool", "[avgpool] needs an image input", match="starts")
 
 
 # --- Darknet's numbers (darknet-golden/avgpool: conv, max, conv/2, conv 1x1, avg, softmax) -----
+# The run itself (forward, losses, weights, .weights files) is tests/test_golden.py's.
 
-@pytest.fixture(scope="module")
-def replayed():
+def test_golden_avg_layers_output_equals_darknets():
     fixture = Golden("avgpool")
-    return fixture, fixture.replay()
-
-
-def test_golden_forward_and_the_avg_layers_output(replayed):
-    fixture, run = replayed
-    assert relative(run.forward, fixture.forward) < FORWARD_TOL
-    assert relative(run.train_forward, fixture.f32("train_forward.f32")) < FORWARD_TOL
-    network = fixture.network()
-    ours = network.run(fixture.input, EVAL, keep=True)[4]
+    ours = fixture.network().run(fixture.input, EVAL, keep=True)[4]
     assert relative(ours.reshape(8, -1), fixture.layer_output("forward", 4)) < FORWARD_TOL
-
-
-def test_golden_losses(replayed):
-    fixture, run = replayed
-    for step, (ours, theirs) in enumerate(zip(run.losses, fixture.losses, strict=True), 1):
-        assert ours[0] == pytest.approx(theirs[0], rel=LOSS_TOL), step
-        assert ours[1] == pytest.approx(theirs[1], rel=LOSS_TOL), step
-
-
-@pytest.mark.parametrize("step", [1, 5])
-def test_golden_weights_after_sgd_steps(replayed, step):
-    fixture, run = replayed
-    theirs = fixture.weights_after(step)
-    assert theirs.keys() == run.step_weights[step].keys()
-    for key, value in theirs.items():
-        assert relative(run.step_weights[step][key], value) < WEIGHTS_TOL, key
-
-
-def test_golden_inference_after_training(replayed):
-    fixture, run = replayed
-    assert relative(run.forward_step5, fixture.f32("forward_step5.f32")) < FORWARD_TOL
-    from_step1 = fixture.network("step1.weights").forward(fixture.input)
-    assert relative(from_step1, fixture.f32("forward_step1.f32")) < FORWARD_TOL

@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from darkbp.cli import main
-from darkbp.errors import DarkbpError
 from darkbp.layers.batchnorm import BatchnormLayer
 from darkbp.network import parse_network
 from darkbp.ops.layout import as_nchw, layout_of
@@ -23,6 +22,7 @@ from darkbp.passes import EVAL, Pass
 from darkbp.summary import darknet_text
 from darkbp.weights import load_weights, save_weights
 from tests import naive
+from tests.conftest import assert_cfg_error
 
 IMAGES = """\
 [net]
@@ -224,15 +224,9 @@ def test_a_convolution_after_a_flat_batchnorm_is_a_clear_error(tmp_path):
     path = tmp_path / "bad.cfg"
     path.write_text("[net]\nwidth=4\nheight=4\nchannels=1\n[connected]\noutput=6\n"
                     "[batchnorm]\n[convolutional]\nfilters=2\n")
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert caught.value.line == 8
-    assert "[convolutional] needs an image input, but the layer before it ([batchnorm]) " \
-           "outputs a flat vector of 6" in str(caught.value)
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert result.stderr.startswith(f"darkbp: error: {path}:8")
-    assert "Traceback" not in result.output
+    assert_cfg_error(path, 8, "convolutional",
+                     "[convolutional] needs an image input, but the layer before it "
+                     "([batchnorm]) outputs a flat vector of 6")
 
 
 def test_one_value_per_channel_in_training_is_a_clear_error(tmp_path):

@@ -17,12 +17,12 @@ from click.testing import CliRunner
 
 from darkbp.cfg import read_cfg_text
 from darkbp.cli import main
-from darkbp.errors import DarkbpError
 from darkbp.layers.cost import CostLayer
 from darkbp.network import build_network, parse_network
 from darkbp.passes import EVAL, Pass
 from darkbp.weights import load_weights
 from tests import naive_layers as nl
+from tests.conftest import assert_cfg_error
 from tests.golden import LEARNING_RATE, Golden, arrays, relative
 from tests.test_golden import FORWARD_TOL, LOSS_TOL, WEIGHTS_TOL
 
@@ -178,32 +178,17 @@ def test_unknown_cost_type_is_an_error_at_its_line(write_cfg, value):
     # another cost than the cfg asked for.
     path = write_cfg(f"[net]\ninputs=4\n[cost]\nscale=1\ntype={value}\n")
     words = f"unknown cost type '{value}' (one of: sse, masked, smooth, L1; Darknet's names"
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert str(caught.value).startswith(f"{path}:5: [cost]: {words}")
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"darkbp: error: {path}:5: [cost]: {words}")
+    assert_cfg_error(path, 5, "cost", words, match="starts")
 
 
 def test_bad_scale_is_an_error_at_its_line(write_cfg):
     path = write_cfg("[net]\ninputs=4\n[cost]\nscale=big\n")
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert result.stderr.startswith(f"darkbp: error: {path}:4: [cost]: 'scale' must be a "
-                                    "number, got 'big'")
+    assert_cfg_error(path, 4, "cost", "'scale' must be a number, got 'big'", match="starts")
 
 
 def test_cost_not_last_is_an_error_at_its_line(write_cfg):
     path = write_cfg("[net]\ninputs=4\n[cost]\n[connected]\noutput=2\n")
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert str(caught.value) == f"{path}:3: [cost]: [cost] must be the last section"
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"darkbp: error: {path}:3: [cost]: [cost] must be the last")
+    assert_cfg_error(path, 3, "cost", "[cost] must be the last section", match="equals")
 
 
 # --- Darknet's numbers: [cost] sse straight on logistic outputs (Darknet is right) ------------

@@ -2,42 +2,24 @@
 
 Against the loop references of tests/naive_layers.py (forward_crop_layer transcribed),
 torch slicing with autograd, Darknet's golden crop run (../shared/darknet-golden/crop/,
-replayed with the offsets Darknet drew), Darknet's table line, and the errors a bad
-section gives. Where darkbp differs: Darknet's backward_crop_layer is empty, darkbp passes
-the gradient on to the window's input cells (SPEC 2a).
+replayed with the offsets Darknet drew: the crop's exact outputs here, the whole run in
+tests/test_golden.py), Darknet's table line, and the errors a bad section gives. Where
+darkbp differs: Darknet's backward_crop_layer is empty, darkbp passes the gradient on to
+the window's input cells (SPEC 2a).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from darkbp.cli import main
-from darkbp.errors import DarkbpError
 from darkbp.layers.crop import CropLayer
 from darkbp.network import parse_network
 from darkbp.passes import EVAL, Noise, Pass
 from darkbp.summary import darknet_text
 from tests import naive_layers as nl
-from tests.golden import Golden, relative
-from tests.test_golden import FORWARD_TOL, LOSS_TOL, WEIGHTS_TOL
-
-
-@dataclass(frozen=True)
-class Draws(Noise):
-    """A pass whose integer draws are given: `draws` for the layer `layer`, whose ranges
-    (the `highs`) must be `highs`."""
-
-    layer: int = 0
-    highs: tuple = ()
-    draws: tuple = ()
-
-    def integers(self, layer, highs):
-        assert (layer, tuple(highs)) == (self.layer, self.highs)
-        return self.draws
+from tests.conftest import assert_cfg_error
+from tests.golden import CropDraws, Golden
 
 
 def chwn(a):
@@ -56,9 +38,9 @@ def training_pass(layer, dh, dw, mirrored):
     _, h, w = layer.in_shape
     ranges = (h - layer.crop_height + 1, w - layer.crop_width + 1)
     if layer.flip:
-        return Pass.training(Draws(layer=layer.index, highs=(2,) + ranges,
-                                   draws=(int(mirrored), dh, dw)))
-    return Pass.training(Draws(layer=layer.index, highs=ranges, draws=(dh, dw)))
+        return Pass.training(CropDraws(layer=layer.index, highs=(2,) + ranges,
+                                       draws=(int(mirrored), dh, dw)))
+    return Pass.training(CropDraws(layer=layer.index, highs=ranges, draws=(dh, dw)))
 
 
 # (N, C, H, W), crop_height, crop_width, dh, dw, mirrored
@@ -107,7 +89,7 @@ def test_inference_crops_the_centre_unmirrored(shape, crop_height, crop_width, c
 def test_without_flip_no_mirror_is_drawn():
     layer = crop_layer((1, 1, 6, 6), 4, 4, flip=False, index=3)
     # Darknet: flip = (l.flip && rand()%2), so with flip=0 only dh and dw are drawn
-    ctx = Pass.training(Draws(layer=3, highs=(3, 3), draws=(2, 1)))
+    ctx = Pass.training(CropDraws(layer=3, highs=(3, 3), draws=(2, 1)))
     assert layer.offset(ctx) == (2, 1, False)
 
 
@@ -163,34 +145,26 @@ def test_crop_equals_torch_slicing_and_its_autograd(shape, crop_height, crop_wid
 
 
 # --- Darknet's golden run (../shared/darknet-golden/crop/) --------------------------------------
-
-def darknet_offsets(fixture):
-    """{pass: (dh, dw, flip)} from crop_offsets.txt, e.g. 'train1 layer 0 dh 0 dw 3 flip 0 ...'."""
-    found = {}
-    for line in (fixture.folder / "crop_offsets.txt").read_text().splitlines():
-        words = line.split()
-        fields = dict(zip(words[1::2], words[2::2]))
-        assert fields["layer"] == "0" and float(fields["abs_err"]) == 0    # an exact match
-        found[words[0]] = (int(fields["dh"]), int(fields["dw"]), int(fields["flip"]))
-    return found
-
+# The run (forward, losses, weights, .weights files) is tests/test_golden.py's, with the same
+# offsets (CropDraws.recorded); here the crop's own windows and the gradient Darknet drops.
 
 @pytest.fixture(scope="module")
 def golden():
     fixture = Golden("crop")
-    offsets = darknet_offsets(fixture)
+    return fixture, CropDraws.offsets(fixture), CropDraws.recorded(fixture)
 
-    def noise(step):
+
+def test_replayed_draws_are_darknets(golden):
+    # 28 − 24 + 1 = 5 positions on each axis: Darknet's rand() % 5; flip=0: no mirror drawn.
+    _, offsets, noise = golden
+    for step in range(1, 6):
         dh, dw, flip = offsets[f"train{step}"]
-        assert flip == 0                    # the cfg has flip=0: Darknet draws no mirror
-        # 28 − 24 + 1 = 5 positions on each axis: Darknet's rand() % 5
-        return Draws(layer=0, highs=(5, 5), draws=(dh, dw))
-
-    return fixture, offsets, noise, fixture.replay(noise=noise)
+        assert flip == 0
+        assert noise(step) == CropDraws(layer=0, highs=(5, 5), draws=(dh, dw)), step
 
 
 def test_inference_centre_is_darknets(golden):
-    fixture, offsets, _, _ = golden
+    fixture, offsets, _ = golden
     layer = fixture.network().layers[0]
     dh, dw, flip = offsets["predict"]
     assert offsets["predict_step5"] == offsets["predict"]
@@ -198,7 +172,7 @@ def test_inference_centre_is_darknets(golden):
 
 
 def test_crop_outputs_equal_darknets_exactly(golden):
-    fixture, _, noise, _ = golden
+    fixture, _, noise = golden
     network = fixture.network()
     x = fixture.input
     inference = network.run(x, EVAL, keep=True)[0]
@@ -207,35 +181,11 @@ def test_crop_outputs_equal_darknets_exactly(golden):
     np.testing.assert_array_equal(training.reshape(8, -1), fixture.layer_output("train1", 0))
 
 
-def test_forward_losses_and_inference_equal_darknets(golden):
-    fixture, _, _, run = golden
-    assert relative(run.forward, fixture.forward) < FORWARD_TOL
-    assert relative(run.train_forward, fixture.f32("train_forward.f32")) < FORWARD_TOL
-    for step, ((ours, ours_per_image), (theirs, theirs_per_image)) in enumerate(
-            zip(run.losses, fixture.losses, strict=True), start=1):
-        assert ours == pytest.approx(theirs, rel=LOSS_TOL), step
-        assert ours_per_image == pytest.approx(theirs_per_image, rel=LOSS_TOL), step
-    assert relative(run.forward_step5, fixture.f32("forward_step5.f32")) < FORWARD_TOL
-    from_step1 = fixture.network("step1.weights").forward(fixture.input)
-    assert relative(from_step1, fixture.f32("forward_step1.f32")) < FORWARD_TOL
-
-
-@pytest.mark.parametrize("step", [1, 5])
-def test_weights_after_sgd_steps_equal_darknets(golden, step):
-    # The crop is the first layer: Darknet's missing crop gradient would reach nothing, so
-    # every update must be Darknet's.
-    fixture, _, _, run = golden
-    theirs = fixture.weights_after(step)
-    assert theirs.keys() == run.step_weights[step].keys()
-    for key, value in theirs.items():
-        assert relative(run.step_weights[step][key], value) < WEIGHTS_TOL, key
-
-
 def test_darkbp_passes_the_gradient_darknet_drops(golden):
     # Darknet's backward_crop_layer is empty: ∂loss/∂input would be 0 everywhere. The true
     # derivative (central differences of the golden net's cost, float64, Darknet's step-1
     # window (0, 3)) is 2·∂loss/∂crop in the window and 0 outside it: darkbp's.
-    fixture, _, noise, _ = golden
+    fixture, _, noise = golden
     network = fixture.network().astype(np.float64)
     x = fixture.input.astype(np.float64)
     truth = fixture.truth.astype(np.float64)
@@ -268,14 +218,14 @@ def test_darkbp_passes_the_gradient_darknet_drops(golden):
 
 
 def test_table_line_equals_darknets(golden):
-    fixture, _, _, _ = golden
+    fixture, _, _ = golden
     # ../shared/darknet-golden/crop/summary.txt, line 2
     darknet = "    0 Crop Layer: 28 x 28 -> 24 x 24 x 1 image\n"
     assert darknet_text(parse_network(fixture.cfg)).splitlines(keepends=True)[1] == darknet
 
 
 def test_gpu_only_options_are_accepted_with_a_warning(golden):
-    fixture, _, _, _ = golden
+    fixture, _, _ = golden
     warnings = [w.message for w in parse_network(fixture.cfg).warnings]
     for key in ("angle", "saturation", "exposure"):
         assert f"[crop] option '{key}' is known to Darknet but not used by darkbp" in warnings
@@ -320,13 +270,4 @@ def test_bad_section_is_an_error_naming_file_line_and_section(tmp_path, name, te
                                                               words):
     path = tmp_path / "bad.cfg"
     path.write_text(text)
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert (caught.value.file, caught.value.line, caught.value.section) == (str(path), line,
-                                                                            "crop")
-    assert words in caught.value.message
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"darkbp: error: {path}:{line}: [crop]: ")
-    assert words in result.stderr
+    assert_cfg_error(path, line, "crop", words)

@@ -2,7 +2,8 @@
 
 Against the loop reference (tests/naive_layers.py), torch's own dropout (its mask injected),
 Darknet's printed table lines, and Darknet's numbers with its recorded uniform draws injected:
-darknet-golden/dropout (relu before the dropout: Darknet is right, darkbp must agree) and
+darknet-golden/dropout (relu before the dropout: Darknet is right, darkbp must agree; the
+whole run is in tests/test_golden.py, the dropout layer's own outputs here) and
 darknet-golden/dropout_logistic (Darknet drops in place, so the logistic layer before gets the
 derivative of its activation at the dropped, rescaled output: the forward agrees, the update
 does not, by exactly what Darknet's rule predicts). Masks are the same for any --threads.
@@ -11,33 +12,18 @@ The gradcheck, split-pass and .weights checks run on tests/layer_cfgs/dropout.cf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from darkbp.cli import main
-from darkbp.errors import DarkbpError
 from darkbp.layers.dropout import DropoutLayer
 from darkbp.network import parse_network
 from darkbp.parallel import Runner
 from darkbp.passes import EVAL, Noise, Pass
 from darkbp.summary import darknet_text
 from tests import naive_layers as nl
-from tests.conftest import SHARED
-from tests.golden import LEARNING_RATE, Golden, arrays, relative
+from tests.conftest import SHARED, assert_cfg_error
+from tests.golden import LEARNING_RATE, DropoutDraws, Golden, arrays, relative
 from tests.test_golden import FORWARD_TOL, LOSS_TOL, WEIGHTS_TOL
-
-
-@dataclass(frozen=True)
-class GivenDraws(Noise):
-    """A pass whose uniform draws are given (Darknet's recorded l.rand, or a chosen mask)."""
-
-    draws: np.ndarray | None = None
-
-    def uniform(self, layer, shape):
-        return np.asarray(self.draws, np.float32).reshape(shape)
 
 
 def chwn(x):
@@ -171,7 +157,7 @@ def test_equals_torch_dropout_given_its_mask(probability):
     keep = yt.detach().numpy() != 0
     assert 0 < keep.sum() < keep.size
     # darkbp keeps an element whose draw is >= p: draw 0 drops it, draw 0.99 keeps it.
-    noise = GivenDraws(draws=np.where(keep, 0.99, 0.0))
+    noise = DropoutDraws(draws=np.where(keep, 0.99, 0.0), layer=3)
     layer = dropout(shape, probability)
     np.testing.assert_allclose(layer.forward(x, Pass.training(noise)), yt.detach().numpy(),
                                rtol=1e-15, atol=0)
@@ -220,14 +206,7 @@ def test_whole_table_with_dropout_on_images_equals_darknets():
 ])
 def test_bad_probability_is_an_error_at_its_line(write_cfg, value, words):
     path = write_cfg(f"[net]\ninputs=4\n\n[dropout]\n# drop\nprobability={value}\n")
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert str(caught.value) == f"{path}:6: [dropout]: {words}"
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"darkbp: error: {path}:6: [dropout]: {words}")
-    assert result.stdout == ""
+    assert_cfg_error(path, 6, "dropout", words, match="equals")
 
 
 def test_probability_zero_keeps_everything(write_cfg):
@@ -237,61 +216,25 @@ def test_probability_zero_keeps_everything(write_cfg):
 
 
 # --- Darknet's numbers, its recorded draws injected --------------------------------------------
+# darknet-golden/dropout's run (forward, losses, weights, .weights files) is in
+# tests/test_golden.py, with the same draws (DropoutDraws.recorded); here the [dropout]
+# layer's own outputs.
 
-def recorded(fixture):
-    """noise(step) for Golden.replay: Darknet's uniform draws of that training step for its
-    [dropout] (layer 3 in both fixtures), 8 x 64, a draw < probability meaning dropped."""
-    return lambda step: GivenDraws(draws=fixture.f32(f"dropout_rand_step{step}_layer3.f32"))
-
-
-@pytest.fixture(scope="module")
-def relu_run():
+def test_golden_relu_dropout_outputs_equal_darknets():
     fixture = Golden("dropout")
-    return fixture, fixture.replay(noise=recorded(fixture))
-
-
-def test_golden_relu_forward_and_training_forward(relu_run):
-    fixture, run = relu_run
-    assert relative(run.forward, fixture.forward) < FORWARD_TOL
-    assert relative(run.train_forward, fixture.f32("train_forward.f32")) < FORWARD_TOL
     network = fixture.network()
     # Inference: the dropout's output is its input; training: Darknet's dropped copy.
     assert relative(network.run(fixture.input, EVAL, keep=True)[3].reshape(8, -1),
                     fixture.layer_output("forward", 3)) < FORWARD_TOL
-    ctx = Pass.training(recorded(fixture)(1))
+    ctx = Pass.training(DropoutDraws.recorded(fixture)(1))
     assert relative(network.run(fixture.input, ctx, keep=True)[3].reshape(8, -1),
                     fixture.layer_output("train1", 3)) < FORWARD_TOL
-
-
-def test_golden_relu_losses(relu_run):
-    fixture, run = relu_run
-    for step, (ours, theirs) in enumerate(zip(run.losses, fixture.losses, strict=True), 1):
-        assert ours[0] == pytest.approx(theirs[0], rel=LOSS_TOL), step
-        assert ours[1] == pytest.approx(theirs[1], rel=LOSS_TOL), step
-
-
-@pytest.mark.parametrize("step", [1, 5])
-def test_golden_relu_weights_after_sgd_steps(relu_run, step):
-    # relu'(2y) = relu'(y) and dropped units get no gradient: Darknet's in-place dropout does
-    # no harm here, and darkbp must agree.
-    fixture, run = relu_run
-    theirs = fixture.weights_after(step)
-    assert theirs.keys() == run.step_weights[step].keys()
-    for key, value in theirs.items():
-        assert relative(run.step_weights[step][key], value) < WEIGHTS_TOL, key
-
-
-def test_golden_relu_inference_after_training(relu_run):
-    fixture, run = relu_run
-    assert relative(run.forward_step5, fixture.f32("forward_step5.f32")) < FORWARD_TOL
-    from_step1 = fixture.network("step1.weights").forward(fixture.input)
-    assert relative(from_step1, fixture.f32("forward_step1.f32")) < FORWARD_TOL
 
 
 @pytest.fixture(scope="module")
 def logistic_run():
     fixture = Golden("dropout_logistic")
-    return fixture, fixture.replay(noise=recorded(fixture))
+    return fixture, fixture.replay(noise=DropoutDraws.recorded(fixture))
 
 
 def test_golden_logistic_forward_and_first_loss_agree(logistic_run):
@@ -338,7 +281,7 @@ def test_golden_logistic_darknets_in_place_rule_reproduces_all_its_numbers(monke
     fixture = Golden("dropout_logistic")
     monkeypatch.setattr(DropoutLayer, "forward", darknet_in_place_forward)
     monkeypatch.setattr(DropoutLayer, "backward", darknet_backward)
-    run = fixture.replay(noise=recorded(fixture))
+    run = fixture.replay(noise=DropoutDraws.recorded(fixture))
     for step, (ours, theirs) in enumerate(zip(run.losses, fixture.losses, strict=True), 1):
         assert ours[0] == pytest.approx(theirs[0], rel=LOSS_TOL), step
     for step in (1, 5):

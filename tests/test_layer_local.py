@@ -2,10 +2,11 @@
 
 The kernel against the loop reference tests/naive_layers.py (transcribed from Darknet's
 local_layer.c) and against torch (unfold + einsum, float64); the shape rule against the
-reference's; the table line against Darknet's printout; the run from Darknet's
-init.weights against Darknet's own numbers (../shared/darknet-golden/local/, where
-Darknet is right: forward and update); darkbp's own initialisation, which fills every
-location where Darknet fills only the first, against make_local_layer's distribution.
+reference's; the table line against Darknet's printout; the [local] output and update of
+the run from Darknet's init.weights against Darknet's own numbers
+(../shared/darknet-golden/local/, where Darknet is right; the whole run is in
+tests/test_golden.py); darkbp's own initialisation, which fills every location where
+Darknet fills only the first, against make_local_layer's distribution.
 """
 
 from __future__ import annotations
@@ -14,25 +15,21 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from darkbp.cfg import read_cfg_text
-from darkbp.cli import main
 from darkbp.errors import DarkbpError
 from darkbp.network import build_network, parse_network
 from darkbp.ops.activations import ACTIVATIONS
 from darkbp.ops.layout import as_nchw
 from darkbp.ops.local import local_backward, local_forward
 from darkbp.summary import darknet_text, summary_data
-from darkbp.weights import save_weights
 from tests import naive_layers as nl
+from tests.conftest import assert_cfg_error
 from tests.golden import Golden, arrays, relative
+from tests.test_golden import FORWARD_TOL, WEIGHTS_TOL
 
-FORWARD_TOL = 1e-6      # as tests/test_golden.py
-LOSS_TOL = 1e-6
-WEIGHTS_TOL = 2e-6
 
 # (N, C, H, W, F, size, stride, pad); every one a shape where Darknet's two rules agree.
 CASES = [
@@ -244,51 +241,24 @@ BAD = [
 def test_bad_local_is_a_clear_error(tmp_path, name, text, line, words):
     path = tmp_path / "bad.cfg"
     path.write_text(text)
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert (caught.value.file, caught.value.line, caught.value.section) == (str(path), line,
-                                                                            "local")
-    assert words in str(caught.value)
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"darkbp: error: {path}:{line}: [local]: ")
-    assert words in result.stderr
+    assert_cfg_error(path, line, "local", words)
 
 
 # --- Darknet's golden run ---------------------------------------------------------------
+# The run (forward, losses, weights, .weights files) is tests/test_golden.py's; here the
+# [local] layer's own output and, stricter than the weights, the update itself.
+
+def test_golden_local_output_equals_darknets():
+    fixture = Golden("local")
+    local_output = fixture.network().run(fixture.input, keep=True)[2]
+    assert relative(local_output.reshape(fixture.batch, -1),
+                    fixture.layer_output("forward", 2)) < FORWARD_TOL
+
 
 @pytest.fixture(scope="module")
 def replayed():
     fixture = Golden("local")
     return fixture, fixture.replay()
-
-
-def test_golden_forward_equals_darknets(replayed):
-    fixture, run = replayed
-    assert relative(run.forward, fixture.forward) < FORWARD_TOL
-    assert relative(run.train_forward, fixture.f32("train_forward.f32")) < FORWARD_TOL
-    network = fixture.network()
-    local_output = network.run(fixture.input, keep=True)[2]
-    assert relative(local_output.reshape(fixture.batch, -1),
-                    fixture.layer_output("forward", 2)) < FORWARD_TOL
-
-
-def test_golden_losses_equal_darknets(replayed):
-    fixture, run = replayed
-    for step, ((ours, ours_per_image), (theirs, theirs_per_image)) in enumerate(
-            zip(run.losses, fixture.losses, strict=True), start=1):
-        assert ours == pytest.approx(theirs, rel=LOSS_TOL), step
-        assert ours_per_image == pytest.approx(theirs_per_image, rel=LOSS_TOL), step
-
-
-@pytest.mark.parametrize("step", [1, 5])
-def test_golden_weights_after_sgd_steps_equal_darknets(replayed, step):
-    fixture, run = replayed
-    theirs = fixture.weights_after(step)
-    assert theirs.keys() == run.step_weights[step].keys()
-    for key, value in theirs.items():
-        assert relative(run.step_weights[step][key], value) < WEIGHTS_TOL, key
 
 
 @pytest.mark.parametrize("step", [1, 5])
@@ -306,22 +276,6 @@ def test_golden_local_updates_equal_darknets(replayed, step):
                                                        + ulp), key
         # Every location learns, also those Darknet initialised to 0.
         assert np.all(np.abs(their_step.reshape(7 * 7, -1)).max(axis=1) > 0), key
-
-
-def test_golden_inference_after_training_equals_darknets(replayed):
-    fixture, run = replayed
-    assert relative(run.forward_step5, fixture.f32("forward_step5.f32")) < FORWARD_TOL
-    from_step1 = fixture.network("step1.weights").forward(fixture.input)
-    assert relative(from_step1, fixture.f32("forward_step1.f32")) < FORWARD_TOL
-
-
-@pytest.mark.parametrize("weights", ["init.weights", "step5.weights"])
-def test_darkbp_writes_darknets_files_byte_for_byte(tmp_path, weights):
-    fixture = Golden("local")
-    network = fixture.network(weights)
-    save_weights(tmp_path / "copy.weights", network.layers,
-                 seen=0 if weights == "init.weights" else 40)
-    assert (tmp_path / "copy.weights").read_bytes() == (fixture.folder / weights).read_bytes()
 
 
 # --- initialisation -----------------------------------------------------------------------

@@ -3,10 +3,11 @@
 The kernel against the loop reference tests/naive_layers.py (transcribed from Darknet's
 route_layer.c, AlexeyAB's for groups/group_id) on many shapes and layouts; a graph with
 outputs read by two and three layers against its torch float64 twin; the table lines
-against Darknet's printouts; the run from Darknet's init.weights against Darknet's own
-numbers (../shared/darknet-golden/route/: Darknet is right there, darkbp must match);
-every bad `layers`, `groups`, `group_id` through the CLI. tests/layer_cfgs/route.cfg runs
-the layer contract (gradcheck, split passes, .weights).
+against Darknet's printouts; every layer's output from Darknet's init.weights against
+Darknet's own numbers (../shared/darknet-golden/route/: Darknet is right there, darkbp must
+match; the whole run is in tests/test_golden.py); every bad `layers`, `groups`, `group_id`
+through the CLI. tests/layer_cfgs/route.cfg runs the layer contract (gradcheck, split
+passes, .weights).
 """
 
 from __future__ import annotations
@@ -16,24 +17,20 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from darkbp.cfg import read_cfg_text
-from darkbp.cli import main
 from darkbp.errors import DarkbpError
 from darkbp.layers.route import RouteLayer
 from darkbp.network import build_network, parse_network
 from darkbp.ops.layout import as_nchw, layout_of
 from darkbp.passes import EVAL, Pass
-from darkbp.summary import darknet_text, summary_data
-from darkbp.weights import save_weights
+from darkbp.summary import darknet_text
 from tests import naive_layers as nl
-from tests.conftest import SHARED
+from tests.conftest import (SHARED, assert_cfg_error, assert_equals_torch_twin,
+                            count_fuzz_builds, torch_twin)
 from tests.golden import Golden, relative
+from tests.test_golden import FORWARD_TOL
 
-FORWARD_TOL = 1e-6      # as tests/test_golden.py
-LOSS_TOL = 1e-6
-WEIGHTS_TOL = 2e-6
 
 # (per-image shapes of the inputs, groups, group_id)
 CASES = [
@@ -168,17 +165,8 @@ def test_a_graph_of_routes_equals_its_torch_twin(write_cfg):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     network = parse_network(write_cfg(GRAPH)).initialize(1, np.float64)
-    rng = np.random.default_rng(8)
-    for layer in network.layers:                  # non-zero biases: no value sits at a kink
-        for name, value, _ in layer.parameters():
-            if name == "biases":
-                value[...] = rng.uniform(-0.3, 0.3, value.shape)
-    x = rng.random((4, 2, 6, 6))
+    x, tx, params = torch_twin(network, np.random.default_rng(8), (4, 2, 6, 6))
     truth = np.eye(7)[[0, 6, 2, 3]]
-
-    params = {(layer.index, name): torch.tensor(value, requires_grad=True)
-              for layer in network.layers for name, value, _ in layer.parameters()}
-    tx = torch.tensor(x, requires_grad=True)
 
     def conv(i, a, stride=1, padding=1):
         return F.conv2d(a, params[(i, "weights")], params[(i, "biases")], stride=stride,
@@ -196,18 +184,7 @@ def test_a_graph_of_routes_equals_its_torch_twin(write_cfg):
     y6 = torch.sigmoid(connected(6, y5))
     y7 = connected(7, y6)
     logits = torch.cat([y7, y6], dim=1)
-    loss = -(torch.tensor(truth) * F.log_softmax(logits, dim=1)).sum()
-    loss.backward()
-
-    p = network.forward(x, Pass.training())
-    np.testing.assert_allclose(p, F.softmax(logits, dim=1).detach().numpy(), rtol=1e-12)
-    assert float(network.cost(truth).sum()) == pytest.approx(loss.item(), rel=1e-12)
-    dx = network.backward(truth, input_grad=True)
-    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-13)
-    for layer in network.layers:
-        for name, _, grad in layer.parameters():
-            np.testing.assert_allclose(grad, params[(layer.index, name)].grad.numpy(),
-                                       rtol=1e-10, atol=1e-13, err_msg=f"{layer.index}.{name}")
+    assert_equals_torch_twin(network, x, truth, tx, params, logits)
 
 
 # --- Darknet's table ----------------------------------------------------------------------------
@@ -256,18 +233,8 @@ def test_yolov3s_routes_equal_darknets():
 
 
 # --- Darknet's own numbers ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def replayed():
-    fixture = Golden("route")
-    return fixture, fixture.replay()
-
-
-def test_inference_and_training_forward_equal_darknets(replayed):
-    fixture, run = replayed
-    assert relative(run.forward, fixture.forward) < FORWARD_TOL
-    assert relative(run.train_forward, fixture.f32("train_forward.f32")) < FORWARD_TOL
-
+# The run (forward, losses, weights, .weights files) is tests/test_golden.py's; here the output
+# of every layer, each route's among them.
 
 def test_every_layers_output_equals_darknets():
     fixture = Golden("route")
@@ -275,40 +242,6 @@ def test_every_layers_output_equals_darknets():
     for index, output in enumerate(outputs):
         assert relative(output.reshape(fixture.batch, -1),
                         fixture.layer_output("forward", index)) < FORWARD_TOL, index
-
-
-def test_losses_of_five_steps_equal_darknets(replayed):
-    fixture, run = replayed
-    for step, ((ours, ours_per_image), (theirs, theirs_per_image)) in enumerate(
-            zip(run.losses, fixture.losses, strict=True), start=1):
-        assert ours == pytest.approx(theirs, rel=LOSS_TOL), step
-        assert ours_per_image == pytest.approx(theirs_per_image, rel=LOSS_TOL), step
-
-
-@pytest.mark.parametrize("step", [1, 5])
-def test_weights_after_sgd_steps_equal_darknets(replayed, step):
-    # Layer 0 gets the sum of its two readers' gradients (the 3x3 conv 1 and the route 2);
-    # layer 1's gradient comes through the route 4 alone.
-    fixture, run = replayed
-    theirs = fixture.weights_after(step)
-    assert theirs.keys() == run.step_weights[step].keys()
-    for key, value in theirs.items():
-        assert relative(run.step_weights[step][key], value) < WEIGHTS_TOL, key
-
-
-def test_inference_after_training_equals_darknets(replayed):
-    fixture, run = replayed
-    assert relative(run.forward_step5, fixture.f32("forward_step5.f32")) < FORWARD_TOL
-    from_step1 = fixture.network("step1.weights").forward(fixture.input)
-    assert relative(from_step1, fixture.f32("forward_step1.f32")) < FORWARD_TOL
-
-
-@pytest.mark.parametrize("weights", ["init.weights", "step5.weights"])
-def test_darkbp_writes_darknets_files_byte_for_byte(tmp_path, weights):
-    fixture = Golden("route")
-    save_weights(tmp_path / "copy.weights", fixture.network(weights).layers,
-                 0 if weights == "init.weights" else 40)
-    assert (tmp_path / "copy.weights").read_bytes() == (fixture.folder / weights).read_bytes()
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -352,17 +285,7 @@ BAD = [
 def test_bad_route_is_one_clear_error_and_exit_2(tmp_path, name, text, line, words):
     path = tmp_path / "bad.cfg"
     path.write_text(text)
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert (caught.value.file, caught.value.line, caught.value.section) == (str(path), line,
-                                                                          "route")
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"darkbp: error: {path}:{line}: [route]: ")
-    assert words in result.stderr
-    assert result.stderr.count("\n") == 1
-    assert result.stdout == ""
+    assert_cfg_error(path, line, "route", words)
 
 
 def test_a_route_of_vectors_is_a_vector(tmp_path):
@@ -412,18 +335,4 @@ def test_any_layers_builds_and_runs_or_is_a_darkbp_error():
     rng = np.random.default_rng(0)
     values = TOKENS + [",".join(rng.choice(NEAR, size=int(rng.integers(2, 5))))
                        for _ in range(300)] + ["1,,2", ",", "1,", ",1", "-1,-1,-1"]
-    built = 0
-    for value in values:
-        try:
-            network = build_network(read_cfg_text(FUZZ_NET.format(value=value), "fuzz.cfg"),
-                                    "fuzz.cfg")
-        except DarkbpError as error:
-            assert error.file == "fuzz.cfg" and error.line is not None, value
-            continue
-        built += 1
-        darknet_text(network)
-        summary_data(network)
-        network.initialize(0, np.float64)
-        network.forward(rng.random((2,) + network.input_shape), Pass.training())
-        network.backward(np.eye(3)[[0, 2]], input_grad=True)
-    assert built > 20
+    assert count_fuzz_builds(FUZZ_NET, values, rng) > 20

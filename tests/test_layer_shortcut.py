@@ -16,22 +16,19 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from darkbp.cfg import read_cfg_text
-from darkbp.cli import main
-from darkbp.errors import DarkbpError
 from darkbp.layers.base import INPUT
 from darkbp.layers.shortcut import ShortcutLayer
-from darkbp.network import build_network, parse_network
+from darkbp.network import parse_network
 from darkbp.ops.activations import ACTIVATIONS
 from darkbp.ops.layout import as_nchw
 from darkbp.ops.shortcut import shortcut_backward, shortcut_forward, shortcut_plan
 from darkbp.passes import EVAL, Pass
-from darkbp.summary import darknet_text, summary_data
+from darkbp.summary import darknet_text
 from tests import naive
 from tests import naive_layers as nl
-from tests.conftest import SHARED
+from tests.conftest import (SHARED, assert_cfg_error, assert_equals_torch_twin,
+                            count_fuzz_builds, torch_params, torch_twin)
 
 # (prev (N, C, H, W), src (N, C1, H1, W1)): the previous layer's output and the `from` one's.
 CASES = [
@@ -284,17 +281,8 @@ def test_a_residual_network_equals_its_torch_twin(write_cfg):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     network = parse_network(write_cfg(RESIDUAL)).initialize(2, np.float64)
-    rng = np.random.default_rng(7)
-    for layer in network.layers:                  # non-zero biases: no value sits at a kink
-        for name, value, _ in layer.parameters():
-            if name == "biases":
-                value[...] = rng.uniform(-0.3, 0.3, value.shape)
-    x = rng.random((4, 3, 8, 8))
+    x, tx, params = torch_twin(network, np.random.default_rng(7), (4, 3, 8, 8))
     truth = np.eye(5)[[0, 3, 1, 4]]
-
-    params = {(layer.index, name): torch.tensor(value, requires_grad=True)
-              for layer in network.layers for name, value, _ in layer.parameters()}
-    tx = torch.tensor(x, requires_grad=True)
 
     def conv(i, a, stride=1):
         return F.conv2d(a, params[(i, "weights")], params[(i, "biases")], stride=stride,
@@ -312,18 +300,7 @@ def test_a_residual_network_equals_its_torch_twin(write_cfg):
     y6 = torch.cat([y2, y0], dim=1)
     y7 = torch.tanh(torch_shortcut(torch, y6, y5, 1.0, -1.0))
     logits = F.linear(y7.reshape(4, -1), params[(8, "weights")], params[(8, "biases")])
-    loss = -(torch.tensor(truth) * F.log_softmax(logits, dim=1)).sum()
-    loss.backward()
-
-    p = network.forward(x, Pass.training())
-    np.testing.assert_allclose(p, F.softmax(logits, dim=1).detach().numpy(), rtol=1e-12)
-    assert float(network.cost(truth).sum()) == pytest.approx(loss.item(), rel=1e-12)
-    dx = network.backward(truth, input_grad=True)
-    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-13)
-    for layer in network.layers:
-        for name, _, grad in layer.parameters():
-            np.testing.assert_allclose(grad, params[(layer.index, name)].grad.numpy(),
-                                       rtol=1e-10, atol=1e-13, err_msg=f"{layer.index}.{name}")
+    assert_equals_torch_twin(network, x, truth, tx, params, logits)
 
 
 # darknet53's block: layer 0 is read by a 1x1 convolution and by the shortcut.
@@ -391,8 +368,7 @@ def test_a_block_read_by_a_1x1_conv_gets_both_gradients_where_darknet_keeps_one(
     def layer0_weight_grad(residual):
         """d loss / d layer 0's weights in torch, with the shortcut's layer-0 term given by
         residual(y0)."""
-        w = {(layer.index, name): torch.tensor(value, requires_grad=True)
-             for layer in network.layers for name, value, _ in layer.parameters()}
+        w = torch_params(network)
         y0 = F.leaky_relu(F.conv2d(torch.tensor(x), w[0, "weights"], w[0, "biases"], stride=2,
                                    padding=1), 0.1)
         y1 = F.leaky_relu(F.conv2d(y0, w[1, "weights"], w[1, "biases"]), 0.1)
@@ -495,17 +471,7 @@ BAD = [
 def test_bad_shortcut_is_one_clear_error_and_exit_2(tmp_path, name, text, line, words):
     path = tmp_path / "bad.cfg"
     path.write_text(text)
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert (caught.value.file, caught.value.line, caught.value.section) == (str(path), line,
-                                                                          "shortcut")
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"darkbp: error: {path}:{line}: [shortcut]: ")
-    assert words in result.stderr
-    assert result.stderr.count("\n") == 1
-    assert result.stdout == ""
+    assert_cfg_error(path, line, "shortcut", words)
 
 
 # Layers of three sizes and channel counts for `from` to point at (layer 5 reads one).
@@ -545,20 +511,5 @@ FUZZ_VALUES = [str(v) for v in range(-100, 101)] + [
 
 
 def test_any_from_builds_and_runs_or_is_a_darkbp_error():
-    built = 0
-    rng = np.random.default_rng(0)
-    for value in FUZZ_VALUES:
-        try:
-            network = build_network(read_cfg_text(FUZZ_NET.format(value=value), "fuzz.cfg"),
-                                    "fuzz.cfg")
-        except DarkbpError as error:
-            assert error.file == "fuzz.cfg" and error.line is not None, value
-            continue
-        built += 1
-        darknet_text(network)
-        summary_data(network)
-        network.initialize(0, np.float64)
-        x = rng.random((2,) + network.input_shape)
-        network.forward(x, Pass.training())
-        network.backward(np.eye(3)[[0, 2]], input_grad=True)
+    built = count_fuzz_builds(FUZZ_NET, FUZZ_VALUES, np.random.default_rng(0))
     assert built == 13       # 0..4, -1..-5, +2, -0 and " 3" (Darknet strips spaces)

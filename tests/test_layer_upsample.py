@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from darkbp.cli import main
-from darkbp.errors import DarkbpError
 from darkbp.layers.upsample import UpsampleLayer
 from darkbp.network import parse_network
 from darkbp.passes import EVAL, Pass
 from darkbp.summary import darknet_text
 from tests import naive_layers as nl
+from tests.conftest import assert_cfg_error
 
 # (N, C, H, W), stride, scale: strides both ways, odd sizes, a scale that is not 1
 CASES = [
@@ -169,13 +167,4 @@ def test_bad_section_is_an_error_naming_file_line_and_section(tmp_path, name, te
                                                               words):
     path = tmp_path / "bad.cfg"
     path.write_text(text)
-    with pytest.raises(DarkbpError) as caught:
-        parse_network(path)
-    assert (caught.value.file, caught.value.line, caught.value.section) == (str(path), line,
-                                                                            "upsample")
-    assert words in caught.value.message
-    result = CliRunner().invoke(main, ["summary", str(path)])
-    assert result.exit_code == 2
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith(f"darkbp: error: {path}:{line}: [upsample]: ")
-    assert words in result.stderr
+    assert_cfg_error(path, line, "upsample", words)
