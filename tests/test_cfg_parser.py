@@ -140,8 +140,11 @@ def test_known_but_unused_and_unknown_options_warn(write_cfg):
 
 def test_shipped_cfgs_parse_without_warnings():
     for path in sorted(CFG_DIR.glob("*.cfg")):
-        net = parse_network(path)
-        assert net.warnings == [], path
+        messages = [warning.message for warning in parse_network(path).warnings]
+        if path.name == "notes_mse.cfg":        # softmax + [cost]: how Darknet differs
+            assert len(messages) == 1 and "[cost] reads a [softmax]" in messages[0]
+        else:
+            assert messages == [], path
 
 
 DARKNET_CFGS = sorted((SHARED / "darknet-cfg").glob("*.cfg"))
