@@ -68,3 +68,16 @@ def test_help_texts_have_examples():
         assert result.exit_code == 0
         assert "Examples:" in result.output
         assert "darkbp summary cfg/mnist.cfg" in result.output
+
+
+def test_route_and_shortcut_sources_are_shown():
+    result = CliRunner().invoke(main, ["summary", str(CFG_DIR / "residual.cfg")])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[1:-1]]
+            for line in result.stdout.splitlines() if line.startswith("│")}
+    assert rows["3"][4] == "2, 0"          # [shortcut] from=-3: the previous layer and layer 0
+    assert rows["7"][4] == "6, 5"          # [route] layers=-1,-2
+    assert rows["4"][4] == ""              # a plain chain reads the layer before
+    data = json.loads(CliRunner().invoke(main, ["summary", str(CFG_DIR / "residual.cfg"),
+                                                "--format", "json"]).stdout)
+    assert [row["inputs"] for row in data["layers"][:4]] == [[-1], [0], [1], [2, 0]]

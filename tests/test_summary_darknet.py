@@ -6,12 +6,13 @@ and the foundation issue, which come from Darknet, not from darkbp.
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from darkbp.cli import main
 from darkbp.network import parse_network
 from darkbp.summary import darknet_text
-from tests.conftest import CFG_DIR
+from tests.conftest import CFG_DIR, SHARED
 
 NOTES_TABLE = """\
 layer     filters    size              input                output
@@ -95,3 +96,18 @@ def test_maxpool_default_padding_rounds_up(write_cfg):
     lines = darknet_text(parse_network(path)).splitlines()
     assert lines[1] == "    0 max          2 x 2 / 2     7 x   5 x   2   ->     4 x   3 x   2"
     assert lines[2] == "    1 max          3 x 3 / 2     4 x   3 x   2   ->     2 x   2 x   2"
+
+
+# Darknet's own tables (../shared/darknet-summary/, printed by Darknet) of its stock cfgs
+# whose every section darkbp builds. The detection and recurrent heads are table-only
+# sections darkbp does not tabulate yet.
+DARKNET_TABLES = ["cifar", "darknet", "darknet19", "darknet53", "darknet9000",
+                  "extraction", "extraction.conv", "go", "resnet18", "resnet34", "resnet50",
+                  "resnet101", "resnet152", "resnext50", "resnext152-32x4d", "tiny", "vgg-16"]
+
+
+@pytest.mark.parametrize("name", DARKNET_TABLES)
+def test_stock_cfg_table_equals_darknets_output(name):
+    expected = (SHARED / "darknet-summary" / f"{name}.txt").read_text()
+    network = parse_network(SHARED / "darknet-cfg" / f"{name}.cfg")
+    assert darknet_text(network) == expected

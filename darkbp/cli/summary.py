@@ -44,19 +44,28 @@ def _shape(whc) -> str:
     return " x ".join(str(v) for v in whc)
 
 
+def _reads(row) -> str:
+    """The layers a row reads, when not just the one before it ("in": the network input)."""
+    sources = row["inputs"]
+    if sources == [row["index"] - 1]:
+        return ""
+    return ", ".join("in" if source < 0 else str(source) for source in sources)
+
+
 def _table(data, network) -> Table:
     totals = data["totals"]
     table = Table(title=f"{data['file']}  (input {_shape(data['input'])}, batch {data['batch']})",
                   show_footer=True, title_justify="left")
     columns = [("layer", "right"), ("type", "left"), ("filters", "right"), ("size", "left"),
-               ("input", "right"), ("output", "right"), ("BFLOPs", "right"), ("params", "right")]
+               ("reads", "right"), ("input", "right"), ("output", "right"), ("BFLOPs", "right"),
+               ("params", "right")]
     footers = {"type": "total", "BFLOPs": f"{totals['bflops']:.6f}",
                "params": f"{totals['params']:,}"}
     for name, justify in columns:
         table.add_column(name, justify=justify, footer=footers.get(name, ""))
     for row, layer in zip(data["layers"], network.layers):
         kind, filters, size = layer.summary_cells()
-        table.add_row(str(row["index"]), kind, filters, size, _shape(row["input"]),
+        table.add_row(str(row["index"]), kind, filters, size, _reads(row), _shape(row["input"]),
                       _shape(row["output"]), f"{row['bflops']:.6f}" if row["bflops"] else "",
                       f"{row['params']:,}" if row["params"] else "")
     table.caption = (f"{totals['params']:,} parameters · {totals['bflops'] * 1e3:.3f} MFLOPs per "
