@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from darkbp import catalogue, datasets, fetch, threads
+from darkbp import catalogue, fetch, threads
 from darkbp.cli import main
 from darkbp.idx import read_idx
 from darkbp.network import parse_network

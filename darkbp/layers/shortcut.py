@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 
-import numpy as np
 
 from darkbp.layers.base import Layer, earlier_layer, read_activation, register
 from darkbp.ops.activations import ACTIVATIONS
