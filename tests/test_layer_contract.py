@@ -1,10 +1,12 @@
 """The contract every registered layer type keeps, checked on the cfgs in tests/layer_cfgs/.
 
 Each layer type must be used by at least one of those cfgs (a new type adds one), and on
-each cfg: every gradient passes gradcheck in float64; a training pass split across worker
-processes gives the cost and gradients of the whole batch, and the same outputs; a
-.weights round trip restores every array. The loop references and Darknet's table lines
-are tested per layer type.
+each cfg: a .weights round trip restores every array; and where darkbp can train the cfg,
+every gradient passes gradcheck in float64 and a training pass split across worker
+processes gives the cost and gradients of the whole batch, and the same outputs. A cfg with
+a table-only section (a detection or recurrent head) is refused by training with one error
+naming that section's line. The loop references and Darknet's table lines are tested per
+layer type.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from darkbp.errors import DarkbpError
 from darkbp.gradcheck import gradcheck
 from darkbp.layers import REGISTRY
 from darkbp.network import parse_network
@@ -22,6 +25,9 @@ from darkbp.passes import Noise
 from darkbp.weights import load_weights, save_weights
 
 CFGS = sorted((Path(__file__).parent / "layer_cfgs").glob("*.cfg"))
+TRAINABLE = [path for path in CFGS
+             if all(layer.trainable for layer in parse_network(path).layers)]
+TABLE_ONLY = [path for path in CFGS if path not in TRAINABLE]
 
 
 def _ids(paths):
@@ -34,7 +40,7 @@ def test_every_registered_layer_type_has_a_contract_cfg():
     assert registered - used == set()
 
 
-@pytest.mark.parametrize("path", CFGS, ids=_ids(CFGS))
+@pytest.mark.parametrize("path", TRAINABLE, ids=_ids(TRAINABLE))
 def test_gradcheck_passes(path):
     report = gradcheck(parse_network(path), batch=3, seed=1)
     failed = [(row.layer, row.layer_type, row.tensor, row.max_rel) for row in report.rows
@@ -54,7 +60,7 @@ def _grads(network):
             for name, _, grad in layer.parameters()}
 
 
-@pytest.mark.parametrize("path", CFGS, ids=_ids(CFGS))
+@pytest.mark.parametrize("path", TRAINABLE, ids=_ids(TRAINABLE))
 def test_a_split_pass_equals_the_whole_batch(path):
     whole = parse_network(path).initialize(3, np.float64)
     x, truth = _batch(whole, 8)
@@ -85,3 +91,16 @@ def test_weights_round_trip(tmp_path, path):
     for ours, theirs in zip(network.layers, loaded.layers):
         for name in ours.weights_order():
             np.testing.assert_array_equal(getattr(theirs, name), getattr(ours, name))
+
+
+@pytest.mark.parametrize("path", TABLE_ONLY or [None], ids=_ids(TABLE_ONLY) or ["none yet"])
+def test_table_only_sections_are_refused_by_training(path):
+    if path is None:                      # no table-only layer type is registered yet
+        assert all(cls.trainable for cls in REGISTRY.values())
+        return
+    network = parse_network(path)
+    first = next(layer for layer in network.layers if not layer.trainable)
+    with pytest.raises(DarkbpError, match=r"can only be tabulated") as error:
+        network.check_trainable()
+    assert (error.value.file, error.value.line) == (str(path), first.line)
+    assert f"[{first.header}]" in str(error.value)
