@@ -1,16 +1,21 @@
 """The layer table: Darknet's text byte for byte, and the same data as a dict for the table/JSON.
 
 `darknet_text(network)` reproduces what Darknet (pjreddie/darknet) prints while
-loading a cfg (SPEC section 4), so it can be diffed against Darknet's own output.
+loading a cfg (SPEC section 4), so it can be diffed against Darknet's own output;
+`alexeyab_text(network)` what AlexeyAB's fork prints, its two total lines included.
 `summary_data(network, batch)` returns plain data (lists, dicts, numbers) that the
 CLI renders as a rich table or dumps as JSON.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from darkbp.errors import DarkbpError
 from darkbp.network import Network
 
 DARKNET_HEADER = "layer     filters    size              input                output\n"
+ALEXEYAB_HEADER = "   layer   filters  size/strd(dil)      input                output\n"
 BYTES_PER_FLOAT = 4   # training and evaluation run in float32
 
 
@@ -20,6 +25,46 @@ def darknet_text(network: Network) -> str:
     for index, layer in enumerate(network.layers):
         lines.append("%5d " % index + layer.darknet_line())
     return "".join(lines)
+
+
+def alexeyab_text(network: Network) -> str:
+    """Exactly the table AlexeyAB's Darknet prints to stderr when it loads this cfg
+    (src/parser.c parse_network_cfg_custom), from its header to its two total lines.
+
+    Total BFLOPS is the float32 sum of the layers' l.bflops (Layer.alexeyab_bflops);
+    avg_outputs the integer mean of l.outputs over the layers whose l.w and l.h
+    (Layer.alexeyab_size) both exceed 1. Where no layer does, AlexeyAB divides by zero
+    and dies before its totals: the text then ends with the last layer's line.
+    """
+    lines = [ALEXEYAB_HEADER]
+    for index, layer in enumerate(network.layers):
+        try:
+            lines.append("%4d " % index + layer.alexeyab_line())
+        except NotImplementedError as reason:
+            message = (f"darkbp cannot print AlexeyAB's table of this cfg: {reason}" if str(reason)
+                       else f"darkbp does not know AlexeyAB's table line for [{layer.header}]")
+            raise DarkbpError(message, file=network.file, line=layer.line,
+                              section=layer.header) from None
+    bflops, avg_outputs = alexeyab_totals(network)
+    if avg_outputs is not None:
+        lines.append("Total BFLOPS %5.3f \n" % bflops)
+        lines.append("avg_outputs = %d \n" % avg_outputs)
+    return "".join(lines)
+
+
+def alexeyab_totals(network: Network) -> tuple[float, int | None]:
+    """(Total BFLOPS, avg_outputs) as AlexeyAB computes them; avg_outputs None where it
+    divides by zero (no layer has l.w > 1 and l.h > 1)."""
+    bflops = np.float32(0)                      # a C float, summed in float
+    sizes: list[tuple[int, int]] = []
+    counted = []
+    for layer in network.layers:
+        bflops += np.float32(layer.alexeyab_bflops)
+        w, h = layer.alexeyab_size(sizes)
+        sizes.append((w, h))
+        if w > 1 and h > 1:
+            counted.append(layer.outputs)
+    return float(bflops), sum(counted) // len(counted) if counted else None
 
 
 def summary_data(network: Network, batch: int | None = None) -> dict:

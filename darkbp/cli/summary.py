@@ -1,4 +1,4 @@
-"""`darkbp summary`: the layer table as a rich table, Darknet's exact text, or JSON."""
+"""`darkbp summary`: the layer table as a rich table, Darknet's or AlexeyAB's text, or JSON."""
 
 from __future__ import annotations
 
@@ -9,29 +9,51 @@ from rich.table import Table
 
 from darkbp.cli import main
 from darkbp.cli.common import human_bytes, load_network, print_rich
-from darkbp.summary import darknet_text, summary_data
+from darkbp.summary import alexeyab_text, alexeyab_totals, darknet_text, summary_data
 
 
 @main.command()
 @click.argument("cfg", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["table", "darknet", "json"]),
+@click.option("--format", "fmt", type=click.Choice(["table", "darknet", "alexeyab", "json"]),
               default="table", show_default=True,
               help="table: rich table with parameters and totals; darknet: Darknet's "
-                   "text byte for byte; json: the table's data.")
+                   "(pjreddie) text byte for byte; alexeyab: the text AlexeyAB's fork "
+                   "prints, byte for byte, with its 'Total BFLOPS' (the sum of the BFLOPs "
+                   "it computes: convolutions, maxpools and shortcuts, not connected "
+                   "layers) and 'avg_outputs' (the integer mean of the outputs of the "
+                   "layers whose l.w and l.h exceed 1: the input's width and height, but 1 "
+                   "for connected, 0 for cost and dropout, a route's first input's); json: "
+                   "the table's data.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Batch for the activation-memory total (default: the cfg's batch).")
 def summary(cfg: str, fmt: str, batch: int | None) -> None:
     """Print the layer table of a Darknet cfg.
 
+    The numbers (table and json): BFLOPs = 2 x the multiply-adds of one forward pass of
+    one image, in billions, bias and activation excluded, as Darknet counts them
+    (convolutions, local and connected layers); params = the parameters a layer trains
+    (weights, biases, batch-norm scales; not the rolling statistics it also saves);
+    activations = 4 bytes (float32) x (the input + every layer's output) x --batch images:
+    the memory one forward pass holds. Shapes are width x height x channels. "reads": the
+    layers a [route] or [shortcut] reads ("in": the network input); json "inputs": every
+    layer's, -1 for the network input.
+
     \b
     Examples:
       darkbp summary cfg/mnist.cfg
       darkbp summary cfg/mnist.cfg --format darknet
+      darkbp summary cfg/mnist.cfg --format alexeyab
       darkbp summary cfg/mnist.cfg --format json --batch 256
     """
     network = load_network(cfg)
     if fmt == "darknet":
         click.echo(darknet_text(network), nl=False)
+        return
+    if fmt == "alexeyab":
+        click.echo(alexeyab_text(network), nl=False)
+        if alexeyab_totals(network)[1] is None:
+            click.echo("darkbp: note: no layer has l.w and l.h above 1: AlexeyAB's Darknet "
+                       "divides by zero here and stops before its totals", err=True)
         return
     data = summary_data(network, batch)
     if fmt == "json":

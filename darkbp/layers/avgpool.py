@@ -27,6 +27,10 @@ class AvgpoolLayer(Layer):
         c, h, w = self.in_shape
         return "avg                     %4d x%4d x%4d   ->  %4d\n" % (w, h, c, c)
 
+    def alexeyab_line(self):
+        c, h, w = self.in_shape
+        return "avg                          %4d x%4d x%4d ->   %4d\n" % (w, h, c, c)
+
     def summary_cells(self):
         return "avg", "", ""
 

@@ -9,7 +9,7 @@ worker processes never name a layer type:
     options         the options it reads; `ignored`: those Darknet reads and darkbp does not
     read_sources    which earlier outputs it reads (default: the previous layer's)
     build           its options and shape rule, from a cfg section and its inputs' shapes
-    darknet_line    its line in Darknet's layer table
+    darknet_line    its line in Darknet's layer table (alexeyab_line: in AlexeyAB's fork's)
     param_names     its parameters, and `state_names` its other saved arrays
     weights_order   its arrays in the order Darknet's `.weights` files store them
     forward/backward, beside each other
@@ -63,6 +63,12 @@ def read_activation(section: Section) -> str:
         raise section.error(f"unknown activation '{name}' (one of: {', '.join(ACTIVATIONS)})",
                             section.line_of("activation"))
     return name
+
+
+def c_float(value: float) -> float:
+    """`value` as a C float holds it: Darknet stores l.bflops and options in float, and
+    printf's %f rounds that value (np.float32 rounds to nearest, as a C assignment does)."""
+    return float(np.float32(value))
 
 
 def earlier_layer(section: Section, key: str, written: int, index: int, what: str) -> int:
@@ -173,6 +179,24 @@ class Layer:
     def darknet_line(self) -> str:
         """Darknet's table line after the "%5d " index (SPEC section 4)."""
         raise NotImplementedError
+
+    def alexeyab_line(self) -> str:
+        """AlexeyAB's table line after its "%4d " index, with "\n": what its src/parser.c
+        parse_<name> and src/<name>_layer.c make_<name>_layer print to stderr for this layer."""
+        raise NotImplementedError
+
+    @property
+    def alexeyab_bflops(self) -> float:
+        """AlexeyAB's l.bflops, which its Total BFLOPS sums: set by other layer types than
+        pjreddie's (maxpool and shortcut have some, connected none); 0 where it sets none."""
+        return 0.0
+
+    def alexeyab_size(self, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+        """(l.w, l.h) of AlexeyAB's layer: its avg_outputs averages l.outputs over the layers
+        whose l.w and l.h are both above 1. Most layer types hold the input's width and height
+        there. sizes: this pair for every earlier layer, in order."""
+        _, h, w = self.in_shape
+        return w, h
 
     def describe(self) -> dict:
         """The options a reader of the summary wants to see, as plain data."""

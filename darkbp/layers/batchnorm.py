@@ -34,6 +34,9 @@ class BatchnormLayer(Layer):
         c, h, w = self.in_shape
         return "Batch Normalization Layer: %d x %d x %d image\n" % (w, h, c)
 
+    def alexeyab_line(self):
+        return self.darknet_line()               # make_batchnorm_layer prints the same line
+
     def param_shapes(self):
         c = self.in_shape[0]
         return {name: (c,) for name in self.weights_order()}

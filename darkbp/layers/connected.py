@@ -38,6 +38,12 @@ class ConnectedLayer(AffineLayer):
     def darknet_line(self):
         return "connected                            %4d  ->  %4d\n" % (self.inputs, self.outputs)
 
+    def alexeyab_line(self):
+        return self.darknet_line()               # make_connected_layer prints the same line
+
+    def alexeyab_size(self, sizes):
+        return 1, 1                              # make_connected_layer sets l.w = l.h = 1
+
     def summary_cells(self):
         bn = " bn" if self.batch_normalize else ""
         return f"connected{bn} {self.activation}", "", ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from darkbp.layers.affine import AffineLayer
-from darkbp.layers.base import read_activation, register
+from darkbp.layers.base import c_float, read_activation, register
 from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.conv import conv_backward, conv_forward
 from darkbp.ops.layout import as_nchw, ordered
@@ -64,6 +64,19 @@ class ConvolutionalLayer(AffineLayer):
         return ("conv  %5d %2d x%2d /%2d  %4d x%4d x%4d   ->  %4d x%4d x%4d  %5.3f BFLOPs\n"
                 % (self.filters, self.size, self.size, self.stride, w, h, c, ow, oh, oc,
                    self.bflops))
+
+    def alexeyab_line(self):
+        c, h, w = self.in_shape
+        oc, oh, ow = self.out_shape
+        filters = ("%5d/%4d " % (self.filters, self.groups) if self.groups > 1
+                   else "%5d      " % self.filters)
+        return ("conv  " + filters + "%2d x%2d/%2d   %4d x%4d x%4d -> %4d x%4d x%4d %5.3f BF\n"
+                % (self.size, self.size, self.stride, w, h, c, ow, oh, oc,
+                   c_float(self.alexeyab_bflops)))
+
+    @property
+    def alexeyab_bflops(self) -> float:
+        return self.bflops                       # 2·nweights·out_h·out_w / 1e9, as pjreddie's
 
     def describe(self):
         return {"filters": self.filters, "size": self.size, "stride": self.stride,

@@ -57,6 +57,16 @@ class CostLayer(Layer):
     def darknet_line(self):
         return "cost                                           %4d\n" % self.inputs
 
+    def alexeyab_line(self):
+        line = self.darknet_line()               # make_cost_layer prints the same line
+        if self.kind == "L1":
+            # AlexeyAB's get_cost_type knows no L1; parse_cost says so before the layer's line.
+            line = "Couldn't find cost type L1, going with SSE\n" + line
+        return line
+
+    def alexeyab_size(self, sizes):
+        return 0, 0                              # make_cost_layer leaves l.w and l.h 0
+
     def describe(self):
         return {"cost_type": self.kind, "scale": self.scale}   # "type" is the layer's
 

@@ -50,6 +50,9 @@ class CropLayer(Layer):
         return ("Crop Layer: %d x %d -> %d x %d x %d image\n"
                 % (h, w, self.crop_height, self.crop_width, c))
 
+    def alexeyab_line(self):
+        return self.darknet_line()               # make_crop_layer prints the same line
+
     def describe(self):
         return {"crop_height": self.crop_height, "crop_width": self.crop_width,
                 "flip": int(self.flip), "noadjust": int(self.noadjust)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from darkbp.layers.base import Layer, register
+from darkbp.layers.base import Layer, c_float, register
 from darkbp.ops.buffers import kernel_buffers
 
 
@@ -34,11 +34,21 @@ class DropoutLayer(Layer):
         if not 0 <= probability < 1:
             raise s.error(f"'probability' must be at least 0 and below 1, got "
                           f"{s.get_str('probability', '')}", s.line_of("probability"))
-        return cls(inputs[0].shape, probability=probability, flat=inputs[0].flat)
+        layer = cls(inputs[0].shape, probability=probability, flat=inputs[0].flat)
+        # AlexeyAB's parse_dropout defaults to .2, not .5: its table shows what it would use.
+        layer.alexeyab_probability = s.get_float("probability", 0.2)
+        return layer
 
     def darknet_line(self):
         return ("dropout       p = %.2f               %4d  ->  %4d\n"
                 % (self.probability, self.inputs, self.inputs))
+
+    def alexeyab_line(self):
+        return ("dropout    p = %.3f        %4d  ->   %4d\n"
+                % (c_float(self.alexeyab_probability), self.inputs, self.inputs))
+
+    def alexeyab_size(self, sizes):
+        return 0, 0                  # make_dropout_layer sets l.w and l.h only for dropblock
 
     def describe(self):
         return {"probability": self.probability}

@@ -81,6 +81,9 @@ class LocalLayer(AffineLayer):
         return ("Local Layer: %d x %d x %d image, %d filters -> %d x %d x %d image\n"
                 % (h, w, c, self.filters, oh, ow, oc))
 
+    def alexeyab_line(self):
+        return self.darknet_line()               # make_local_layer prints the same line
+
     def describe(self):
         return {"filters": self.filters, "size": self.size, "stride": self.stride,
                 "pad": self.pad, "activation": self.activation}

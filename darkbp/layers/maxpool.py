@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from darkbp.layers.base import Layer, register
+from darkbp.layers.base import Layer, c_float, register
 from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.maxpool import maxpool_backward, maxpool_forward
 
@@ -40,6 +40,20 @@ class MaxpoolLayer(Layer):
         oc, oh, ow = self.out_shape
         return ("max          %d x %d / %d  %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
                 % (self.size, self.size, self.stride, w, h, c, ow, oh, oc))
+
+    def alexeyab_line(self):
+        c, h, w = self.in_shape
+        oc, oh, ow = self.out_shape
+        return ("max               %2dx%2d/%2d   %4d x%4d x%4d -> %4d x%4d x%4d %5.3f BF\n"
+                % (self.size, self.size, self.stride, w, h, c, ow, oh, oc,
+                   c_float(self.alexeyab_bflops)))
+
+    @property
+    def alexeyab_bflops(self) -> float:
+        """AlexeyAB counts one operation per window value: size²·C·out_h·out_w / 1e9."""
+        c = self.in_shape[0]
+        _, out_h, out_w = self.out_shape
+        return self.size * self.size * c * out_h * out_w / 1e9
 
     def describe(self):
         return {"size": self.size, "stride": self.stride, "padding": self.padding}

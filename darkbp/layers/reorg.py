@@ -81,6 +81,17 @@ class ReorgLayer(Layer):
         return ("reorg              /%2d  %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
                 % (self.stride, w, h, c, ow, oh, oc))
 
+    def alexeyab_line(self):
+        # AlexeyAB's [reorg] is its reorg_old layer (its own reorg is [reorg3d]), which reads
+        # neither flatten (the shapes are the same) nor extra (they are not).
+        if self.extra:
+            raise NotImplementedError(f"AlexeyAB's [reorg] ignores extra={self.extra}: its "
+                                      f"network has other shapes from this layer on")
+        c, h, w = self.in_shape
+        oc, oh, ow = self.out_shape
+        return ("reorg_old              /%2d  %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
+                % (self.stride, w, h, c, ow, oh, oc))
+
     def describe(self):
         return {"stride": self.stride, "reverse": int(self.reverse),
                 "flatten": int(self.flatten), "extra": self.extra}

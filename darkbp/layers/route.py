@@ -65,6 +65,18 @@ class RouteLayer(Layer):
     def darknet_line(self):
         return "route " + "".join(" %d" % index for index in self.layers) + "\n"
 
+    def alexeyab_line(self):
+        # make_route_layer prints the indexes, parse_route the rest (its tabs included).
+        n = len(self.layers)
+        gap = " \t    " if n > 3 else " \t            " if n > 1 else " \t\t            "
+        group = "%d/%d" % (self.group_id, self.groups) if self.groups > 1 else "   "
+        c, h, w = self.out_shape
+        return ("route " + "".join(" %d" % index for index in self.layers) + gap
+                + "           " + group + " -> %4d x%4d x%4d \n" % (w, h, c))
+
+    def alexeyab_size(self, sizes):
+        return sizes[self.layers[0]]     # parse_route copies l.w, l.h of its first input layer
+
     def describe(self):
         return {"layers": list(self.layers), "groups": self.groups, "group_id": self.group_id}
 

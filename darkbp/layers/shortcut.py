@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 
-from darkbp.layers.base import Layer, earlier_layer, read_activation, register
+from darkbp.layers.base import Layer, c_float, earlier_layer, read_activation, register
 from darkbp.ops.activations import ACTIVATIONS
 from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.shortcut import shortcut_backward, shortcut_forward, shortcut_plan
@@ -60,6 +60,23 @@ class ShortcutLayer(Layer):
         fc, fh, fw = self.from_shape
         return ("res  %3d                %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
                 % (self.source, fw, fh, fc, w, h, c))
+
+    def alexeyab_line(self):
+        # make_shortcut_layer's line (AlexeyAB reads no alpha or beta: wt and wn are its
+        # weights_type and weights_normalization, none here), then parse_shortcut's note
+        # when the two inputs differ in shape.
+        c, h, w = self.out_shape
+        fc, fh, fw = self.from_shape
+        line = ("Shortcut Layer: %d,  wt = 0, wn = 0, outputs:%4d x%4d x%4d %5.3f BF\n"
+                % (self.source, w, h, c, c_float(self.alexeyab_bflops)))
+        if self.from_shape != self.out_shape:
+            line += "Downsample here: (%d x %d x %d) + (%d x %d x %d) \n" % (w, h, c, fw, fh, fc)
+        return line
+
+    @property
+    def alexeyab_bflops(self) -> float:
+        """One addition per output value: out_w·out_h·out_c / 1e9."""
+        return self.outputs / 1e9
 
     def describe(self):
         return {"from": self.source, "activation": self.activation, "alpha": self.alpha,

@@ -44,6 +44,9 @@ class SoftmaxLayer(Layer):
     def darknet_line(self):
         return "softmax                                        %4d\n" % self.inputs
 
+    def alexeyab_line(self):
+        return self.darknet_line()               # make_softmax_layer prints the same line
+
     def describe(self):
         return {"groups": self.groups, "temperature": self.temperature}
 

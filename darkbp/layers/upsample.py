@@ -53,6 +53,15 @@ class UpsampleLayer(Layer):
             line = "downsample         %2dx  %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
         return line % (self.factor, w, h, c, ow, oh, oc)
 
+    def alexeyab_line(self):
+        c, h, w = self.in_shape
+        oc, oh, ow = self.out_shape
+        if self.stride > 0:
+            line = "upsample                %2dx  %4d x%4d x%4d -> %4d x%4d x%4d\n"
+        else:
+            line = "downsample              %2dx  %4d x%4d x%4d -> %4d x%4d x%4d\n"
+        return line % (self.factor, w, h, c, ow, oh, oc)
+
     def describe(self):
         return {"stride": self.stride, "scale": self.scale}
 
