@@ -83,9 +83,12 @@ def summary_data(network: Network, batch: int | None = None) -> dict:
             "output": [ow, oh, oc],
             "bflops": layer.bflops,
             "params": layer.parameter_count(),
-            **layer.describe(),
         }
-        rows.append(row)
+        described = layer.describe()
+        if described.keys() & row.keys():
+            raise ValueError(f"[{layer.type}] describe() would overwrite "
+                             f"{sorted(described.keys() & row.keys())} of its summary row")
+        rows.append({**row, **described})
     activations = network.layers[0].inputs + sum(layer.outputs for layer in network.layers)
     return {
         "file": network.file,

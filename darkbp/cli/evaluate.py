@@ -43,6 +43,7 @@ def eval_command(cfg: str, weights: str, data: str, data_dir: str | None, downlo
       darkbp eval cfg/mnist.cfg mnist.weights --data ~/datasets/kmnist --batch 1000
     """
     network = load_network(cfg)
+    network.check_runnable()                # before any data is read or downloaded
     dataset = load_dataset(data, data_dir=data_dir, download=download)
     if dataset.notice:
         click.echo(f"darkbp: {dataset.notice}", err=True)

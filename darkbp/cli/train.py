@@ -55,6 +55,7 @@ def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights,
       darkbp train cfg/mnist.cfg --data mnist --epochs 3 --resume
     """
     network = load_network(cfg)
+    network.check_trainable()               # before any data is read or downloaded
     dataset = load_dataset(data_spec, data_dir=data_dir, download=download)
     if dataset.notice:
         click.echo(f"darkbp: {dataset.notice}", err=True)
