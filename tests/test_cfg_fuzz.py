@@ -84,6 +84,11 @@ section = st.sampled_from(sorted(REGISTRY)).flatmap(section_of)
 
 
 TYPES = sorted({cls.sections[0] for cls in REGISTRY.values()})
+# The detection heads read an exact channel (or input) count: with their default options,
+# 1·(20 + 5) = 25 channels for [yolo], 1·(20 + 4 + 1) for [region], 7²·((1 + 1)·1 + 1) =
+# 147 inputs for [detection]. A layer giving that comes right before them.
+LEAD_IN = {"yolo": ["[convolutional]\nfilters=25"], "region": ["[convolutional]\nfilters=25"],
+           "detection": ["[connected]\noutput=147"]}
 
 
 @pytest.mark.parametrize("kind", TYPES)
@@ -97,7 +102,7 @@ def test_generated_networks_with_each_section_build_often(kind):
            st.sampled_from([4, 8, 12]), st.sampled_from([1, 2, 4]))
     def check(before, middle, after, side, channels):
         text = "\n".join([f"[net]\nwidth={side}\nheight={side}\nchannels={channels}\nbatch=2",
-                          *before, middle, *after])
+                          *before, *LEAD_IN.get(kind, []), middle, *after])
         ok = _parse(text)
         built.append(ok)
         if ok:

@@ -35,7 +35,7 @@ INPUT = -1                     # the index of the network input among the layers
 # Options Darknet reads in every layer section (parse_network_cfg), unused by darkbp.
 COMMON_IGNORED = frozenset({
     "onlyforward", "stopbackward", "dontsave", "dontload", "numload",
-    "dontloadscales", "learning_rate", "smooth",
+    "dontloadscales", "learning_rate", "smooth", "truth",
 })
 
 REGISTRY: dict[str, type["Layer"]] = {}      # section name or alias -> layer class

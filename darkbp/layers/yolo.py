@@ -1,0 +1,118 @@
+"""[yolo]: YOLOv3's detection head, parsed and tabulated only (darkbp trains classifiers)."""
+
+from __future__ import annotations
+
+from darkbp.cfg import Section
+from darkbp.layers.base import INPUT, Input, Layer, c_float, register
+
+# AlexeyAB's parse_yolo prints its IOU_LOSS enum (IOU, GIOU, MSE, DIOU, CIOU) beside the name;
+# a name it does not know counts as IOU.
+ALEXEYAB_IOU_LOSS = {"giou": 1, "mse": 2, "diou": 3, "ciou": 4}
+
+
+def read_anchors(section: Section, count: int) -> tuple[tuple[float, float], ...]:
+    """The section's `anchors`: `count` (width, height) pairs; Darknet's 0.5 x 0.5 for each
+    when the cfg gives none. A list of any other length is an error at its line: Darknet
+    writes past its 2·count values when there are more, and silently makes the missing
+    ones 0.5 when there are fewer (or a width has no height)."""
+    values = section.get_floats("anchors")
+    if not values:
+        return ((0.5, 0.5),) * count
+    if len(values) != 2 * count:
+        consequence = ("Darknet would write past its anchors" if len(values) > 2 * count
+                       else "Darknet would make the missing values 0.5")
+        raise section.error(f"anchors has {len(values)} values, but num={count} anchors need "
+                            f"{2 * count}, a width,height pair each ({consequence})",
+                            section.line_of("anchors"))
+    return tuple(zip(values[0::2], values[1::2]))
+
+
+def channels_error(section: Section, source: Input, need: int, rule: str):
+    """The error for a detection head whose input does not have the channels it reads."""
+    c, h, w = source.shape
+    where = ("the network input" if source.index == INPUT
+             else f"layer {source.index} ([{source.header}])")
+    hint = (f": set filters={need} there" if source.header in ("convolutional", "conv")
+            else "")
+    return section.error(f"reads {rule} = {need} channels, but {where} "
+                         f"gives {w} x {h} x {c}{hint}")
+
+
+@register
+class YoloLayer(Layer):
+    """x: (N, C, H, W) -> the same shape, C = len(mask)·(classes + 5): for each anchor of
+    the mask, 4 box coordinates, an objectness and `classes` scores, each an H x W plane.
+
+    Table-only (`trainable` False): the options, the shape rule and Darknet's validations
+    (pjreddie's parse_yolo asserts the channel count), the table lines of both Darknets,
+    no parameters. Network.check_runnable refuses to run it, so forward is never reached.
+    """
+
+    sections = ("yolo",)
+    options = frozenset({"classes", "num", "mask", "max", "jitter", "ignore_thresh",
+                         "truth_thresh", "random", "map", "anchors"})
+    # AlexeyAB's loss settings: only its table shows them (alexeyab_line); pjreddie ignores them.
+    ignored = Layer.ignored | {"iou_loss", "iou_normalizer", "obj_normalizer",
+                               "cls_normalizer", "delta_normalizer", "scale_x_y"}
+    trainable = False
+
+    def __init__(self, in_shape, classes: int, num: int, mask: tuple[int, ...],
+                 anchors: tuple[tuple[float, float], ...], settings: dict, alexeyab: dict):
+        super().__init__(in_shape, in_shape)
+        self.classes, self.num, self.mask, self.anchors = classes, num, mask, anchors
+        self.settings = settings        # what Darknet's training reads: max, jitter, ...
+        self.alexeyab = alexeyab        # AlexeyAB's loss settings, as its table prints them
+
+    @classmethod
+    def build(cls, s, inputs):
+        source = inputs[0]
+        classes = s.get_int("classes", 20, minimum=0)
+        num = s.get_int("num", 1, minimum=1)
+        mask = s.get_ints("mask") or tuple(range(num))    # Darknet: no mask, every anchor
+        for index in mask:
+            if not 0 <= index < num:
+                raise s.error(f"mask entry {index} is not one of the num={num} anchors "
+                              f"(0 to {num - 1}): Darknet would read past its anchors",
+                              s.line_of("mask"))
+        anchors = read_anchors(s, num)
+        need = len(mask) * (classes + 5)
+        if source.shape[0] != need:
+            anchors_read = f"{len(mask)} anchor{'s' if len(mask) != 1 else ''}"
+            written = ",".join(map(str, mask))
+            raise channels_error(s, source, need,
+                                 f"{anchors_read} (mask={written}) x (classes={classes} + 5)")
+        settings = {
+            "max": s.get_int("max", 90, minimum=0),
+            "jitter": s.get_float("jitter", 0.2),
+            "ignore_thresh": s.get_float("ignore_thresh", 0.5),
+            "truth_thresh": s.get_float("truth_thresh", 1.0),
+            "random": s.get_float("random", 0.0),    # pjreddie an int, AlexeyAB a float
+            "map": s.get_str("map", "") or None,     # a file Darknet reads; not opened here
+        }
+        alexeyab = {
+            "iou_loss": s.get_str("iou_loss", "mse"),
+            **{key: s.get_float(key, default) for key, default in (
+                ("iou_normalizer", 0.75), ("obj_normalizer", 1.0), ("cls_normalizer", 1.0),
+                ("delta_normalizer", 1.0), ("scale_x_y", 1.0))},
+        }
+        return cls(source.shape, classes, num, tuple(mask), anchors, settings, alexeyab)
+
+    def darknet_line(self):
+        return "yolo\n"               # make_yolo_layer's fprintf; parse_yolo prints nothing
+
+    def alexeyab_line(self):
+        # make_yolo_layer prints "yolo", then parse_yolo its loss settings with "%2.2f" of
+        # C floats (so the float32 value is what is rounded).
+        a = self.alexeyab
+        f32 = [c_float(a[key]) for key in ("iou_normalizer", "obj_normalizer",
+                                           "cls_normalizer", "delta_normalizer", "scale_x_y")]
+        return ("yolo\n[yolo] params: iou loss: %s (%d), iou_norm: %2.2f, obj_norm: %2.2f, "
+                "cls_norm: %2.2f, delta_norm: %2.2f, scale_x_y: %2.2f\n"
+                % (a["iou_loss"], ALEXEYAB_IOU_LOSS.get(a["iou_loss"], 0), *f32))
+
+    def describe(self):
+        return {"classes": self.classes, "num": self.num, "mask": list(self.mask),
+                "anchors": [list(pair) for pair in self.anchors], **self.settings}
+
+    def summary_cells(self):
+        return "yolo", "", "mask " + ",".join(map(str, self.mask))
