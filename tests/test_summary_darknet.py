@@ -98,12 +98,14 @@ def test_maxpool_default_padding_rounds_up(write_cfg):
     assert lines[2] == "    1 max          3 x 3 / 2     4 x   3 x   2   ->     2 x   2 x   2"
 
 
-# Darknet's own tables (../shared/darknet-summary/, printed by Darknet) of its stock cfgs
-# whose every section darkbp builds. The detection and recurrent heads are table-only
-# sections darkbp does not tabulate yet.
-DARKNET_TABLES = ["cifar", "darknet", "darknet19", "darknet53", "darknet9000",
-                  "extraction", "extraction.conv", "go", "resnet18", "resnet34", "resnet50",
-                  "resnet101", "resnet152", "resnext50", "resnext152-32x4d", "tiny", "vgg-16"]
+# Darknet's own tables (../shared/darknet-summary/, printed by Darknet) of its stock cfgs:
+# one case per file there.
+DARKNET_TABLES = sorted(path.stem for path in (SHARED / "darknet-summary").glob("*.txt"))
+STOCK_CFGS = sorted((SHARED / "darknet-cfg").glob("*.cfg"))
+
+
+def test_darknets_tables_and_cfgs_are_beside_the_project():
+    assert len(DARKNET_TABLES) == 28 and len(STOCK_CFGS) == 45
 
 
 @pytest.mark.parametrize("name", DARKNET_TABLES)
@@ -111,3 +113,13 @@ def test_stock_cfg_table_equals_darknets_output(name):
     expected = (SHARED / "darknet-summary" / f"{name}.txt").read_text()
     network = parse_network(SHARED / "darknet-cfg" / f"{name}.cfg")
     assert darknet_text(network) == expected
+
+
+@pytest.mark.parametrize("path", STOCK_CFGS, ids=[path.stem for path in STOCK_CFGS])
+def test_every_stock_cfg_tabulates_in_every_format(path):
+    """The 16 cfgs without a table of Darknet's must tabulate by the same rules (the layer
+    tests check those rules line by line); here: every format works on every cfg."""
+    for fmt in ("darknet", "table", "json"):
+        result = CliRunner().invoke(main, ["summary", str(path), "--format", fmt])
+        assert result.exit_code == 0, (fmt, result.output)
+        assert result.stdout.strip()
