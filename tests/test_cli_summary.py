@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from click.testing import CliRunner
 
 from darkbp.cli import main
-from tests.conftest import CFG_DIR
+from tests.conftest import CFG_DIR, SHARED
 
 MNIST = str(CFG_DIR / "mnist.cfg")
 # LeNet's parameters, counted by hand: conv 20*1*5*5+20, conv 50*20*5*5+50,
@@ -81,3 +83,16 @@ def test_route_and_shortcut_sources_are_shown():
     data = json.loads(CliRunner().invoke(main, ["summary", str(CFG_DIR / "residual.cfg"),
                                                 "--format", "json"]).stdout)
     assert [row["inputs"] for row in data["layers"][:4]] == [[-1], [0], [1], [2, 0]]
+
+
+def test_a_detection_cfg_in_the_table_and_json_formats():
+    yolov3 = str(SHARED / "darknet-cfg" / "yolov3.cfg")
+    result = CliRunner().invoke(main, ["summary", yolov3])
+    assert result.exit_code == 0, result.output
+    assert "· 140.692 BFLOPs per image (forward) ·" in result.stdout     # as published: 140.69
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert rows[-2].split("│")[2].strip() == "yolo"      # the last layer, then the totals
+    data = json.loads(CliRunner().invoke(main, ["summary", yolov3, "--format", "json"]).stdout)
+    assert len(data["layers"]) == 107
+    assert data["layers"][86]["inputs"] == [85, 61]        # [route] layers = -1, 61
+    assert data["totals"]["bflops"] == pytest.approx(140.6919, abs=1e-4)

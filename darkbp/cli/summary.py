@@ -90,8 +90,10 @@ def _table(data, network) -> Table:
         table.add_row(str(row["index"]), kind, filters, size, _reads(row), _shape(row["input"]),
                       _shape(row["output"]), f"{row['bflops']:.6f}" if row["bflops"] else "",
                       f"{row['params']:,}" if row["params"] else "")
-    table.caption = (f"{totals['params']:,} parameters · {totals['bflops'] * 1e3:.3f} MFLOPs per "
-                     f"image (forward) · activations {human_bytes(totals['activation_bytes'])} "
+    flops = (f"{totals['bflops']:.3f} BFLOPs" if totals["bflops"] >= 1
+             else f"{totals['bflops'] * 1e3:.3f} MFLOPs")
+    table.caption = (f"{totals['params']:,} parameters · {flops} per image (forward) · "
+                     f"activations {human_bytes(totals['activation_bytes'])} "
                      f"at batch {data['batch']} (float32)")
     table.caption_justify = "left"
     return table
