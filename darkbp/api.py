@@ -1,0 +1,112 @@
+"""darkbp from Python: load a cfg (and its .weights), predict, tabulate, save.
+
+    import darkbp
+    net = darkbp.load("cfg/mnist.cfg", "backup/mnist_final.weights")
+    p = net.predict(x)              # x: (N, 1, 28, 28) or (N, 784) in [0, 1] -> (N, 10) float32
+    net.summary()                   # the data of `darkbp summary --format json`
+    net.save_weights("copy.weights")
+
+The stable names are `darkbp.load`, `darkbp.Net` and `darkbp.DarkbpError`. `net.network`
+is the `darkbp.network.Network` the CLI runs on, for those who want the layers; that
+module and the rest of the package may change between versions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from darkbp.network import Network, parse_network
+from darkbp.summary import darknet_text, summary_data
+from darkbp.weights import load_weights, save_weights
+
+__all__ = ["Net", "load"]
+
+PREDICT_BATCH = 256     # images per forward pass of predict: LeNet peaks at ~20 MB with 256
+
+
+def load(cfg: str | os.PathLike, weights: str | os.PathLike | None = None, *,
+         seed: int = 0) -> "Net":
+    """The network of a Darknet cfg, its parameters read from a Darknet .weights file.
+
+    Without `weights`, Darknet's random initialisation drawn from `seed` (where
+    `darkbp train --seed` starts). A cfg darkbp cannot build or a .weights file that is
+    missing or of the wrong size raises the DarkbpError (file, line, message) the CLI
+    prints; the cfg's warnings are in `net.warnings`, not printed. A cfg with a
+    table-only section (detection or recurrent heads) loads, for its summary; predict
+    refuses it.
+    """
+    network = parse_network(cfg).initialize(seed, np.float32)
+    seen = 0 if weights is None else load_weights(weights, network.layers)
+    return Net(network, seen)
+
+
+class Net:
+    """A network with its parameters, as `darkbp.load` returns it.
+
+    network: the darkbp.network.Network (layers, shapes, parameter arrays), float32.
+    warnings: the cfg's warnings, a tuple of darkbp.cfg.CfgWarning (file, line, message;
+    str() is the line the CLI prints).
+    """
+
+    def __init__(self, network: Network, seen: int = 0):
+        if network.dtype is None:
+            raise ValueError("the network has no parameters yet: call network.initialize()")
+        self.network = network
+        self.warnings = tuple(network.warnings)
+        self._seen = seen       # images trained on, from the .weights header; save_weights keeps it
+
+    def __repr__(self) -> str:
+        c, h, w = self.network.input_shape
+        return (f"<darkbp.Net {self.network.file}: {len(self.network.layers)} layers, "
+                f"{w} x {h} x {c} -> {self.network.outputs}>")
+
+    def predict(self, x, batch: int = PREDICT_BATCH) -> np.ndarray:
+        """The last layer's output for every image, in evaluation mode: (N, outputs) float32.
+
+        x: (N, C, H, W) with the cfg's channels, height and width, or (N, C·H·W) (the cfg's
+        `inputs`), holding floats in [0, 1] — or uint8 pixels 0..255, divided by 255 as
+        `darkbp train` and `darkbp eval` do. With a [softmax] last the rows are class
+        probabilities; a [cost] last passes its input through. `batch` images go through
+        the network at a time, so memory stays bounded whatever N is. x is never written to.
+        """
+        self.network.check_runnable()
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        x = np.asarray(x)
+        c, h, w = self.network.input_shape
+        if x.ndim < 2 or x.shape[1:] not in ((c, h, w), (c * h * w,)):
+            raise ValueError(f"x must have the shape (N, {c}, {h}, {w}) or (N, {c * h * w}) "
+                             f"for {self.network.file}, got {x.shape}")
+        if x.dtype != np.uint8 and x.dtype.kind != "f":
+            raise TypeError(f"x must hold floats in [0, 1] or uint8 pixels 0..255, "
+                            f"got {x.dtype}")
+        out = np.empty((len(x), self.network.outputs), np.float32)
+        for start in range(0, len(x), batch):
+            chunk = x[start:start + batch]
+            if chunk.dtype == np.uint8:
+                chunk = chunk.astype(np.float32) / 255    # darkbp.evaluate.predict's scaling
+            # Copied out: the last layer's output may be its own buffer, or (a [cost]) x itself.
+            out[start:start + batch] = self.network.forward(chunk)
+        return out
+
+    def summary(self, batch: int | None = None) -> dict:
+        """The layer table as data: what `darkbp summary --format json [--batch N]` prints.
+
+        `batch` sets the activation-memory total (default: the cfg's batch).
+        """
+        if batch is not None and batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        return summary_data(self.network, batch)
+
+    def darknet_table(self) -> str:
+        """The layer table Darknet prints for this cfg, byte for byte
+        (`darkbp summary --format darknet`)."""
+        return darknet_text(self.network)
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        """Write the parameters as a Darknet .weights file, atomically (a reader sees the old
+        file or the new one), with the loaded file's `seen` (images trained on; 0 without
+        a file)."""
+        save_weights(path, self.network.layers, self._seen)
