@@ -37,8 +37,9 @@ def write_cfg(tmp_path):
 
 
 def data_root() -> Path | None:
+    """$DARKBP_DATA as an absolute path (the README's command gives a relative one)."""
     value = os.environ.get("DARKBP_DATA")
-    return Path(value) if value else None
+    return Path(value).resolve() if value else None
 
 
 def zeroed(layer, dtype=np.float32):
