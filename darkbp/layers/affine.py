@@ -85,3 +85,10 @@ class AffineLayer(Layer):
             dz, dscales = batchnorm_backward(dz, self._bn_cache)
             self.scale_grads += dscales
         return dz
+
+    def _tail_to_onnx(self, graph, z: str) -> str:
+        """The evaluation tail in ONNX: z (N, F, ...), the linear map's output, with its
+        bias already added unless there is batch norm (which adds it) -> activation(bn(z))."""
+        if self.batch_normalize:
+            z = graph.batchnorm(z, self)
+        return graph.activation(self.activation, z)

@@ -47,3 +47,6 @@ class AvgpoolLayer(Layer):
                      self._layout)
         dx[...] = dy.reshape(dy.shape[0], c, 1, 1) / dy.dtype.type(h * w)
         return dx
+
+    def to_onnx(self, graph, inputs):
+        return graph.node("GlobalAveragePool", inputs)

@@ -13,6 +13,7 @@ worker processes never name a layer type:
     param_names     its parameters, and `state_names` its other saved arrays
     weights_order   its arrays in the order Darknet's `.weights` files store them
     forward/backward, beside each other
+    to_onnx         its inference as ONNX nodes (darkbp/export.py), for `darkbp export`
 
 A layer's parameters are attributes named after Darknet (`biases`, `scales`,
 `weights`); each has its gradient in `<singular>_grads` (`bias_grads`, ...),
@@ -28,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from darkbp.cfg import Section
+from darkbp.errors import DarkbpError
 from darkbp.ops.activations import ACTIVATIONS
 
 INPUT = -1                     # the index of the network input among the layers' sources
@@ -268,6 +270,14 @@ class Layer:
         """After a training forward of `xs`: how far its values are from a point where the
         layer's derivative jumps (gradcheck keeps central differences away from those)."""
         return math.inf
+
+    # ------------------------------------------------------------------ export
+    def to_onnx(self, graph, inputs: list[str]) -> str:
+        """Write this layer's evaluation-mode forward into `graph` (darkbp/export.py's Graph),
+        reading the tensors named `inputs` ((N, C, H, W) each, as `sources`); the name of its
+        (N, *out_shape) output.  Layer types darkbp only tabulates keep this refusal."""
+        raise DarkbpError(f"[{self.header}] can not be exported to ONNX: darkbp only tabulates "
+                          f"this section, it does not run it", file=graph.file, line=self.line)
 
     # ------------------------------------------------------------------ as the cost (is_cost)
     def cost(self, truth: np.ndarray) -> np.ndarray:

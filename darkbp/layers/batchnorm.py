@@ -76,3 +76,6 @@ class BatchnormLayer(Layer):
         if self._layout == "NCHW":
             return a.reshape(a.shape[0], c, -1)
         return a.reshape(1, c, -1)
+
+    def to_onnx(self, graph, inputs):
+        return graph.batchnorm(inputs[0], self)

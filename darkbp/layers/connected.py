@@ -82,3 +82,10 @@ class ConnectedLayer(AffineLayer):
             return None
         dxt = self.weights.T @ dz                          # (inputs, outputs) @ (outputs, N)
         return as_nchw(dxt.reshape(self.in_shape + (n,)), "CHWN")
+
+    def to_onnx(self, graph, inputs):
+        gemm = [graph.flatten(inputs[0]), graph.constant(self.weights, "weights")]
+        if not self.batch_normalize:           # the biases come after the normalisation
+            gemm.append(graph.constant(self.biases, "biases"))
+        z = graph.node("Gemm", gemm, transB=1)   # (N, inputs) @ (outputs, inputs)ᵀ
+        return graph.as_image(self._tail_to_onnx(graph, z))

@@ -131,6 +131,14 @@ class ConvolutionalLayer(AffineLayer):
             self.bias_grads += dbiases[0]
         return dx
 
+    def to_onnx(self, graph, inputs):
+        conv = [inputs[0], graph.constant(self.weights, "weights")]
+        if not self.batch_normalize:           # the biases come after the normalisation
+            conv.append(graph.constant(self.biases, "biases"))
+        z = graph.node("Conv", conv, kernel_shape=[self.size] * 2, strides=[self.stride] * 2,
+                       pads=[self.padding] * 4, group=self.groups)
+        return self._tail_to_onnx(graph, z)
+
     def _channels_view(self, a):
         """A batch in the conv's layout as the tail's (A, F, B): (N, F, OH·OW) or (1, F, OH·OW·N)."""
         if self._conv_cache.layout == "NCHW":

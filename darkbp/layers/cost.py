@@ -87,3 +87,6 @@ class CostLayer(Layer):
         grad = cost_gradient(self._p, truth.astype(self._p.dtype, copy=False), self.kind,
                              self.scale)
         return grad.reshape((truth.shape[0],) + self.in_shape)
+
+    def to_onnx(self, graph, inputs):
+        return inputs[0]      # not exported: the model's output is what the cost reads

@@ -6,6 +6,7 @@ import numpy as np
 
 from darkbp.layers.base import Layer, register
 from darkbp.ops.buffers import kernel_buffers
+from darkbp.passes import EVAL
 
 
 @register
@@ -101,3 +102,11 @@ class CropLayer(Layer):
         dx = np.zeros((dy.shape[0],) + self.in_shape, dy.dtype)
         np.multiply(dy, dy.dtype.type(self.scale), out=self._window(dx, *self._offset))
         return dx
+
+    def to_onnx(self, graph, inputs):
+        dh, dw, _ = self.offset(EVAL)          # the centre, unmirrored: the window at inference
+        window = graph.slice(inputs[0], [2, 3], [dh, dw],
+                             [dh + self.crop_height, dw + self.crop_width])
+        if self.noadjust:
+            return window
+        return graph.node("Sub", [graph.scale(window, 2), graph.scalar(1)])

@@ -125,3 +125,21 @@ class LocalLayer(AffineLayer):
         self.weight_grads += dweights
         self.bias_grads += dbiases
         return dx
+
+    def to_onnx(self, graph, inputs):
+        c = self.in_shape[0]
+        f, out_h, out_w = self.out_shape
+        k, s, p = self.size, self.stride, self.pad
+        x = graph.pad(inputs[0], [0, 0, p, p], [0, 0, p, p]) if p else inputs[0]
+        # im2col's columns: for each kernel offset (i, j) the taps of every window, (N, C, OH, OW)
+        taps = [graph.node("Unsqueeze", [graph.slice(x, [2, 3], [i, j],
+                                                     [i + s * (out_h - 1) + 1,
+                                                      j + s * (out_w - 1) + 1], [s, s]),
+                                         graph.ints([2])])
+                for i in range(k) for j in range(k)]
+        cols = taps[0] if len(taps) == 1 else graph.node("Concat", taps, axis=2)
+        cols = graph.reshape(cols, [0, c * k * k, out_h * out_w])     # (N, K, L), rows (c, i, j)
+        weights = graph.constant(self.weights.reshape(out_h * out_w, f, -1), "weights")
+        z = graph.node("Einsum", [cols, weights], equation="nkl,lfk->nfl")   # (N, F, L)
+        z = graph.node("Add", [z, graph.constant(self.biases.reshape(f, -1), "biases")])
+        return self._tail_to_onnx(graph, graph.reshape(z, [0, f, out_h, out_w]))

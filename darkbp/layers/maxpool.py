@@ -91,3 +91,17 @@ class MaxpoolLayer(Layer):
         live = np.isfinite(top2[..., 1]) & ~((top2[..., 0] == 0) & (top2[..., 1] == 0))
         gaps = top2[..., 0][live] - top2[..., 1][live]
         return float(gaps.min()) if gaps.size else math.inf
+
+    def to_onnx(self, graph, inputs):
+        # The windows start padding//2 cells before the input, and a cell outside it is −∞: pad
+        # with −∞ (after the input: as far as the last window reaches), then pool unpadded.
+        _, h, w = self.in_shape
+        _, out_h, out_w = self.out_shape
+        top = self.padding // 2
+        bottom = max(0, (out_h - 1) * self.stride + self.size - top - h)
+        right = max(0, (out_w - 1) * self.stride + self.size - top - w)
+        x = inputs[0]
+        if top or bottom or right:
+            x = graph.pad(x, [0, 0, top, top], [0, 0, bottom, right], -np.inf)
+        return graph.node("MaxPool", [x], kernel_shape=[self.size] * 2,
+                          strides=[self.stride] * 2)

@@ -121,3 +121,20 @@ class ReorgLayer(Layer):
         else:
             dx = reorg_backward(dy, self.stride, self.reverse, self.in_shape)
         return dx.reshape((n,) + self.in_shape)
+
+    def to_onnx(self, graph, inputs):
+        # The permutations of ops/reorg.py, each a Reshape and a Transpose of the batch.
+        x, s = inputs[0], self.stride
+        c, h, w = self.in_shape
+        if self.extra:                                           # the image, then extra zeros
+            return graph.as_image(graph.pad(graph.flatten(x), [0, 0], [0, self.extra]))
+        if self.flatten:                                         # (C, H·W) <-> (H·W, C)
+            rows = (h * w, c) if self.reverse else (c, h * w)
+            y = graph.node("Transpose", [graph.reshape(x, [0, *rows])], perm=[0, 2, 1])
+        elif self.reverse:                                       # depth_to_space
+            y = graph.node("Transpose", [graph.reshape(x, [0, s, s, c // (s * s), h, w])],
+                           perm=[0, 3, 4, 1, 5, 2])
+        else:        # space_to_depth of x's values read as (C/s², H·s, W·s)
+            y = graph.node("Transpose", [graph.reshape(x, [0, c // (s * s), h, s, w, s])],
+                           perm=[0, 3, 5, 1, 2, 4])
+        return graph.reshape(y, [0, *self.out_shape])

@@ -121,3 +121,8 @@ class RouteLayer(Layer):
             dx[:, taken] = dy[:, placed]
             dxs.append(dx)
         return dxs
+
+    def to_onnx(self, graph, inputs):
+        parts = [x if self.groups == 1 else graph.slice(x, [1], [taken.start], [taken.stop])
+                 for x, (taken, _) in zip(inputs, self._slices())]
+        return parts[0] if len(parts) == 1 else graph.node("Concat", parts, axis=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import numpy as np
 
 from darkbp.layers.base import Layer, c_float, earlier_layer, read_activation, register
 from darkbp.ops.activations import ACTIVATIONS
@@ -103,3 +103,33 @@ class ShortcutLayer(Layer):
 
     def margin(self, xs):
         return ACTIVATIONS[self.activation].margin(self._z)
+
+    def to_onnx(self, graph, inputs):
+        prev, src = inputs
+        plan = self.plan
+        paired = src if plan.same else graph.slice(                   # (N, channels, rows, cols)
+            src, [1, 2, 3], [0, 0, 0], [plan.channels, plan.rows * plan.stride,
+                                        plan.cols * plan.stride], [1, plan.stride, plan.stride])
+        paired = graph.scale(paired, self.beta)
+        z = graph.node("Add", [graph.scale(prev, self.alpha), self._placed(graph, paired)])
+        if not plan.same:                     # the values shortcut_cpu does not pair: prev's
+            c, h, w = self.in_shape
+            mask = np.zeros((1, c, h, w), bool)
+            mask[plan.prev_index] = True
+            if not mask.all():
+                z = graph.where(graph.constant(mask, "paired", bool), z, prev)
+        return graph.activation(self.activation, z)
+
+    def _placed(self, graph, paired: str) -> str:
+        """paired (N, channels, rows, cols) where the plan adds it onto prev (every
+        `sample`-th pixel of its first channels), zeros elsewhere: (N, C, H, W)."""
+        plan, s = self.plan, self.plan.sample
+        if plan.same:
+            return paired
+        if s > 1:                      # (N, ch, rows, 1, cols, 1) -> (N, ch, rows·s, cols·s)
+            spread = graph.pad(graph.node("Unsqueeze", [paired, graph.ints([3, 5])]),
+                               [0] * 6, [0, 0, 0, s - 1, 0, s - 1])
+            paired = graph.reshape(spread, [0, plan.channels, plan.rows * s, plan.cols * s])
+        c, h, w = self.in_shape
+        rest = [0, c - plan.channels, h - plan.rows * s, w - plan.cols * s]
+        return graph.pad(paired, [0] * 4, rest) if any(rest) else paired

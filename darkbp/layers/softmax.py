@@ -76,3 +76,10 @@ class SoftmaxLayer(Layer):
 
     def truth_groups(self):
         return self.groups
+
+    def to_onnx(self, graph, inputs):
+        z = graph.reshape(inputs[0], [0, self.groups, -1])            # (N, groups, n/groups)
+        if self.temperature != 1:
+            z = graph.node("Div", [z, graph.scalar(self.temperature)])
+        p = graph.node("Softmax", [z], axis=2)
+        return graph.reshape(p, [0, self.outputs, 1, 1])

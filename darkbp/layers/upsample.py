@@ -81,3 +81,15 @@ class UpsampleLayer(Layer):
         if self.stride > 0:
             return block_sum(dy, self.stride, self.scale)
         return nearest(dy, -self.stride, self.scale)
+
+    def to_onnx(self, graph, inputs):
+        c, h, w = self.in_shape
+        s = self.factor
+        if self.stride > 0:                        # every value copied into an s×s block
+            blocks = graph.node("Expand", [graph.reshape(inputs[0], [0, c, h, 1, w, 1]),
+                                           graph.ints([1, 1, 1, s, 1, s])])
+            y = graph.reshape(blocks, [0, c, h * s, w * s])
+        else:                                      # every s×s block summed
+            y = graph.node("ReduceSum", [graph.reshape(inputs[0], [0, c, h // s, s, w // s, s]),
+                                         graph.ints([3, 5])], keepdims=0)
+        return graph.scale(y, self.scale)
