@@ -3,23 +3,27 @@
 What there is to know about a named dataset, in one place: its name (`NAMES`),
 the four IDX files by role (`FILES`), its class names (`CLASSES`), the folders
 system packages install it into (`SYSTEM_DIRS`), the public mirrors it is
-downloaded from (`MIRRORS`) and the published md5 of each file (`MD5`); and
-where darkbp looks for it, in order (`candidates`, `cache_dir`).
+downloaded from (`MIRRORS`) and the published md5 of each file (`MD5`); for a
+dataset published as one archive, the folder it unpacks to and the files
+darkbp reads there (`ARCHIVES`); and where darkbp looks for it, in order
+(`candidates`, `cache_dir`).
 
-Data only: reading the files is `darkbp.datasets`, downloading them is
-`darkbp.fetch`. Both build on this module, which imports neither.
+Data only: reading the files is `darkbp.datasets` (and `darkbp.cifar`),
+downloading them is `darkbp.fetch`. They build on this module, which imports
+none of them.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from darkbp.errors import DarkbpError
 
-NAMES = ("mnist", "fashion-mnist")
+NAMES = ("mnist", "fashion-mnist", "cifar10")
 
-# The four files of a dataset, by role: their names without the optional ".gz".
+# The four files of an MNIST-style dataset, by role: their names without the optional ".gz".
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -32,6 +36,9 @@ CLASSES = {
     # zalandoresearch/fashion-mnist README, labels 0-9.
     "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    # batches.meta.txt of the official archive, labels 0-9.
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
+                "dog", "frog", "horse", "ship", "truck"),
 }
 
 # Folders that system packages install into (Debian's dataset-fashion-mnist).
@@ -43,11 +50,14 @@ MIRRORS = {
     "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
               "http://yann.lecun.com/exdb/mnist/"),
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    # The dataset's home page, https://www.cs.toronto.edu/~kriz/cifar.html.
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
 }
 
-# The published md5 of each .gz file: MNIST's official files, and the ones in
-# zalandoresearch/fashion-mnist's README. (Debian's fashion-mnist package
-# recompressed its copies, so they differ; the reader accepts any valid IDX.)
+# The published md5 of each downloaded file: MNIST's official .gz files, the
+# ones in zalandoresearch/fashion-mnist's README (Debian's fashion-mnist package
+# recompressed its copies, so they differ; the reader accepts any valid IDX),
+# and the "binary version" on CIFAR-10's home page.
 MD5 = {
     "mnist": {
         "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -61,6 +71,27 @@ MD5 = {
         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     },
+    "cifar10": {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530"},
+}
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A dataset published as one .tar.gz (its only file in MD5[name]).
+
+    Every member lies in `folder`, which is what darkbp unpacks, whole, into
+    the destination; `files` are the ones in it that darkbp reads.
+    """
+
+    file: str
+    folder: str
+    files: tuple[str, ...]
+
+
+ARCHIVES = {
+    "cifar10": Archive(
+        "cifar-10-binary.tar.gz", "cifar-10-batches-bin",
+        ("batches.meta.txt", *(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin")),
 }
 
 

@@ -8,7 +8,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                            TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
-from darkbp import catalogue, datasets
+from darkbp import catalogue, cifar, datasets
 from darkbp.cli import main
 from darkbp.fetch import fetch as fetch_dataset
 
@@ -21,6 +21,7 @@ def data() -> None:
     Examples:
       darkbp data list
       darkbp data fetch mnist
+      darkbp data fetch cifar10
     """
 
 
@@ -41,10 +42,11 @@ def list_datasets(data_dir: str | None) -> None:
     for column in ("dataset", "status", "folder"):
         table.add_column(column)
     for name in catalogue.NAMES:
-        located = datasets.locate(name, data_dir)
+        located = [(folder, not _missing(name, folder))
+                   for folder in catalogue.candidates(name, data_dir)]
         used = next((folder for folder, found in located if found), None)
         for folder, found in located:
-            table.add_row(name, _status(folder, found, used), str(folder))
+            table.add_row(name, _status(name, folder, found, used), str(folder))
         if name == "mnist":
             sample_found = not datasets.missing_files(datasets.SAMPLE_DIR)
             status = "missing" if not sample_found else (
@@ -62,10 +64,14 @@ def list_datasets(data_dir: str | None) -> None:
 def fetch(name: str, mirror: str | None, dest: str | None) -> None:
     """Download dataset NAME and check each file's md5.
 
+    cifar10 comes as one archive (cifar-10-binary.tar.gz, 162 MB): it is
+    checked, unpacked as cifar-10-batches-bin/ into the cache (or DIR), and removed.
+
     \b
     Examples:
       darkbp data fetch mnist
       darkbp data fetch fashion-mnist --mirror http://127.0.0.1:8000/fashion/
+      darkbp data fetch cifar10
     """
     console = _console()
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
@@ -85,22 +91,38 @@ def fetch(name: str, mirror: str | None, dest: str | None) -> None:
         if tasks:
             progress.stop()
 
-    if report.downloaded:
-        console.print(f"{name}: downloaded {len(report.downloaded)} file(s) into "
-                      f"{report.dest}, each matching its published md5")
-    if report.present:
-        console.print(f"{name}: {len(report.present)} file(s) already in {report.dest} "
-                      "with the right md5")
+    if name in catalogue.ARCHIVES:
+        where = cifar.batches_folder(report.dest)
+        if report.downloaded:
+            console.print(f"{name}: downloaded {report.downloaded[0]}, which matches its "
+                          f"published md5, and unpacked it into {where}")
+        else:
+            console.print(f"{name}: already complete in {where}")
+    else:
+        if report.downloaded:
+            console.print(f"{name}: downloaded {len(report.downloaded)} file(s) into "
+                          f"{report.dest}, each matching its published md5")
+        if report.present:
+            console.print(f"{name}: {len(report.present)} file(s) already in {report.dest} "
+                          "with the right md5")
     if report.dest not in catalogue.candidates(name):
         console.print(f"darkbp does not look in {report.dest} by itself: "
                       f"pass --data {report.dest}")
 
 
-def _status(folder, found: bool, used) -> str:
+def _missing(name: str, folder) -> list[str]:
+    """The files of dataset `name` that `folder` lacks."""
+    if name in catalogue.ARCHIVES:  # cifar10, the one archive dataset
+        return cifar.missing_files(folder)
+    return datasets.missing_files(folder)
+
+
+def _status(name: str, folder, found: bool, used) -> str:
     if found:
         return "found (used)" if folder == used else "found"
-    missing = datasets.missing_files(folder)
-    if len(missing) < len(catalogue.FILES):
+    missing = _missing(name, folder)
+    every = catalogue.ARCHIVES[name].files if name in catalogue.ARCHIVES else catalogue.FILES
+    if len(missing) < len(every):
         return "incomplete, lacks " + ", ".join(missing)
     return "missing"
 
