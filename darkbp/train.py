@@ -32,10 +32,10 @@ import numpy as np
 
 from darkbp.atomic import ensure_writable_dir
 from darkbp.checkpoint import Progress, load_state, save_state
-from darkbp.datasets import Dataset
+from darkbp.datasets import Dataset, network_input
 from darkbp.ema import EMA
 from darkbp.errors import DarkbpError, RunFailed
-from darkbp.evaluate import check_fits, predict
+from darkbp.evaluate import Evaluation, check_fits, evaluate, top_k
 from darkbp.network import Network
 from darkbp.parallel import Runner
 from darkbp.passes import Noise
@@ -77,11 +77,15 @@ class EpochReport:
     ema_accuracy: float | None
     loss: float             # mean training loss over the epoch
     wall_time: float
+    top: int | None = None                  # k of the top-k accuracies, None without them
+    top_accuracy: float | None = None
+    ema_top_accuracy: float | None = None
 
 
 class TrainListener:
     """Receives progress; the CLI renders it, tests record it. Every method is optional."""
 
+    def decoding(self, source: str, done: int, total: int) -> None: ...
     def start(self, trainer: "Trainer") -> None: ...
     def batch(self, report: BatchReport) -> None: ...
     def epoch(self, report: EpochReport) -> None: ...
@@ -97,6 +101,7 @@ class Trainer:
         self.listener = listener or TrainListener()
         config = network.config
         check_fits(network, dataset)
+        self.top = top_k(len(dataset.classes), dataset.top)
         network.check_trainable()
         network.check_batch_statistics(config.mini_batch)
         self.out = ensure_writable_dir(options.out)
@@ -124,10 +129,13 @@ class Trainer:
                                   Progress(seed=options.seed, ema_decay=self.ema_decay))
             self.batch_num, self.epoch = progress.batch_num, progress.epoch
             self.elapsed = progress.elapsed
+        # Image files are decoded once, here, after every quick check.
+        self.dataset = dataset.decoded(network.input_shape, self.listener.decoding,
+                                       options.threads)
         self.runner = Runner(network, options.threads)
 
-        # Scale once, outside the loop: pixels to [0, 1], labels to one-hot rows.
-        self.train_x = _images(dataset.train_images)
+        # Labels to one-hot rows once; pixels become float input batch by batch, so that
+        # the set stays in memory as uint8.
         self.train_truth = np.eye(network.outputs, dtype=np.float32)[dataset.train_labels]
 
     # ------------------------------------------------------------------ paths
@@ -184,7 +192,7 @@ class Trainer:
             lr = self.schedule.rate(self.batch_num,
                                     np.random.default_rng([self.options.seed, 1, self.batch_num]))
             images = order[index * self.batch:(index + 1) * self.batch]
-            loss = sum(self.runner.train_step(self.train_x[part], self.train_truth[part],
+            loss = sum(self.runner.train_step(self._input(part), self.train_truth[part],
                                               Noise(self.options.seed, self.batch_num, sub))
                        for sub, part in enumerate(np.split(images, config.subdivisions)))
             loss /= self.batch
@@ -209,11 +217,14 @@ class Trainer:
         epoch_time = time.perf_counter() - started
         self.elapsed += epoch_time
         self.epoch = epoch
-        report = EpochReport(epoch=epoch, batch_num=self.batch_num,
-                             accuracy=self.test_accuracy(),
-                             ema_accuracy=self.test_accuracy(ema=True) if self.ema else None,
+        raw = self.test_evaluation()
+        ema = self.test_evaluation(ema=True) if self.ema else None
+        report = EpochReport(epoch=epoch, batch_num=self.batch_num, accuracy=raw.accuracy,
+                             ema_accuracy=ema.accuracy if ema else None,
                              loss=float(np.mean(losses)) if losses else float("nan"),
-                             wall_time=self.elapsed)
+                             wall_time=self.elapsed, top=self.top,
+                             top_accuracy=raw.top_accuracy,
+                             ema_top_accuracy=ema.top_accuracy if ema else None)
         self._log({"event": "epoch", **dataclasses.asdict(report), "lr": lr,
                    "images_per_s": len(losses) * self.batch / epoch_time})
         self._save(final=False)
@@ -221,14 +232,22 @@ class Trainer:
         return report
 
     def test_accuracy(self, ema: bool = False) -> float:
-        """Accuracy on the test split, with the raw or the EMA weights."""
-        def accuracy():
-            predicted = predict(self.network, self.dataset.test_images, runner=self.runner)
-            return float(np.mean(predicted == self.dataset.test_labels))
+        """Top-1 accuracy on the test split, with the raw or the EMA weights."""
+        return self.test_evaluation(ema).accuracy
+
+    def test_evaluation(self, ema: bool = False) -> Evaluation:
+        """The test split classified with the raw or the EMA weights (top-k as self.top)."""
+        def run():
+            return evaluate(self.network, self.dataset.test_images, self.dataset.test_labels,
+                            self.dataset.classes, runner=self.runner, top=self.top)
         if not ema:
-            return accuracy()
+            return run()
         with self.ema.swapped_in():
-            return accuracy()
+            return run()
+
+    def _input(self, images: np.ndarray) -> np.ndarray:
+        """The float32 network input of the training images at these indexes."""
+        return network_input(self.dataset.train_images[images], self.network.input_shape)
 
     def _diverged_message(self, loss: float, epoch: int) -> str:
         kept = self.path("last")
@@ -261,9 +280,3 @@ class Trainer:
         with open(self.path("metrics"), "a") as log:
             log.write(json.dumps(record) + "\n")
 
-
-def _images(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W) -> float32 (N, 1, H, W) in [0, 1], with one copy of the set in memory."""
-    x = images.astype(np.float32)[:, None, :, :]
-    x /= np.float32(255)
-    return x

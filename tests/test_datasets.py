@@ -204,8 +204,9 @@ def test_path_spec_lacking_a_file_names_it(tmp_path):
 
 
 def test_path_spec_that_is_not_a_folder():
-    with pytest.raises(DarkbpError, match="no dataset named 'cifar10' and no such folder"):
-        load_dataset("cifar10")
+    # (not cifar10, which darkbp now knows by name)
+    with pytest.raises(DarkbpError, match="no dataset named 'imagenet' and no such folder"):
+        load_dataset("imagenet")
 
 
 def test_label_count_must_match_image_count(tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from darkbp.catalogue import CLASSES
+from darkbp.datasets import Dataset
 from darkbp.errors import DarkbpError
 from darkbp.evaluate import Evaluation, check_fits, evaluate, predict
 from darkbp.network import parse_network
@@ -36,6 +39,7 @@ class FakeNetwork:
     """Stands in for a Network: scores = the first 10 inputs; records how it was called."""
 
     outputs = 10
+    input_shape = (1, 28, 28)
 
     def __init__(self):
         self.calls = []
@@ -161,11 +165,12 @@ def test_evaluation_of_a_given_matrix():
     assert result.per_class[0] == 0.75 and np.isnan(result.per_class[1])
 
 
-class _Data:
-    def __init__(self, shape=(5, 28, 28), classes=DIGITS):
-        self.test_images = np.zeros(shape, np.uint8)
-        self.classes = classes
-        self.name = "mnist"
+def _Data(shape=(5, 28, 28), classes=DIGITS):
+    """A Dataset of blank images of `shape` (N, H, W) or (N, C, H, W), named mnist."""
+    images, labels = np.zeros(shape, np.uint8), np.zeros(shape[0], np.uint8)
+    return Dataset(name="mnist", train_images=images, train_labels=labels,
+                   test_images=images, test_labels=labels, source=Path("mnist"),
+                   classes=classes)
 
 
 @pytest.mark.parametrize("net", ["width=28\nheight=28\nchannels=1", "inputs=784"])

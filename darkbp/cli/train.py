@@ -1,4 +1,4 @@
-"""`darkbp train`: trains a cfg on MNIST-like data with a rich progress bar."""
+"""`darkbp train`: trains a cfg on IDX data or image files, with rich progress bars."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from darkbp.cli import main
 from darkbp.cli.common import load_network
 from darkbp.cli.options import threads_option
-from darkbp.datasets import load_dataset
+from darkbp.datasets import Dataset, load_dataset
 from darkbp.train import Trainer, TrainListener, TrainOptions
+
+DATA_HELP = ("mnist, fashion-mnist, a folder with the four IDX files, a folder with train/ "
+             "and val/ (or valid/, test/) holding one folder of images per class, or a "
+             "Darknet classifier .data file.")
 
 
 @main.command()
 @click.argument("cfg", type=click.Path(dir_okay=False))
-@click.option("--data", "data_spec", required=True,
-              help="mnist, fashion-mnist, or a folder with the four IDX files.")
+@click.option("--data", "data_spec", required=True, help=DATA_HELP)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Look for the named dataset here first.")
 @click.option("--download", is_flag=True,
@@ -33,8 +36,9 @@ from darkbp.train import Trainer, TrainListener, TrainOptions
                    "e.g. 0.999 (default: the cfg's ema=, else off).")
 @click.option("--weights", type=click.Path(dir_okay=False, exists=False), default=None,
               help="Start from these Darknet .weights instead of a fresh initialisation.")
-@click.option("--out", type=click.Path(file_okay=False), default="backup", show_default=True,
-              help="Folder for checkpoints and the metrics log.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for checkpoints and the metrics log (default: the .data file's "
+                   "backup=, else backup).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for initialisation and data order: equal seeds give equal weights.")
 @click.option("--resume", is_flag=True,
@@ -48,21 +52,25 @@ def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights,
     NAME_ema.weights (with --ema), NAME_final.weights, plus NAME_last.state.npz for
     --resume and NAME_metrics.jsonl.
 
+    Image files (a .data file's lists, an image folder) are decoded once, before the
+    first epoch, to the cfg's width x height x channels.
+
     \b
     Examples:
       darkbp train cfg/mnist.cfg --data mnist --epochs 3
       darkbp train cfg/mnist.cfg --data fashion-mnist --epochs 10 --ema 0.999 --out runs/fashion
       darkbp train cfg/mnist.cfg --data mnist --epochs 3 --resume
+      darkbp train cfg/mnist.cfg --data data/fashion.data --epochs 3
     """
     network = load_network(cfg)
     network.check_trainable()               # before any data is read or downloaded
-    dataset = load_dataset(data_spec, data_dir=data_dir, download=download)
-    if dataset.notice:
-        click.echo(f"darkbp: {dataset.notice}", err=True)
-    options = TrainOptions(out=Path(out), epochs=epochs, max_batches=max_batches, ema=ema,
-                           seed=seed, resume=resume, threads=threads,
-                           weights=Path(weights) if weights else None)
+    dataset = open_dataset(data_spec, data_dir=data_dir, download=download)
+    options = TrainOptions(out=Path(out or dataset.backup or "backup"), epochs=epochs,
+                           max_batches=max_batches, ema=ema, seed=seed, resume=resume,
+                           threads=threads, weights=Path(weights) if weights else None)
     console = Console(stderr=True, highlight=False)
+    # The Trainer checks everything quick (the cfg against the data, --out, --resume)
+    # before it decodes image files, which the listener shows.
     with _ProgressListener(console) as listener:
         trainer = Trainer(network, dataset, options, listener)
         trainer.run()
@@ -70,10 +78,12 @@ def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights,
 
 
 class _ProgressListener(TrainListener):
-    """A rich progress bar (batch, loss, learning rate, images/s, ETA) and a line per epoch."""
+    """Bars while image files are decoded, then a rich progress bar (batch, loss, learning
+    rate, images/s, ETA) and a line per epoch."""
 
     def __init__(self, console: Console):
         self.console = console
+        self.decoding = DecodeBars(console)
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.3g}  "
@@ -82,13 +92,16 @@ class _ProgressListener(TrainListener):
         self.task = None
 
     def __enter__(self):
-        self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        self.decoding.stop()
+        if self.task is not None:
+            self.progress.stop()
 
     def start(self, trainer):
+        self.decoding.stop()
+        self.progress.start()
         data = f"{trainer.dataset.name} ({len(trainer.dataset.train_labels):,} images)"
         self.console.print(f"training {trainer.network.file} on {data}: {trainer.total_batches} "
                            f"batches of {trainer.batch}, {trainer.batches_per_epoch} per epoch"
@@ -106,7 +119,44 @@ class _ProgressListener(TrainListener):
                              loss=report.loss, lr=report.lr, speed=self.smoothed)
 
     def epoch(self, report):
-        ema = ("" if report.ema_accuracy is None
-               else f", EMA weights {100 * report.ema_accuracy:.2f}%")
+        def accuracy(top1, topk):
+            return f"{100 * top1:.2f}%" + ("" if topk is None
+                                           else f" (top-{report.top} {100 * topk:.2f}%)")
+        ema = ("" if report.ema_accuracy is None else
+               f", EMA weights {accuracy(report.ema_accuracy, report.ema_top_accuracy)}")
         self.console.print(f"epoch {report.epoch}: train loss {report.loss:.4f}, test accuracy "
-                           f"{100 * report.accuracy:.2f}%{ema} ({report.wall_time:.1f} s)")
+                           f"{accuracy(report.accuracy, report.top_accuracy)}{ema} "
+                           f"({report.wall_time:.1f} s)")
+
+
+def open_dataset(spec: str, data_dir: str | None, download: bool) -> Dataset:
+    """load_dataset, printing its notice and the .data file's warnings on stderr."""
+    dataset = load_dataset(spec, data_dir=data_dir, download=download)
+    if dataset.notice:
+        click.echo(f"darkbp: {dataset.notice}", err=True)
+    for warning in dataset.warnings:
+        click.echo(f"darkbp: {warning}", err=True)
+    return dataset
+
+
+
+class DecodeBars:
+    """A rich progress bar per list (or folder) of image files being decoded: a
+    `progress(source, done, total)` for Dataset.decoded."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(TextColumn("decoding {task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=console)
+        self.tasks = {}
+
+    def __call__(self, source: str, done: int, total: int) -> None:
+        if not self.tasks:
+            self.progress.start()
+        if source not in self.tasks:
+            self.tasks[source] = self.progress.add_task(Path(source).name, total=total)
+        self.progress.update(self.tasks[source], completed=done)
+
+    def stop(self) -> None:
+        if self.tasks:                  # rich prints a newline when it stops, even unstarted
+            self.progress.stop()
