@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from darkbp.cli import main
-from darkbp.cli.common import load_network, print_rich
+from darkbp.cli.common import (DATA_HELP, DecodeBars, load_network, open_dataset,
+                               print_rich)
 from darkbp.cli.options import threads_option
-from darkbp.cli.train import DATA_HELP, DecodeBars, open_dataset
 from darkbp.evaluate import Evaluation, check_fits, evaluate, top_k
 from darkbp.parallel import Runner
 from darkbp.weights import load_weights

@@ -10,14 +10,10 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from darkbp.cli import main
-from darkbp.cli.common import load_network
+from darkbp.cli.common import DATA_HELP, DecodeBars, load_network, open_dataset
 from darkbp.cli.options import threads_option
-from darkbp.datasets import Dataset, load_dataset
 from darkbp.train import Trainer, TrainListener, TrainOptions
 
-DATA_HELP = ("mnist, fashion-mnist, a folder with the four IDX files, a folder with train/ "
-             "and val/ (or valid/, test/) holding one folder of images per class, or a "
-             "Darknet classifier .data file.")
 
 
 @main.command()
@@ -127,36 +123,3 @@ class _ProgressListener(TrainListener):
         self.console.print(f"epoch {report.epoch}: train loss {report.loss:.4f}, test accuracy "
                            f"{accuracy(report.accuracy, report.top_accuracy)}{ema} "
                            f"({report.wall_time:.1f} s)")
-
-
-def open_dataset(spec: str, data_dir: str | None, download: bool) -> Dataset:
-    """load_dataset, printing its notice and the .data file's warnings on stderr."""
-    dataset = load_dataset(spec, data_dir=data_dir, download=download)
-    if dataset.notice:
-        click.echo(f"darkbp: {dataset.notice}", err=True)
-    for warning in dataset.warnings:
-        click.echo(f"darkbp: {warning}", err=True)
-    return dataset
-
-
-
-class DecodeBars:
-    """A rich progress bar per list (or folder) of image files being decoded: a
-    `progress(source, done, total)` for Dataset.decoded."""
-
-    def __init__(self, console: Console):
-        self.progress = Progress(TextColumn("decoding {task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), console=console)
-        self.tasks = {}
-
-    def __call__(self, source: str, done: int, total: int) -> None:
-        if not self.tasks:
-            self.progress.start()
-        if source not in self.tasks:
-            self.tasks[source] = self.progress.add_task(Path(source).name, total=total)
-        self.progress.update(self.tasks[source], completed=done)
-
-    def stop(self) -> None:
-        if self.tasks:                  # rich prints a newline when it stops, even unstarted
-            self.progress.stop()
