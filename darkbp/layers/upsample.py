@@ -45,22 +45,17 @@ class UpsampleLayer(Layer):
         return abs(self.stride)
 
     def darknet_line(self):
-        c, h, w = self.in_shape
-        oc, oh, ow = self.out_shape
-        if self.stride > 0:
-            line = "upsample           %2dx  %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
-        else:
-            line = "downsample         %2dx  %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
-        return line % (self.factor, w, h, c, ow, oh, oc)
+        return self._line("%-10s         %2dx  %4d x%4d x%4d   ->  %4d x%4d x%4d\n")
 
     def alexeyab_line(self):
+        return self._line("%-10s              %2dx  %4d x%4d x%4d -> %4d x%4d x%4d\n")
+
+    def _line(self, line: str) -> str:
+        """`line` filled as both Darknets print it: the kind, factor, w h c and ow oh oc."""
         c, h, w = self.in_shape
         oc, oh, ow = self.out_shape
-        if self.stride > 0:
-            line = "upsample                %2dx  %4d x%4d x%4d -> %4d x%4d x%4d\n"
-        else:
-            line = "downsample              %2dx  %4d x%4d x%4d -> %4d x%4d x%4d\n"
-        return line % (self.factor, w, h, c, ow, oh, oc)
+        kind = "upsample" if self.stride > 0 else "downsample"
+        return line % (kind, self.factor, w, h, c, ow, oh, oc)
 
     def describe(self):
         return {"stride": self.stride, "scale": self.scale}
