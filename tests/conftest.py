@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from darkbp.cfg import read_cfg_text
 from darkbp.cli import main
+from darkbp.datasets import load_dataset
 from darkbp.errors import DarkbpError
 from darkbp.layers.connected import ConnectedLayer
 from darkbp.layers.convolutional import ConvolutionalLayer
@@ -23,6 +24,7 @@ from darkbp.summary import darknet_text, summary_data
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG_DIR = ROOT / "cfg"
+SAMPLE = ROOT / "data" / "mnist-sample"         # the 4,000 MNIST digits shipped in data/
 SHARED = ROOT.parent / "shared"
 
 
@@ -34,6 +36,12 @@ def write_cfg(tmp_path):
         path.write_text(textwrap.dedent(text).lstrip("\n"))
         return path
     return write
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """The shipped MNIST sample as a Dataset."""
+    return load_dataset(str(SAMPLE))
 
 
 def data_root() -> Path | None:

@@ -21,7 +21,6 @@ from click.testing import CliRunner
 import darkbp
 from darkbp import errors
 from darkbp.cli import main
-from darkbp.datasets import load_dataset
 from darkbp.evaluate import predict as evaluate_predict
 from darkbp.network import parse_network
 from darkbp.train import Trainer, TrainOptions
@@ -46,11 +45,6 @@ def images(n: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def lenet():
     return darkbp.load(MNIST_CFG)
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return load_dataset(SAMPLE)
 
 
 # --- the README's example -------------------------------------------------------------------

@@ -14,13 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from darkbp.cli import main
-from darkbp.datasets import load_dataset
 from darkbp.errors import DarkbpError, RunFailed
 from darkbp.network import parse_network
 from darkbp.train import Trainer, TrainOptions
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAMPLE
 
-SAMPLE = ROOT / "data" / "mnist-sample"
 
 SMALL_CFG = """
 [net]
@@ -52,11 +50,6 @@ activation=linear
 
 [softmax]
 """
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return load_dataset(str(SAMPLE))
 
 
 def _train(tmp_path, cfg_text, dataset, **options):

@@ -14,13 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from darkbp.cli import main
-from darkbp.datasets import load_dataset
 from darkbp.network import parse_network
 from darkbp.train import Trainer, TrainOptions
 from darkbp.weights import load_weights
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAMPLE
 
-SAMPLE = ROOT / "data" / "mnist-sample"
 
 GRAPH_CFG = """
 [net]
@@ -68,11 +66,6 @@ activation=linear
 
 [softmax]
 """
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return load_dataset(str(SAMPLE))
 
 
 @pytest.fixture
