@@ -55,10 +55,6 @@ class Section:
     def error(self, message: str, line: int | None = None) -> DarkbpError:
         return DarkbpError(message, file=self.file, line=line or self.line, section=self.header)
 
-    @property
-    def is_net(self) -> bool:
-        return self.header in NET_HEADERS
-
     def warnings(self, implemented: frozenset[str], ignored: frozenset[str]) -> list[CfgWarning]:
         """One warning per option not in `implemented`: those Darknet knows (`ignored`), and
         unknown ones with a hint."""

@@ -98,12 +98,6 @@ class Dataset:
                 arrays[role] = images.decode(shape, report, threads)
         return replace(self, **arrays)
 
-    @property
-    def image_files(self) -> bool:
-        """Whether some split is still image files to decode."""
-        return any(isinstance(images, ImageList)
-                   for images in (self.train_images, self.test_images))
-
 
 def network_input(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """uint8 images -> float32 (n, C, H, W) in [0, 1], pixel / 255, for an input of `shape`.
