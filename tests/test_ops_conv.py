@@ -274,3 +274,38 @@ def test_strided_col2im_with_and_without_phases(case, phases, layout, monkeypatc
     # Whether col2im sums by stride phase depends on the batch (run length): force each way.
     monkeypatch.setattr(im2col, "PHASE_RUNS_BELOW", 10**9 if phases else 0)
     check_against_naive(np.random.default_rng(hash(case) % 2**32), *case)
+
+
+# (N, C, H, W, F, size, padding): one input channel per group, stride 1, 1 or 2 filters each
+DIRECT_CASES = [(2, 4, 6, 7, 4, 3, 1), (3, 3, 5, 5, 6, 3, 0), (2, 2, 7, 6, 4, 5, 2),
+                (1, 5, 4, 4, 5, 3, 1), (2, 1, 6, 5, 2, 3, 1), (4, 3, 3, 8, 3, 2, 1)]
+
+
+@pytest.mark.parametrize("case", DIRECT_CASES)
+def test_depthwise_direct_kernel_equals_naive(case, layout):
+    n, c, h, w, f, size, padding = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((n, c, h, w))
+    weights = rng.standard_normal((f, 1, size, size))
+    biases = rng.standard_normal(f)
+    y, cache = conv_forward(x, weights, 1, padding, c, biases=biases)
+    assert cache.direct
+    np.testing.assert_allclose(y, naive.conv_forward(x, weights, 1, padding, c)
+                               + biases[:, None, None], rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = conv_backward(dy, cache, weights)
+    ndx, ndw = naive.conv_backward(x, weights, dy, 1, padding, c)
+    np.testing.assert_allclose(dx, ndx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, ndw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+    none, dw_only, _ = conv_backward(dy, cache, weights, need_dx=False)
+    assert none is None
+    np.testing.assert_array_equal(dw_only, dw)
+
+
+def test_direct_kernel_only_where_it_is_faster():
+    x = np.ones((2, 4, 6, 6))
+    assert not conv_forward(x, np.ones((4, 1, 3, 3)), 2, 1, 4)[1].direct       # stride 2
+    assert not conv_forward(x, np.ones((12, 1, 3, 3)), 1, 1, 4)[1].direct      # 3 per channel
+    assert not conv_forward(x, np.ones((4, 1, 1, 1)), 1, 0, 4)[1].direct       # 1x1: no im2col
+    assert not conv_forward(x, np.ones((4, 2, 3, 3)), 1, 1, 2)[1].direct       # 2 per group

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from darkbp.ops.depthwise import DIRECT_FILTERS, depthwise_backward, depthwise_forward
 from darkbp.ops.im2col import choose_layout, col2im, cols_shape, conv_out_size, im2col
 from darkbp.ops.layout import as_nchw, layout_shape, ordered
 
@@ -32,7 +33,8 @@ from darkbp.ops.layout import as_nchw, layout_shape, ordered
 class ConvCache(NamedTuple):
     """What conv_backward needs from conv_forward."""
 
-    cols: np.ndarray         # (B, G, Kg (+1), M): padded input's columns (+ ones), see _gemm_batch
+    cols: np.ndarray         # (B, G, Kg (+1), M): padded input's columns (+ ones), see _gemm_batch;
+                             # the input itself (layout order) for a direct depthwise conv
     x_shape: tuple           # (N, C, H, W)
     out_hw: tuple            # (OH, OW)
     layout: str              # "NCHW" or "CHWN" (see im2col.py)
@@ -43,6 +45,7 @@ class ConvCache(NamedTuple):
     keep_layout: bool        # dx in `layout` (a view) rather than C-contiguous
     biased: bool             # the forward added biases: backward returns their gradient
     ones_row: bool           # ... through a last row of ones in cols
+    direct: bool = False     # depthwise.py's kernel, no columns
 
 
 def _check(x: np.ndarray, weights: np.ndarray, stride: int, padding: int, groups: int) -> None:
@@ -165,6 +168,15 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
 
     xl = ordered(x, layout)
     plain = size == 1 and stride == 1 and padding == 0
+    if cg == 1 and f // groups <= DIRECT_FILTERS and stride == 1 and not plain:
+        y = depthwise_forward(xl, weights, stride, padding, out_h, out_w, layout)
+        if biases is not None:
+            per_filter = _split(y, (b, f, m))
+            per_filter += biases[:, None]
+        y = as_nchw(y, layout)
+        return (y if keep_layout else ordered(y, "NCHW")), ConvCache(
+            xl, (n, c, h, w), (out_h, out_w), layout, size, stride, padding, groups,
+            keep_layout, biases is not None, False, direct=True)
     ones_row = biases is not None and groups == 1 and not plain
     if plain:
         cols = xl  # a 1x1 stride-1 conv is a plain GEMM over the input
@@ -224,6 +236,17 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
     if dy.shape != (n, f, out_h, out_w):
         raise ValueError(f"conv dy has shape {dy.shape}, expected {(n, f, out_h, out_w)}")
     g, layout, size, p = cache.groups, cache.layout, cache.size, cache.padding
+    if cache.direct:
+        dyl = ordered(dy, layout)
+        dxl, dweights = depthwise_backward(dyl, cache.cols, weights, cache.stride, p, layout,
+                                           need_dx)
+        grads = (dweights,)
+        if cache.biased:
+            grads += (np.einsum("bfm->f", _split(dyl, (_gemm_batch(layout, n), f, -1))),)
+        if not need_dx:
+            return (None, *grads)
+        dx = as_nchw(dxl, layout)
+        return ((dx if cache.keep_layout else ordered(dx, "NCHW")), *grads)
     b, kg = cache.cols.shape[0], weights.shape[1] * size * size
 
     dyc = ordered(dy, layout).reshape(b, g, f // g, -1)                # (B, G, Fg, M)
