@@ -3,6 +3,7 @@
     import darkbp
     net = darkbp.load("cfg/mnist.cfg", "backup/mnist_final.weights")
     p = net.predict(x)              # x: (N, 1, 28, 28) or (N, 784) in [0, 1] -> (N, 10) float32
+    p = net.classify("seven.png")   # one image file, letterboxed as `darkbp predict` -> (10,)
     net.summary()                   # the data of `darkbp summary --format json`
     net.save_weights("copy.weights")
 
@@ -18,6 +19,7 @@ import os
 import numpy as np
 
 from darkbp.network import Network, parse_network
+from darkbp.classifier import check_input, letterboxed
 from darkbp.summary import darknet_text, summary_data
 from darkbp.weights import load_weights, save_weights
 
@@ -90,6 +92,17 @@ class Net:
             # Copied out: the last layer's output may be its own buffer, or (a [cost]) x itself.
             out[start:start + batch] = self.network.forward(chunk)
         return out
+
+    def classify(self, path: str | os.PathLike) -> np.ndarray:
+        """One PNG or JPEG file's outputs as `darkbp predict` (Darknet's `classifier
+        predict`) computes them: (outputs,) float32, probabilities with a [softmax] last.
+
+        The image is read with the cfg's channels, scaled to [0, 1] and letterboxed to the
+        cfg's width x height (darkbp.imagedata.letterbox). A file that cannot be read or
+        decoded, or a cfg without a width x height x 1 or 3 input, raises a DarkbpError.
+        """
+        check_input(self.network)
+        return self.predict(letterboxed(str(path), self.network.input_shape)[None])[0]
 
     def summary(self, batch: int | None = None) -> dict:
         """The layer table as data: what `darkbp summary --format json [--batch N]` prints.

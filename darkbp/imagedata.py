@@ -434,6 +434,29 @@ def preprocess(image: np.ndarray, w: int, h: int) -> np.ndarray:
     return image[:, rows[:, None], cols]
 
 
+def letterbox(image: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Darknet's `classifier predict` preprocessing (letterbox_image): the whole image
+    scaled to fit w x h with its aspect kept, centred on a canvas of 0.5.
+
+    float32 (C, H, W) in [0, 1] -> float32 (C, h, w), not rounded (Darknet keeps floats).
+    The width fills when w/W < h/H (compared in float32, as Darknet does), the height
+    otherwise; the other side becomes H·w/W or W·h/H, C's integer division. The image is
+    resized to that with Darknet's resize_image (`resize`) and placed at ((w - new w)/2,
+    (h - new h)/2), truncated. A side scaled to 0 pixels leaves only the canvas, as in
+    Darknet.
+    """
+    c, ih, iw = image.shape
+    if np.float32(w) / np.float32(iw) < np.float32(h) / np.float32(ih):
+        nw, nh = w, ih * w // iw
+    else:
+        nw, nh = iw * h // ih, h
+    boxed = np.full((c, h, w), 0.5, np.float32)
+    if nw and nh:
+        dx, dy = (w - nw) // 2, (h - nh) // 2
+        boxed[:, dy:dy + nh, dx:dx + nw] = resize(image, nw, nh)
+    return boxed
+
+
 def resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
     """Darknet's resize_image: bilinear, the corner pixels of source and result aligned.
 
