@@ -11,6 +11,8 @@ and checkpoints are written atomically to the output folder:
     NAME_last.state.npz      everything `--resume` needs to continue bit for bit
     NAME_final.weights       raw weights at the end of the run
     NAME_metrics.jsonl       one JSON object per line, each batch's loss among them
+    NAME_chart.png           loss, learning rate and accuracies, drawn from the log
+                             (darkbp.chart; needs matplotlib)
 
 Everything random derives from the seed and a counter (the data order of epoch
 e from (seed, e), the `random` policy of batch b from (seed, b), dropout masks
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from darkbp import chart
 from darkbp.atomic import ensure_writable_dir
 from darkbp.checkpoint import Progress, load_state, save_state
 from darkbp.datasets import Dataset, network_input
@@ -140,8 +143,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ paths
     def path(self, kind: str) -> Path:
-        """The output file of `kind`: last, ema, final (.weights), state or metrics."""
-        suffix = {"state": "_last.state.npz", "metrics": "_metrics.jsonl"}
+        """The output file of `kind`: last, ema, final (.weights), state, metrics or chart."""
+        suffix = {"state": "_last.state.npz", "metrics": "_metrics.jsonl",
+                  "chart": "_chart.png"}
         return self.out / (self.network.name + suffix.get(kind, f"_{kind}.weights"))
 
     def _total_batches(self) -> int:
@@ -232,6 +236,9 @@ class Trainer:
                    **_per_batch(losses[logged:], lrs[logged:]),
                    "images_per_s": len(losses) * self.batch / epoch_time})
         self._save(final=False)
+        if chart.available():
+            # From the log alone, so that `darkbp plot` draws the very same chart.
+            chart.write_chart(chart.read_series(self.path("metrics")), self.path("chart"))
         self.listener.epoch(report)
         return report
 

@@ -7,3 +7,4 @@ from darkbp.cli import gradcheck  # noqa: F401,E402
 from darkbp.cli import train  # noqa: F401,E402
 from darkbp.cli import evaluate  # noqa: F401,E402
 from darkbp.cli import export  # noqa: F401,E402
+from darkbp.cli import plot  # noqa: F401,E402
