@@ -10,7 +10,9 @@ and checkpoints are written atomically to the output folder:
     NAME_ema.weights         bias-corrected EMA weights (with EMA)
     NAME_last.state.npz      everything `--resume` needs to continue bit for bit
     NAME_final.weights       raw weights at the end of the run
-    NAME_metrics.jsonl       one JSON object per line
+    NAME_metrics.jsonl       one JSON object per line, each batch's loss among them
+    NAME_chart.png           loss, learning rate and accuracies, drawn from the log
+                             (darkbp.chart; needs matplotlib)
 
 Everything random derives from the seed and a counter (the data order of epoch
 e from (seed, e), the `random` policy of batch b from (seed, b), dropout masks
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from darkbp import chart
 from darkbp.atomic import ensure_writable_dir
 from darkbp.checkpoint import Progress, load_state, save_state
 from darkbp.datasets import Dataset, network_input
@@ -140,8 +143,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ paths
     def path(self, kind: str) -> Path:
-        """The output file of `kind`: last, ema, final (.weights), state or metrics."""
-        suffix = {"state": "_last.state.npz", "metrics": "_metrics.jsonl"}
+        """The output file of `kind`: last, ema, final (.weights), state, metrics or chart."""
+        suffix = {"state": "_last.state.npz", "metrics": "_metrics.jsonl",
+                  "chart": "_chart.png"}
         return self.out / (self.network.name + suffix.get(kind, f"_{kind}.weights"))
 
     def _total_batches(self) -> int:
@@ -185,7 +189,8 @@ class Trainer:
         last = min(self.batches_per_epoch,
                    self.total_batches - done_epochs * self.batches_per_epoch)
         started = time.perf_counter()
-        losses, lr = [], None
+        losses, lrs, lr = [], [], None
+        logged = 0          # losses[:logged] are in the log already
         window_start = started
         for index in range(first, last):
             tic = time.perf_counter()
@@ -203,17 +208,19 @@ class Trainer:
                 self.ema.update()
             self.batch_num += 1
             losses.append(loss)
+            lrs.append(lr)
             report = BatchReport(self.batch_num, self.total_batches, epoch, loss, lr,
                                  self.batch / (time.perf_counter() - tic))
             self.listener.batch(report)
             if self.batch_num % LOG_EVERY == 0:
-                window = losses[-LOG_EVERY:]
+                window = losses[logged:]
                 now = time.perf_counter()
                 self._log({"event": "batch", "batch_num": self.batch_num, "epoch": epoch,
                            "loss": float(np.mean(window)), "lr": lr,
+                           **_per_batch(window, lrs[logged:]),
                            "images_per_s": len(window) * self.batch / (now - window_start),
                            "wall_time": self.elapsed + now - started})
-                window_start = now
+                window_start, logged = now, len(losses)
         epoch_time = time.perf_counter() - started
         self.elapsed += epoch_time
         self.epoch = epoch
@@ -226,8 +233,12 @@ class Trainer:
                              top_accuracy=raw.top_accuracy,
                              ema_top_accuracy=ema.top_accuracy if ema else None)
         self._log({"event": "epoch", **dataclasses.asdict(report), "lr": lr,
+                   **_per_batch(losses[logged:], lrs[logged:]),
                    "images_per_s": len(losses) * self.batch / epoch_time})
         self._save(final=False)
+        if chart.available():
+            # From the log alone, so that `darkbp plot` draws the very same chart.
+            chart.write_chart(chart.read_series(self.path("metrics")), self.path("chart"))
         self.listener.epoch(report)
         return report
 
@@ -280,3 +291,11 @@ class Trainer:
         with open(self.path("metrics"), "a") as log:
             log.write(json.dumps(record) + "\n")
 
+
+def _per_batch(losses: list[float], lrs: list[float]) -> dict:
+    """The log's record of the batches since the last record: every loss, and every learning
+    rate only where they differ (else the record's `lr` is that of each), 6 digits each."""
+    record = {"losses": [float(f"{loss:.6g}") for loss in losses]}
+    if len(set(lrs)) > 1:
+        record["lrs"] = [float(f"{lr:.6g}") for lr in lrs]
+    return record

@@ -66,8 +66,8 @@ def test_learns_and_writes_checkpoints(tmp_path, sample):
     assert trainer.batches_per_epoch == 4000 // 32
     assert trainer.batch_num == 2 * 125
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["small_ema.weights", "small_final.weights", "small_last.state.npz",
-                     "small_last.weights", "small_metrics.jsonl"]
+    assert names == ["small_chart.png", "small_ema.weights", "small_final.weights",
+                     "small_last.state.npz", "small_last.weights", "small_metrics.jsonl"]
     records = [json.loads(line) for line in (out / "small_metrics.jsonl").read_text().splitlines()]
     assert records[0]["event"] == "start" and records[0]["data_source"] == str(SAMPLE)
     epochs = [r for r in records if r["event"] == "epoch"]

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+from darkbp import chart
 from darkbp.cli import main
 from darkbp.cli.common import DATA_HELP, DecodeBars, load_network, open_dataset
 from darkbp.cli.options import threads_option
@@ -33,8 +34,8 @@ from darkbp.train import Trainer, TrainListener, TrainOptions
 @click.option("--weights", type=click.Path(dir_okay=False, exists=False), default=None,
               help="Start from these Darknet .weights instead of a fresh initialisation.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder for checkpoints and the metrics log (default: the .data file's "
-                   "backup=, else backup).")
+              help="Folder for checkpoints, the metrics log and the chart (default: the "
+                   ".data file's backup=, else backup).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for initialisation and data order: equal seeds give equal weights.")
 @click.option("--resume", is_flag=True,
@@ -46,7 +47,9 @@ def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights,
 
     Checkpoints in Darknet's .weights format go to --out: NAME_last.weights,
     NAME_ema.weights (with --ema), NAME_final.weights, plus NAME_last.state.npz for
-    --resume and NAME_metrics.jsonl.
+    --resume and NAME_metrics.jsonl. After each epoch NAME_chart.png shows the loss,
+    the learning rate, the test accuracies and the time left (with matplotlib:
+    pip install 'darkbp[plot]'); `darkbp plot` redraws it from the metrics log.
 
     Image files (a .data file's lists, an image folder) are decoded once, before the
     first epoch, to the cfg's width x height x channels.
@@ -97,6 +100,9 @@ class _ProgressListener(TrainListener):
 
     def start(self, trainer):
         self.decoding.stop()
+        if not chart.available():
+            self.console.print(f"darkbp: {chart.MISSING} (training goes on without "
+                               f"{trainer.path('chart').name})", markup=False, soft_wrap=True)
         self.progress.start()
         data = f"{trainer.dataset.name} ({len(trainer.dataset.train_labels):,} images)"
         self.console.print(f"training {trainer.network.file} on {data}: {trainer.total_batches} "
