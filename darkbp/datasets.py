@@ -16,7 +16,8 @@ Images are uint8 arrays, (N, C, H, W), or (N, H, W) for one channel as IDX files
 them. Image files are decoded to the network's shape once, by `Dataset.decoded`; until
 then a split's images are an `ImageList` of checked paths. `network_input` turns a batch
 into the network's float32 input, replicating grey to 3 channels or taking the luma of
-RGB where the network's channels differ from the data's.
+RGB where the network's channels differ from the data's. A training split that the
+augmentation crops (darkbp.augment) is decoded instead to `Images` at the images' own size.
 
 darkbp never touches the network on its own: only `darkbp data fetch` and
 `load_dataset(..., download=True)` download. When full MNIST is nowhere to be
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from darkbp import cifar, fetch
+from darkbp.augment import Augment, Images
 from darkbp.catalogue import CLASSES, FILES, NAMES, cache_dir, candidates
 from darkbp.cfg import CfgWarning
 from darkbp.errors import DarkbpError
@@ -52,23 +54,28 @@ class Dataset:
     """A train and a test split of labelled images.
 
     train_images: uint8 (N, C, H, W), or (N, H, W) for one channel; or, for image files
-    not decoded yet, an `ImageList` (`decoded` turns it into an array)
+    not decoded yet, an `ImageList` (`decoded` turns it into an array); or, decoded for
+    the training augmentation, `darkbp.augment.Images`
     train_labels: (N,) integers in 0..len(classes)-1; test_* alike
     classes: the class names; top: the k of the top-k accuracy the data asks for (a .data
     file's top=), else None; backup: the .data file's backup folder, else None
+    augment_by_default: whether training augments these images with Darknet's defaults
+    when the cfg gives no augmentation key (image files and CIFAR-10), or only when it
+    gives one (IDX files, so that results on MNIST stay what they were)
     test_split: what the test split is called ("test split", "valid list", "val split")
     notice: one line for the user when this is not what they asked for
     (the shipped sample instead of full MNIST), else None; warnings: the .data file's
     """
 
     name: str
-    train_images: np.ndarray | ImageList
+    train_images: np.ndarray | ImageList | Images
     train_labels: np.ndarray
     test_images: np.ndarray | ImageList
     test_labels: np.ndarray
     source: Path
     classes: tuple[str, ...]
     is_sample: bool = False
+    augment_by_default: bool = False
     notice: str | None = None
     top: int | None = None
     backup: Path | None = None
@@ -84,10 +91,13 @@ class Dataset:
         return (1, *shape[1:]) if len(shape) == 3 else shape[1:]
 
     def decoded(self, shape: tuple[int, int, int], progress=None, threads: int = 1,
-                train: bool = True) -> "Dataset":
+                train: bool = True, augment: Augment | None = None) -> "Dataset":
         """This dataset with its image files decoded for a network input of `shape` (C, H, W).
 
         The test split, then (with train=True) the train split; arrays stay as they are.
+        With an `augment`, the train split becomes `Images` for it to crop: image files at
+        their own size (ImageList.decode_originals), arrays as they are, RGB as its luma
+        for a 1-channel network (grey stays 1 channel: the augmentation replicates it).
         `progress(source, done, total)` reports, source the split's list file or folder.
         """
         arrays = {}
@@ -95,7 +105,14 @@ class Dataset:
             images = getattr(self, role)
             if isinstance(images, ImageList):
                 report = None if progress is None else partial(progress, images.source)
-                arrays[role] = images.decode(shape, report, threads)
+                if role == "train_images" and augment is not None:
+                    arrays[role] = images.decode_originals(shape[0], augment.shorter_side,
+                                                           report, threads)
+                else:
+                    arrays[role] = images.decode(shape, report, threads)
+            elif role == "train_images" and augment is not None:
+                x = images[:, None] if images.ndim == 3 else images
+                arrays[role] = Images.of_array(luma(x) if x.shape[1] > shape[0] else x)
         return replace(self, **arrays)
 
 
@@ -187,7 +204,8 @@ def from_image_data(data: ImageData, name: str, source: Path) -> Dataset:
     return Dataset(name=name, source=source, classes=data.classes,
                    train_images=data.train, train_labels=data.train.labels,
                    test_images=data.test, test_labels=data.test.labels, top=data.top,
-                   backup=data.backup, test_split=data.test_split, warnings=data.warnings)
+                   backup=data.backup, test_split=data.test_split, warnings=data.warnings,
+                   augment_by_default=True)
 
 
 def _load_cifar10(data_dir, download: bool) -> Dataset:
@@ -209,7 +227,8 @@ def _load_cifar10(data_dir, download: bool) -> Dataset:
 
     return Dataset(name="cifar10", train_images=nchw(data.train_images),
                    train_labels=data.train_labels, test_images=nchw(data.test_images),
-                   test_labels=data.test_labels, source=data.source, classes=data.classes)
+                   test_labels=data.test_labels, source=data.source, classes=data.classes,
+                   augment_by_default=True)
 
 
 def load_folder(folder: str | os.PathLike, name: str, classes: tuple[str, ...]) -> Dataset:

@@ -26,10 +26,10 @@ missing image, an empty list, `classes` not equal to the number of labels are ea
 (N, C, H, W) of the network's shape, once (`darkbp.datasets.Dataset.decoded`):
 grey is replicated to 3 channels, colour becomes grey with ITU-R 601-2 luma as Pillow
 computes it, L = (19595 R + 38470 G + 7471 B + 2^15) >> 16, and every image gets
-Darknet's `classifier valid` preprocessing (`preprocess`). Training images get the same:
-it is the geometry of Darknet's training crop (random_augment_image: the shorter side
-scaled to w, a w x h window) without its random scale, aspect, angle and offset, which
-darkbp does not draw (yet).
+Darknet's `classifier valid` preprocessing (`preprocess`). Training images, which the
+augmentation crops afresh every time (darkbp.augment), are decoded instead by
+`ImageList.decode_originals` at their own size (shrunk only where their shorter side
+exceeds the largest crop), into one flat buffer (`darkbp.augment.Images`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from darkbp.augment import Images
 from darkbp.cfg import CfgWarning
 from darkbp.errors import DarkbpError
 
@@ -94,23 +95,56 @@ class ImageList:
         c, h, w = shape
         _check_memory(len(self.paths) * c * h * w, self.source)
         out = np.empty((len(self.paths), c, h, w), np.uint8)
-        chunks = [range(start, min(start + CHUNK, len(self.paths)))
-                  for start in range(0, len(self.paths), CHUNK)]
+
+        def decode_one(i: int) -> None:
+            out[i] = preprocess(read_image(self.paths[i], c), w, h)
+
+        self._each(decode_one, progress, threads)
+        return out
+
+    def decode_originals(self, channels: int, shorter_side: int,
+                         progress: Progress | None = None, threads: int = 1) -> Images:
+        """Every image at its own size, for the training augmentation to crop (darkbp.augment).
+
+        An image whose shorter side is longer than `shorter_side` is kept shrunk to it
+        (`shrink`); the others as they are. Errors, progress and threads as `decode`.
+        """
+        images = [None] * len(self.paths)
+
+        def decode_one(i: int) -> None:
+            images[i] = shrink(read_image(self.paths[i], channels), shorter_side)
+
+        def report(done: int, total: int) -> None:
+            if done == min(CHUNK, total):     # the first chunk, before the pool starts
+                _check_memory(sum(image.nbytes for image in images[:done]) * total // done,
+                              self.source)
+            if progress:
+                progress(done, total)
+
+        self._each(decode_one, report, threads)
+        return Images.of_list(images)
+
+    def _each(self, decode_one: Callable[[int], None], progress: Progress | None,
+              threads: int) -> None:
+        """decode_one(i) for every image, in chunks: the first here, the others on a pool
+        of `threads` when the first took more than POOL_ABOVE an image."""
+        total = len(self.paths)
+        chunks = [range(start, min(start + CHUNK, total)) for start in range(0, total, CHUNK)]
 
         def decode_chunk(indexes: range) -> int:
             for i in indexes:
-                out[i] = preprocess(read_image(self.paths[i], c), w, h)
+                decode_one(i)
             return len(indexes)
 
         def report(count: int) -> None:
             nonlocal done
             done += count
             if progress:
-                progress(done, len(out))
+                progress(done, total)
 
         done = 0
         if not chunks:
-            return out
+            return
         started = time.perf_counter()
         report(decode_chunk(chunks[0]))
         per_image = (time.perf_counter() - started) / len(chunks[0])
@@ -125,7 +159,6 @@ class ImageList:
         else:
             for chunk in chunks[1:]:
                 report(decode_chunk(chunk))
-        return out
 
 
 @dataclass(frozen=True)
@@ -491,6 +524,20 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     ITU-R 601-2, (19595 R + 38470 G + 7471 B + 2^15) >> 16."""
     r, g, b = (rgb[..., k:k + 1, :, :].astype(np.uint32) for k in range(3))
     return ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16).astype(np.uint8)
+
+
+def shrink(image: np.ndarray, shorter_side: int) -> np.ndarray:
+    """uint8 (C, H, W) with its shorter side resized to `shorter_side` if it is longer,
+    the other side in proportion (Darknet's resize_min, C's integer division), rounded;
+    else the image itself."""
+    _, ih, iw = image.shape
+    if min(ih, iw) <= shorter_side:
+        return image
+    if iw < ih:
+        nw, nh = shorter_side, ih * shorter_side // iw
+    else:
+        nw, nh = iw * shorter_side // ih, shorter_side
+    return np.clip(np.rint(resize(image.astype(np.float32), nw, nh)), 0, 255).astype(np.uint8)
 
 
 def _check_memory(nbytes: int, source: str) -> None:

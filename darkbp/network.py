@@ -28,16 +28,20 @@ from darkbp.layers.base import INPUT, Input, Layer
 from darkbp.passes import EVAL, Pass
 from darkbp.schedule import Schedule
 
-# The [net] options darkbp implements, and those Darknet knows that darkbp ignores.
+# The training augmentation's keys (darkbp.augment): pjreddie's, and AlexeyAB's `flip`.
+AUGMENT_OPTIONS = ("min_crop", "max_crop", "angle", "aspect", "saturation", "exposure", "hue",
+                   "flip")
+# The [net] options darkbp implements, and those Darknet knows that darkbp ignores. Darknet's
+# classifier training never passes `center` to its loader (pjreddie's train_classifier
+# leaves args.center 0; AlexeyAB's loader has no such argument), so it stays ignored here.
 NET_OPTIONS = frozenset({
     "batch", "subdivisions", "width", "height", "channels", "inputs", "learning_rate",
     "momentum", "decay", "policy", "step", "scale", "steps", "scales", "gamma", "power",
-    "burn_in", "max_batches", "ema",
+    "burn_in", "max_batches", "ema", *AUGMENT_OPTIONS,
 })
 NET_IGNORED = frozenset({
-    "time_steps", "notruth", "random", "adam", "B1", "B2", "eps", "max_crop", "min_crop",
-    "max_ratio", "min_ratio", "center", "clip", "angle", "aspect", "saturation", "exposure",
-    "hue",
+    "time_steps", "notruth", "random", "adam", "B1", "B2", "eps", "max_ratio", "min_ratio",
+    "center", "clip",
 })
 
 
@@ -55,6 +59,18 @@ class NetConfig:
     decay: float = 0.0001
     ema: float = 0.0
     schedule: Schedule = field(default_factory=Schedule)   # learning rate, policy, max_batches
+    # The training augmentation (darkbp.augment), Darknet's defaults: crops of min_crop to
+    # max_crop pixels (width to 2·width), angle in degrees, the 50% flip (AlexeyAB's flip=0
+    # turns it off); augment_keys are those the cfg gives.
+    min_crop: int = 0
+    max_crop: int = 0
+    angle: float = 0.0
+    aspect: float = 1.0
+    saturation: float = 1.0
+    exposure: float = 1.0
+    hue: float = 0.0
+    flip: bool = True
+    augment_keys: tuple[str, ...] = ()
     line: int = 0
 
     @property
@@ -267,6 +283,31 @@ def _layer_class(section: Section) -> type[Layer]:
     raise DarkbpError(message, file=section.file, line=section.line)
 
 
+def _parse_augment(s: Section, config: NetConfig) -> None:
+    """The augmentation keys, with Darknet's defaults (pjreddie's parse_net_options).
+
+    Values Darknet reads meaningfully are taken as it takes them: min_crop > max_crop
+    (rand_int swaps them), a negative angle or hue (rand_uniform swaps the bounds: the
+    same as their size), aspect, saturation or exposure below 1 (rand_scale(s) then
+    draws from [s, 1/s], as rand_scale(1/s)). Values with which Darknet divides by zero
+    or computes no image are errors: crops below 1 pixel (a scale of 0), aspect,
+    saturation or exposure of 0 or less (1/0, negative pixels), a hue beyond ±1 (the one
+    wrap of distort_image leaves it outside the colour circle).
+    """
+    config.min_crop = s.get_int("min_crop", config.width, minimum=1)
+    config.max_crop = s.get_int("max_crop", 2 * config.width, minimum=1)
+    config.angle = s.get_float("angle", 0.0)
+    config.aspect = s.get_float("aspect", 1.0, positive=True)
+    config.saturation = s.get_float("saturation", 1.0, positive=True)
+    config.exposure = s.get_float("exposure", 1.0, positive=True)
+    config.hue = s.get_float("hue", 0.0)
+    if abs(config.hue) > 1:
+        raise s.error(f"'hue' must be between -1 and 1 (a fraction of the colour circle), "
+                      f"got {config.hue:g}", s.line_of("hue"))
+    config.flip = bool(s.get_int("flip", 1, minimum=0))
+    config.augment_keys = tuple(key for key in AUGMENT_OPTIONS if key in s.options)
+
+
 def _parse_net(section: Section) -> NetConfig:
     s = section
     config = NetConfig(
@@ -289,6 +330,7 @@ def _parse_net(section: Section) -> NetConfig:
                       s.line_of("subdivisions"))
     if config.ema >= 1:
         raise s.error(f"'ema' must be below 1, got {config.ema:g}", s.line_of("ema"))
+    _parse_augment(s, config)
     try:
         config.schedule = Schedule(
             learning_rate=s.get_float("learning_rate", 0.001, minimum=0),

@@ -15,7 +15,8 @@ and checkpoints are written atomically to the output folder:
                              (darkbp.chart; needs matplotlib)
 
 Everything random derives from the seed and a counter (the data order of epoch
-e from (seed, e), the `random` policy of batch b from (seed, b), dropout masks
+e from (seed, e), the `random` policy of batch b from (seed, b), the training
+augmentation of batch b from (seed, 3, b): darkbp.augment, dropout masks
 and crop offsets from (seed, b, subdivision, layer): darkbp.passes), so a
 resumed run needs no generator state and ends with the same weights as an
 uninterrupted one. The state file's format is darkbp.checkpoint's.
@@ -27,6 +28,7 @@ import dataclasses
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ import numpy as np
 
 from darkbp import chart
 from darkbp.atomic import ensure_writable_dir
+from darkbp.augment import draws, training_augment
 from darkbp.checkpoint import Progress, load_state, save_state
 from darkbp.datasets import Dataset, network_input
 from darkbp.ema import EMA
@@ -132,9 +135,11 @@ class Trainer:
                                   Progress(seed=options.seed, ema_decay=self.ema_decay))
             self.batch_num, self.epoch = progress.batch_num, progress.epoch
             self.elapsed = progress.elapsed
+        # The augmentation the cfg asks for on this data (None: the images as they are).
+        self.augment = training_augment(config, dataset.augment_by_default, network.file)
         # Image files are decoded once, here, after every quick check.
         self.dataset = dataset.decoded(network.input_shape, self.listener.decoding,
-                                       options.threads)
+                                       options.threads, augment=self.augment)
         self.runner = Runner(network, options.threads)
 
         # Labels to one-hot rows once; pixels become float input batch by batch, so that
@@ -192,14 +197,14 @@ class Trainer:
         losses, lrs, lr = [], [], None
         logged = 0          # losses[:logged] are in the log already
         window_start = started
-        for index in range(first, last):
+        for images, x in self._batches(order, first, last):
             tic = time.perf_counter()
             lr = self.schedule.rate(self.batch_num,
                                     np.random.default_rng([self.options.seed, 1, self.batch_num]))
-            images = order[index * self.batch:(index + 1) * self.batch]
-            loss = sum(self.runner.train_step(self._input(part), self.train_truth[part],
+            parts = zip(np.split(images, config.subdivisions), np.split(x, config.subdivisions))
+            loss = sum(self.runner.train_step(x, self.train_truth[part],
                                               Noise(self.options.seed, self.batch_num, sub))
-                       for sub, part in enumerate(np.split(images, config.subdivisions)))
+                       for sub, (part, x) in enumerate(parts))
             loss /= self.batch
             if not math.isfinite(loss):
                 raise RunFailed(self._diverged_message(loss, epoch))
@@ -256,9 +261,38 @@ class Trainer:
         with self.ema.swapped_in():
             return run()
 
-    def _input(self, images: np.ndarray) -> np.ndarray:
-        """The float32 network input of the training images at these indexes."""
-        return network_input(self.dataset.train_images[images], self.network.input_shape)
+    def _batches(self, order: np.ndarray, first: int, last: int):
+        """(images, input) of the epoch's batches first..last-1 in `order`: the indexes
+        into the training set and their float32 network input.
+
+        With augmentation, the next batch's input is prepared in a background thread while
+        this one trains (NumPy releases the interpreter lock in its loops). It depends on
+        (seed, batch number) alone, so the overlap changes no number.
+        """
+        start = self.batch_num - first                # the batch number of the epoch's first
+
+        def prepare(index: int):
+            images = order[index * self.batch:(index + 1) * self.batch]
+            return images, self._input(images, start + index)
+
+        if self.augment is None or first >= last:
+            yield from map(prepare, range(first, last))
+            return
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(prepare, first)
+            for index in range(first + 1, last + 1):
+                batch = pending.result()
+                if index < last:
+                    pending = pool.submit(prepare, index)
+                yield batch
+
+    def _input(self, images: np.ndarray, batch_num: int) -> np.ndarray:
+        """The float32 network input of batch `batch_num`, the training images at these
+        indexes: augmented, with the draws of (seed, batch_num), when augmentation is on."""
+        if self.augment is None:
+            return network_input(self.dataset.train_images[images], self.network.input_shape)
+        return self.augment.batch(self.dataset.train_images, images,
+                                  draws(self.options.seed, batch_num, len(images)))
 
     def _diverged_message(self, loss: float, epoch: int) -> str:
         kept = self.path("last")

@@ -284,7 +284,7 @@ def test_summary_and_darknet_table_are_the_clis(lenet):
 
 
 def test_warnings_are_kept_not_printed(write_cfg, capfd):
-    path = write_cfg("[net]\ninputs=4\nhue=.1\n[connected]\noutput=2\noutptu=3\n[softmax]\n")
+    path = write_cfg("[net]\ninputs=4\nclip=.1\n[connected]\noutput=2\noutptu=3\n[softmax]\n")
     net = darkbp.load(path)
     assert capfd.readouterr() == ("", "")
     cli = CliRunner().invoke(main, ["summary", str(path), "--format", "darknet"])

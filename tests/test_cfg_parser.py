@@ -119,7 +119,7 @@ def test_known_but_unused_and_unknown_options_warn(write_cfg):
         width=28
         height=28
         channels=1
-        hue=.1
+        clip=.1
         learnin_rate=0.1
         [convolutional]
         filter=4
@@ -127,7 +127,7 @@ def test_known_but_unused_and_unknown_options_warn(write_cfg):
     """)
     net = parse_network(path)
     messages = [(w.line, w.message) for w in net.warnings]
-    assert (5, "[net] option 'hue' is known to Darknet but not used by darkbp") in messages
+    assert (5, "[net] option 'clip' is known to Darknet but not used by darkbp") in messages
     assert (6, "[net] unknown option 'learnin_rate' (Darknet: Unused field); "
                "did you mean 'learning_rate'?") in messages
     assert (8, "[convolutional] unknown option 'filter' (Darknet: Unused field); "

@@ -56,10 +56,10 @@ def test_batch_option_scales_activation_memory():
 
 
 def test_warnings_go_to_stderr(write_cfg):
-    path = write_cfg("[net]\nwidth=4\nheight=4\nchannels=1\nhue=.1\n[conv]\n")
+    path = write_cfg("[net]\nwidth=4\nheight=4\nchannels=1\nclip=.1\n[conv]\n")
     result = CliRunner().invoke(main, ["summary", str(path), "--format", "darknet"])
     assert result.exit_code == 0
-    assert result.stderr == (f"darkbp: {path}:5: warning: [net] option 'hue' is known to "
+    assert result.stderr == (f"darkbp: {path}:5: warning: [net] option 'clip' is known to "
                              "Darknet but not used by darkbp\n")
     assert "warning" not in result.stdout
 
