@@ -132,6 +132,22 @@ class Augment:
     def distorts(self) -> bool:
         return self.hue != 0 or self.saturation != 1 or self.exposure != 1
 
+    def describe(self) -> str:
+        """One line for the user: what is drawn for each image, with the cfg's key names."""
+        low, high = sorted((self.min_crop, self.max_crop))
+        parts = [f"shorter side scaled to {low}" + (f"-{high}" if high != low else "")
+                 + f" px, a random {self.width} x {self.height} crop"]
+        if self.aspect != 1:
+            parts.append(f"aspect {self.aspect:g}")
+        if self.angle:
+            parts.append(f"angle ±{abs(self.angle):g}°")
+        parts.append("50% horizontal flip" if self.flip else "no flip")
+        for key in ("hue", "saturation", "exposure"):
+            value = getattr(self, key)
+            if value != (0 if key == "hue" else 1):
+                parts.append(f"{key} {value:g}")
+        return ", ".join(parts)
+
     def batch(self, images: Images, indexes: np.ndarray, u: np.ndarray) -> np.ndarray:
         """The augmented network input of images[indexes]: float32 (n, C, h, w) in [0, 1].
 

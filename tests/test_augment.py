@@ -507,3 +507,14 @@ def test_identity_keys_train_png_files_as_their_idx_copy(tmp_path):
         weights.append(trainer.path("final").read_bytes())
     assert isinstance(trainer.dataset.train_images, Images)       # the PNGs were augmented
     assert weights[0] == weights[1]
+
+
+def test_describe_names_what_is_drawn():
+    from darkbp.augment import Augment
+    plain = Augment(1, 28, 28, 28, 56, 0.0, 1.0, 1.0, 1.0, 0.0, True)
+    assert plain.describe() == ("shorter side scaled to 28-56 px, a random 28 x 28 crop, "
+                                "50% horizontal flip")
+    colour = Augment(3, 32, 32, 40, 32, -7.0, 1.5, 1.5, 1.25, 0.1, False)
+    assert colour.describe() == ("shorter side scaled to 32-40 px, a random 32 x 32 crop, "
+                                 "aspect 1.5, angle ±7°, no flip, hue 0.1, saturation 1.5, "
+                                 "exposure 1.25")

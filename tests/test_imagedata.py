@@ -552,6 +552,8 @@ def test_a_broken_image_stops_training_before_anything_is_lost(tmp_path):
     cfg, out = linear_cfg(tmp_path), tmp_path / "out"
     result = CliRunner().invoke(main, train_args(cfg, path, out, "--epochs", "1"))
     assert result.exit_code == 0, result.output
+    # Image files get Darknet's default augmentation, and training says so.
+    assert "augmentation: shorter side scaled to" in result.output
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     victim = path.parent / (path.parent / "train.list").read_text().splitlines()[5]
     victim.write_bytes(victim.read_bytes()[:60])

@@ -52,7 +52,10 @@ def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights,
     pip install 'darkbp[plot]'); `darkbp plot` redraws it from the metrics log.
 
     Image files (a .data file's lists, an image folder) are decoded once, before the
-    first epoch, to the cfg's width x height x channels.
+    first epoch: the test split to the cfg's width x height x channels, the training
+    images kept for the augmentation that the [net] keys (min_crop, max_crop, angle,
+    aspect, hue, saturation, exposure, flip) and Darknet's defaults ask for; IDX data
+    is augmented only when the cfg gives one of those keys. The first lines say which.
 
     \b
     Examples:
@@ -108,6 +111,8 @@ class _ProgressListener(TrainListener):
         self.console.print(f"training {trainer.network.file} on {data}: {trainer.total_batches} "
                            f"batches of {trainer.batch}, {trainer.batches_per_epoch} per epoch"
                            + (f", EMA {trainer.ema_decay:g}" if trainer.ema else ""))
+        self.console.print("augmentation: " + (trainer.augment.describe() if trainer.augment
+                                               else "none (the images as they are)"))
         epoch = trainer.batch_num // trainer.batches_per_epoch + 1
         self.task = self.progress.add_task("train", total=trainer.total_batches,
                                            completed=trainer.batch_num, epoch=epoch,
