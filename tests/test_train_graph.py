@@ -150,22 +150,25 @@ def test_shipped_cfgs_learn_the_sample(tmp_path, sample, name, epochs, accuracy)
 # for Darknet's rolling statistics (.99·old + .01·batch, from 0) to reach the batch's, so
 # evaluation would normalise with a fraction of them. The test trains the cfgs' layers and
 # every other [net] setting with batch=16: 300 updates over 3 epochs of 1,600 digits.
-CIFAR_SIZED = [("resnet_cifar.cfg", 0.9), ("tiny_cifar.cfg", 0.9)]
+CIFAR_SIZED = ["resnet_cifar.cfg", "tiny_cifar.cfg"]
 
 
-@pytest.mark.parametrize("name, accuracy", CIFAR_SIZED, ids=[s[0] for s in CIFAR_SIZED])
-def test_cifar_sized_cfgs_learn_the_padded_sample(tmp_path, sample, name, accuracy):
+def _padded(images):
+    """(N, 28, 28) -> (N, 32, 32), the digit in the middle."""
+    return np.pad(images, ((0, 0), (2, 2), (2, 2)))
+
+
+@pytest.mark.parametrize("name", CIFAR_SIZED)
+def test_cifar_sized_cfgs_learn_the_padded_sample(tmp_path, sample, name):
     text = (ROOT / "cfg" / name).read_text()
     assert "\nbatch=128\n" in text and "channels=3" in text
     cfg = tmp_path / name
     cfg.write_text(text.replace("\nbatch=128\n", "\nbatch=16\n"))
-    def pad(images):
-        return np.pad(images, ((0, 0), (2, 2), (2, 2)))          # (N, 28, 28) -> (N, 32, 32)
-    digits = dataclasses.replace(sample, train_images=pad(sample.train_images[:1600]),
+    digits = dataclasses.replace(sample, train_images=_padded(sample.train_images[:1600]),
                                  train_labels=sample.train_labels[:1600],
-                                 test_images=pad(sample.test_images[:500]),
+                                 test_images=_padded(sample.test_images[:500]),
                                  test_labels=sample.test_labels[:500])
     trainer = Trainer(parse_network(cfg), digits, TrainOptions(out=tmp_path, epochs=3))
     report = trainer.run()
     assert trainer.batch_num == 300
-    assert report.accuracy >= accuracy
+    assert report.accuracy >= 0.9
