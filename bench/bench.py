@@ -1,19 +1,21 @@
 """darkbp against PyTorch on the CPU, whole networks: training and forward images/s, peak memory.
 
     DARKBP_DATA=/work/shared/data python bench/bench.py
-    python bench/bench.py --cfg cfg/mnist.cfg --threads 1 --windows 5 --json bench.json
+    python bench/bench.py --cfg residual --threads 1 --windows 5 --json bench.json
     python bench/bench.py --no-torch
     DARKBP_DATA=/work/shared/data python bench/bench.py --time-to-accuracy
 
-Throughput (the default mode), for each --cfg (default cfg/mnist.cfg and
-cfg/grouped.cfg) and each thread count of --threads (default 1,2), at --batch
-images (default 64):
+Throughput (the default mode), for each --cfg (default: the bench cfgs, LeNet
+cfg/mnist.cfg, cfg/grouped.cfg, cfg/batchnorm.cfg, cfg/residual.cfg,
+cfg/resnet_cifar.cfg and cfg/tiny_cifar.cfg) and each thread count of --threads
+(default 1,2), at --batch images (default 64):
 
   train img/s     one step = forward(train=True) + cost + backward + SGD update, as
                   `darkbp.train.Trainer` runs it (the cfg's momentum, decay and
-                  learning_rate).  PyTorch: model(x), cross_entropy(reduction="sum"),
-                  zero_grad, backward, optim.SGD.step, with Darknet's rule in torch's
-                  terms (lr/batch, weight decay decay·batch on weights only), loss.item().
+                  learning_rate).  PyTorch: the twin (bench/twin.py), cross_entropy
+                  (reduction="sum"), zero_grad, backward, optim.SGD.step with Darknet's
+                  rule in torch's terms (lr/batch, weight decay decay·batch on weights
+                  only), loss.item().
   forward img/s   evaluation mode: darkbp forward(train=False); torch model.eval() under
                   inference_mode, softmax included.
   peak RSS MiB    the peak resident set of a process that imports one framework, builds
@@ -21,7 +23,8 @@ images (default 64):
                   ru_maxrss over from the parent across exec), plus that of darkbp's
                   worker processes (2+ threads; the parameters they share with the
                   parent are counted twice); "RSS after imports" is the peak just
-                  after the imports, what the framework costs before any work.
+                  after the imports, what the framework costs before any work (torch's
+                  process imports darkbp's cfg reader too, to build the twin: ~2 MiB).
 
 Each (cfg, threads) configuration runs in fresh child processes: OMP_NUM_THREADS,
 OPENBLAS_NUM_THREADS and MKL_NUM_THREADS are set in their environment, and
@@ -37,23 +40,25 @@ threads to stop spinning).  A figure is the median over its windows; a ratio dar
 median of the ratios of the two windows of each round (in brackets: their
 lowest and highest), > 1 where darkbp is faster (or, for RSS, bigger).
 
-Both frameworks see the same batches: a pool of 16 batches of real MNIST
-training images that the parent picks once (full MNIST from $DARKBP_DATA, else
-the sample shipped with darkbp: enough for throughput) and every child
-cycles.  The torch network is built from the parsed darkbp network (filters,
-size, stride, padding, groups, activation of each layer; Darknet's max-pool
-padding; connected; softmax), starts from darkbp's initial weights, and is
-checked before any timing, on float64 copies of both (in float32 rounding
-parts them on batch-normalised networks): same forward output, same weights
-after two SGD steps.  The timed runs are float32.
+Both frameworks see the same batches: a pool of 16 batches that the parent
+picks once and every child cycles.  For a 28x28x1 input they are real MNIST
+training images (full MNIST from $DARKBP_DATA, else the sample shipped with
+darkbp: enough for throughput); for any other input (the 32x32x3 cfgs) random
+pixels and random labels (speed does not depend on which).  The torch network is
+bench/twin.py's twin, built from the parsed cfg with darkbp's initial weights, and
+checked before any timing, on float64 copies of both (in float32 rounding parts
+them on batch-normalised networks): same forward output, same weights after two
+SGD steps.  The timed runs are float32.
 
---time-to-accuracy trains cfg/mnist.cfg (or the --cfg given) on full MNIST with
-the library's `Trainer`, as `darkbp train cfg/mnist.cfg --data mnist` does (its
-own hyperparameters; max_batches set to 5 epochs), evaluating on the test set
-after every epoch, until 99% test accuracy or 5 epochs; it reports each epoch's
-accuracy and the wall time (training + evaluation + checkpoints) once per
-thread count.  With torch, the same loop in PyTorch (same initial weights,
-data order and learning-rate schedule) runs next, for comparison.  Needs full
+--time-to-accuracy trains cfg/residual.cfg (or the --cfg given) on full MNIST with
+the library's `Trainer`, as `darkbp train cfg/residual.cfg --data mnist` does (the
+cfg's batch, schedule and max_batches, which is the cap; seed 0; without the cfg's
+EMA, which neither framework then runs), at --threads (default 2), evaluating the raw
+weights on the test set every 200 batches, until 99.3% test accuracy.  With torch,
+the same loop in PyTorch runs next: the twin with the same initial weights, data
+order, batches, learning-rate schedule and evaluations.  It reports the batches
+needed and, for each, the training time (the sum of the steps' times: evaluation
+and darkbp's checkpoints excluded) and the wall time (everything).  Needs full
 MNIST: DARKBP_DATA=/work/shared/data (a folder holding mnist/).
 
 --json FILE saves every number, the windows included.
@@ -75,19 +80,21 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CFGS = ("cfg/mnist.cfg", "cfg/grouped.cfg")
-TTA_CFG = "cfg/mnist.cfg"
+BENCH_CFGS = ("cfg/mnist.cfg", "cfg/grouped.cfg", "cfg/batchnorm.cfg", "cfg/residual.cfg",
+              "cfg/resnet_cifar.cfg", "cfg/tiny_cifar.cfg")
+TTA_CFG = "cfg/residual.cfg"
+TTA_THREADS = "2"
 TORCH_VERSION = "2.13.0"          # SPEC 9: the bar, and the only torch these machines install
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 POOL_BATCHES = 16                 # distinct batches every child cycles through
+MNIST_INPUT = (1, 28, 28)         # cfgs with this input get MNIST batches, others random ones
 # Idle OpenBLAS workers spin ~0.1 s (2^28 cycles) after their last job before they
 # sleep: without a pause, numpy's spinning threads eat into the next torch window.
 SETTLE_SECONDS = 0.25
 SEED = 0
-TARGET_ACCURACY = 0.99
-MAX_EPOCHS = 5
-# Darknet's activations that torch has exactly (leaky: Darknet's slope is 0.1).
-TORCH_ACTIVATIONS = ("linear", "relu", "leaky", "logistic", "tanh", "elu")
+TARGET_ACCURACY = 0.993
+EVAL_EVERY = 200                  # batches between two test-set evaluations
+EVAL_BATCH = 500                  # test images per forward pass, as darkbp.evaluate
 
 
 # ====================================================================== parent
@@ -97,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         _run_child(Path(args.child))
         return 0
     try:
-        threads = _thread_list(args.threads)
+        threads = _thread_list(args.threads or (TTA_THREADS if args.time_to_accuracy
+                                                else "1,2"))
     except ValueError as error:
         _parser().error(str(error))
     if args.batch < 1 or args.windows < 1 or args.window_seconds <= 0:
@@ -113,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             cfgs = [_find_cfg(c) for c in (args.cfg or [TTA_CFG])]
             report = _time_to_accuracy(cfgs, threads, use_torch)
         else:
-            cfgs = [_find_cfg(c) for c in (args.cfg or DEFAULT_CFGS)]
+            cfgs = [_find_cfg(c) for c in (args.cfg or BENCH_CFGS)]
             report = _throughput(cfgs, threads, args, use_torch)
     except (DarkbpError, _BenchError) as error:
         print(f"bench: {error}", file=sys.stderr)
@@ -129,10 +137,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="python bench/bench.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", action="append", metavar="CFG",
-                        help="cfg to measure, repeatable (default: cfg/mnist.cfg and "
-                             "cfg/grouped.cfg; cfg/mnist.cfg with --time-to-accuracy)")
-    parser.add_argument("--threads", default="1,2", metavar="N,N",
-                        help="comma-separated thread counts (default: 1,2)")
+                        help="cfg to measure: a path, or a name in cfg/ such as residual; "
+                             "repeatable (default: the six bench cfgs; cfg/residual.cfg "
+                             "with --time-to-accuracy)")
+    parser.add_argument("--threads", metavar="N,N",
+                        help="comma-separated thread counts (default: 1,2; 2 with "
+                             "--time-to-accuracy)")
     parser.add_argument("--batch", type=int, default=64, help="images per step (default: 64)")
     parser.add_argument("--windows", type=int, default=7,
                         help="timed windows per figure and framework (default: 7)")
@@ -141,8 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-torch", action="store_true", help="measure darkbp only")
     parser.add_argument("--json", metavar="FILE", help="save the raw numbers to FILE")
     parser.add_argument("--time-to-accuracy", action="store_true",
-                        help="time `darkbp train` to 99%% test accuracy on full MNIST "
-                             "(needs DARKBP_DATA)")
+                        help="time `darkbp train` and torch to 99.3%% test accuracy on "
+                             "full MNIST (needs DARKBP_DATA)")
     parser.add_argument("--child", metavar="JOB", help=argparse.SUPPRESS)
     return parser
 
@@ -174,7 +184,8 @@ def _torch_unavailable() -> str | None:
 
 
 def _find_cfg(name: str) -> Path:
-    for path in (Path(name), REPO / name):
+    """A cfg given as a path, or by its name in the repository's cfg/ ("residual")."""
+    for path in (Path(name), REPO / name, REPO / "cfg" / name, REPO / "cfg" / f"{name}.cfg"):
         if path.is_file():
             return path.resolve()
     raise _BenchError(f"no such cfg: {name}")
@@ -208,21 +219,12 @@ def _run(job: dict, threads: int, what: str) -> dict:
 
 # ---------------------------------------------------------------------- throughput
 def _throughput(cfgs: list[Path], threads: list[int], args, use_torch: bool) -> dict:
-    import numpy as np
-
-    from darkbp.datasets import load_dataset
-    from darkbp.evaluate import check_fits
     from darkbp.network import parse_network
 
-    dataset = load_dataset("mnist")
-    if dataset.notice:
-        print(f"bench: {dataset.notice} (enough for throughput)", file=sys.stderr)
-    pool_size = POOL_BATCHES * args.batch
-    if len(dataset.train_labels) < pool_size:
-        raise _BenchError(f"--batch {args.batch} needs {pool_size} training images, "
-                          f"{dataset.name} has {len(dataset.train_labels)}")
-    picked = np.random.default_rng(SEED).permutation(len(dataset.train_labels))[:pool_size]
-
+    networks = [parse_network(cfg) for cfg in cfgs]
+    for network in networks:
+        network.check_trainable()
+    unsupported = (lambda network: None) if not use_torch else _twin().unsupported
     machine = _machine()
     if machine["busy_cores"] > 0.3:
         print(f"bench: {machine['busy_cores']:.1f} of {machine['cores']} cores are busy with "
@@ -230,32 +232,23 @@ def _throughput(cfgs: list[Path], threads: list[int], args, use_torch: bool) -> 
               "all with several threads", file=sys.stderr)
     results = []
     with tempfile.TemporaryDirectory(prefix="darkbp-bench-") as tmp:
-        pool_path = Path(tmp) / "pool.npz"
-        images = dataset.train_images[picked].astype(np.float32) / np.float32(255)
-        np.savez(pool_path,
-                 x=images.reshape(POOL_BATCHES, args.batch, 1, *images.shape[1:]),
-                 labels=dataset.train_labels[picked].reshape(POOL_BATCHES, args.batch))
+        pools = _Pools(Path(tmp), args.batch)
         jobs = []                              # every cfg checked before anything runs
-        for cfg in cfgs:
-            network = parse_network(cfg)
-            check_fits(network, dataset)
-            network.cost_layer()
-            torch_spec, cfg_torch = None, use_torch
-            if use_torch:
-                try:
-                    torch_spec = _torch_spec(network)
-                except _Unsupported as error:
-                    print(f"bench: {_short(cfg)}: no torch twin ({error}); darkbp only",
-                          file=sys.stderr)
-                    cfg_torch = False
-            jobs.append((cfg, cfg_torch, {
-                "cfg": str(cfg), "pool": str(pool_path), "batch": args.batch,
+        for cfg, network in zip(cfgs, networks):
+            pool, source = pools.pool(network)
+            problem = unsupported(network)
+            if problem:
+                print(f"bench: {_short(cfg)}: no torch twin ({problem}); darkbp only",
+                      file=sys.stderr)
+            jobs.append((cfg, use_torch and not problem, source, {
+                "cfg": str(cfg), "pool": str(pool), "batch": args.batch,
                 "windows": args.windows, "window_seconds": args.window_seconds,
-                "torch_spec": torch_spec, "hyper": _hyper(network.config), "torch": cfg_torch}))
-        for cfg, cfg_torch, job in jobs:
+                "torch": use_torch and not problem}))
+        for cfg, cfg_torch, source, job in jobs:
             for n in threads:
-                _console().print(f"[bold]{_short(cfg)}[/bold], {_threads(n)}, batch {args.batch}")
-                row = {"cfg": _short(cfg), "threads": n, "batch": args.batch}
+                _console().print(f"[bold]{_short(cfg)}[/bold], {_threads(n)}, batch {args.batch}, "
+                                 f"{source}")
+                row = {"cfg": _short(cfg), "threads": n, "batch": args.batch, "input": source}
                 row["darkbp_memory"] = _run({**job, "kind": "memory", "framework": "darkbp"},
                                             n, "darkbp memory")
                 if cfg_torch:
@@ -275,14 +268,67 @@ def _throughput(cfgs: list[Path], threads: list[int], args, use_torch: bool) -> 
                         print(f"bench: {name}'s loss became {loss}: its speed was measured "
                               "on non-finite numbers", file=sys.stderr)
                 results.append(row)
-    report = {"mode": "throughput", "machine": machine, "data": str(dataset.source),
-              "sample": dataset.is_sample,
+    report = {"mode": "throughput", "machine": machine, "data": pools.data,
+              "sample": pools.sample,
               "settings": {"batch": args.batch, "windows": args.windows,
                            "window_seconds": args.window_seconds, "threads": threads,
                            "pool_batches": POOL_BATCHES},
               "results": results}
     _render_throughput(report)
     return report
+
+
+class _Pools:
+    """The batches every child of a cfg cycles: POOL_BATCHES x `batch` images and labels,
+    one .npz per input shape and class count, in `folder`."""
+
+    def __init__(self, folder: Path, batch: int):
+        self.folder, self.batch = folder, batch
+        self.paths: dict[tuple, Path] = {}
+        self.data = None           # where the MNIST batches came from, once loaded
+        self.sample = False        # the MNIST sample shipped with darkbp, not full MNIST
+
+    def pool(self, network) -> tuple[Path, str]:
+        """The pool file for `network`'s input, and what its images are."""
+        key = (network.input_shape, network.outputs)
+        if key not in self.paths:
+            self.paths[key] = self._write(network, self.folder / f"pool{len(self.paths)}.npz")
+        if network.input_shape == MNIST_INPUT:
+            return self.paths[key], "MNIST sample" if self.sample else "MNIST"
+        return self.paths[key], "random {2}x{1}x{0} input".format(*network.input_shape)
+
+    def _write(self, network, path: Path) -> Path:
+        import numpy as np
+
+        size = POOL_BATCHES * self.batch
+        if network.input_shape == MNIST_INPUT:
+            x, labels = self._mnist(network, size)
+        else:          # speed does not depend on which pixels: random ones, random labels
+            rng = np.random.default_rng(SEED)
+            x = rng.integers(0, 256, (size, *network.input_shape)).astype(np.float32)
+            x /= np.float32(255)
+            labels = rng.integers(0, network.outputs, size)
+        np.savez(path, x=x.reshape(POOL_BATCHES, self.batch, *network.input_shape),
+                 labels=labels.reshape(POOL_BATCHES, self.batch))
+        return path
+
+    def _mnist(self, network, size: int):
+        import numpy as np
+
+        from darkbp.datasets import load_dataset, network_input
+        from darkbp.evaluate import check_fits
+
+        dataset = load_dataset("mnist")
+        if dataset.notice:
+            print(f"bench: {dataset.notice} (enough for throughput)", file=sys.stderr)
+        check_fits(network, dataset)
+        if len(dataset.train_labels) < size:
+            raise _BenchError(f"--batch {self.batch} needs {size} training images, "
+                              f"{dataset.name} has {len(dataset.train_labels)}")
+        self.data, self.sample = str(dataset.source), dataset.is_sample
+        picked = np.random.default_rng(SEED).permutation(len(dataset.train_labels))[:size]
+        return (network_input(dataset.train_images[picked], network.input_shape),
+                dataset.train_labels[picked])
 
 
 def _render_throughput(report: dict) -> None:
@@ -295,7 +341,8 @@ def _render_throughput(report: dict) -> None:
     for row in report["results"]:
         by_cfg.setdefault(row["cfg"], []).append(row)
     for cfg, rows in by_cfg.items():
-        table = Table(title=f"{cfg}, batch {settings['batch']}", title_justify="left",
+        table = Table(title=f"{cfg}, batch {settings['batch']}, {rows[0]['input']}",
+                      title_justify="left",
                       caption=(f"median of {settings['windows']} windows of "
                                f"{settings['window_seconds']:g} s; ratio = darkbp/torch, median "
                                "of paired windows (lowest-highest)"),
@@ -354,6 +401,8 @@ def _threads(n: int) -> str:
 def _time_to_accuracy(cfgs: list[Path], threads: list[int], use_torch: bool) -> dict:
     from darkbp.catalogue import candidates
     from darkbp.datasets import load_dataset
+    from darkbp.evaluate import check_fits
+    from darkbp.network import parse_network
 
     dataset = load_dataset("mnist")
     if dataset.is_sample:
@@ -365,19 +414,28 @@ def _time_to_accuracy(cfgs: list[Path], threads: list[int], use_torch: bool) -> 
             f"{', '.join(str(folder) for folder in candidates('mnist'))}). Set DARKBP_DATA to "
             "the folder that holds mnist/ (e.g. DARKBP_DATA=/work/shared/data), or run "
             "`darkbp data fetch mnist`")
+    frameworks = {}
+    for cfg in cfgs:
+        network = parse_network(cfg)
+        check_fits(network, dataset)
+        problem = use_torch and _twin().unsupported(network)
+        if problem:
+            print(f"bench: {_short(cfg)}: no torch twin ({problem}); darkbp only",
+                  file=sys.stderr)
+        frameworks[cfg] = ("darkbp", "torch") if use_torch and not problem else ("darkbp",)
     machine = _machine()
     runs = []
     for cfg in cfgs:
         for n in threads:
             _console().print(f"[bold]{_short(cfg)}[/bold], {_threads(n)}: training to "
-                             f"{TARGET_ACCURACY:.0%} (at most {MAX_EPOCHS} epochs)")
-            job = {"kind": "accuracy", "cfg": str(cfg)}
-            frameworks = ("darkbp", "torch") if use_torch else ("darkbp",)
-            for framework in frameworks:
+                             f"{TARGET_ACCURACY:.1%}, evaluating every {EVAL_EVERY} batches")
+            job = {"kind": "accuracy", "cfg": str(cfg), "target": TARGET_ACCURACY,
+                   "eval_every": EVAL_EVERY}
+            for framework in frameworks[cfg]:
                 run = _run({**job, "framework": framework}, n, f"{framework} training")
                 runs.append({"cfg": _short(cfg), "threads": n, "framework": framework, **run})
     report = {"mode": "time_to_accuracy", "machine": machine, "data": str(dataset.source),
-              "target": TARGET_ACCURACY, "max_epochs": MAX_EPOCHS, "runs": runs}
+              "target": TARGET_ACCURACY, "eval_every": EVAL_EVERY, "runs": runs}
     _render_accuracy(report)
     return report
 
@@ -386,23 +444,32 @@ def _render_accuracy(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"time to {report['target']:.0%} test accuracy, full MNIST",
+    table = Table(title=f"time to {report['target']:.1%} test accuracy, full MNIST",
                   title_justify="left",
-                  caption="wall = training + per-epoch evaluation (+ darkbp's checkpoints); "
-                          "train = training alone", caption_justify="left")
+                  caption=(f"test set evaluated every {report['eval_every']} batches; train s = "
+                           "the steps alone (evaluation and checkpoints excluded), wall s = "
+                           "everything; ratio = darkbp train s / torch train s, < 1 where darkbp "
+                           "is faster"),
+                  caption_justify="left")
     for name, justify in (("cfg", "left"), ("threads", "right"), ("framework", "left"),
-                          ("reached", "left"), ("wall s", "right"), ("train s", "right"),
-                          ("peak RSS MiB", "right"), ("accuracy per epoch", "left")):
+                          ("reached", "left"), ("batches", "right"), ("train s", "right"),
+                          ("ratio", "right"), ("wall s", "right"), ("peak RSS MiB", "right"),
+                          ("last accuracies", "left")):
         table.add_column(name, justify=justify)
+    darkbp_train = {}
     for run in report["runs"]:
-        epochs = run["epochs"]
-        last = epochs[-1]
-        reached = (f"epoch {last['epoch']}" if last["accuracy"] >= report["target"]
-                   else f"no ({len(epochs)} epochs)")
+        last = run["evaluations"][-1]
+        key = (run["cfg"], run["threads"])
+        if run["framework"] == "darkbp":
+            darkbp_train[key] = last["train_s"]
+        ratio = (f"{darkbp_train[key] / last['train_s']:.2f}"
+                 if run["framework"] == "torch" and key in darkbp_train else "")
+        reached = (f"epoch {last['batch'] / run['batches_per_epoch']:.2f}" if run["reached"]
+                   else f"no (cap: {last['batch']})")
         table.add_row(run["cfg"], str(run["threads"]), run["framework"], reached,
-                      f"{last['wall_s']:.1f}", f"{last['train_s']:.1f}",
-                      f"{run['peak_mib']:,.0f}",
-                      " ".join(f"{100 * e['accuracy']:.2f}%" for e in epochs))
+                      str(last["batch"]), f"{last['train_s']:.1f}", ratio,
+                      f"{last['wall_s']:.1f}", f"{run['peak_mib']:,.0f}",
+                      " ".join(f"{100 * e['accuracy']:.2f}%" for e in run["evaluations"][-3:]))
     console = _wide(Console(highlight=False))
     console.print(table)
     console.print(_machine_line(report["machine"]))
@@ -511,6 +578,12 @@ def _import_torch(threads: int):
     return torch
 
 
+def _twin():
+    """bench/twin.py, beside this script (which runs as a script: its folder is on sys.path)."""
+    import twin
+    return twin
+
+
 def _child_memory(job: dict, framework: str) -> dict:
     threads = job["threads"]
     if framework == "darkbp":
@@ -519,6 +592,7 @@ def _child_memory(job: dict, framework: str) -> dict:
         import darkbp.sgd  # noqa: F401
     else:
         _import_torch(threads)
+        _twin()
         import numpy as np
     imports = _peak_mib()
     pool = dict(np.load(job["pool"]))
@@ -537,7 +611,6 @@ def _child_speed(job: dict) -> dict:
     runners = {"darkbp": _DarkbpRunner(job, pool)}
     if job["torch"]:
         runners["torch"] = _TorchRunner(job, pool)
-        runners["torch"].load_darkbp(runners["darkbp"].network)
     seconds, batch = job["window_seconds"], job["batch"]
     figures = ("train", "forward")
     for figure in figures:                     # warm-up: caches, allocator, thread pools
@@ -583,7 +656,7 @@ class _DarkbpRunner:
         config = self.network.config
         self.sgd = SGD(self.network.layers, config.momentum, config.decay, job["batch"])
         self.lr = config.schedule.learning_rate
-        self.x = pool["x"].astype(dtype, copy=False)                         # (P, B, 1, 28, 28)
+        self.x = pool["x"].astype(dtype, copy=False)                         # (P, B, C, H, W)
         self.truth = np.eye(self.network.outputs, dtype=dtype)[pool["labels"]]   # (P, B, K)
         self.train_index = self.forward_index = 0
         self.last_loss = None
@@ -605,148 +678,28 @@ class _DarkbpRunner:
                 for name, value, _ in layer.parameters()}
 
 
-class _Unsupported(Exception):
-    pass
-
-
-def _torch_spec(network) -> list[dict]:
-    """What the torch twin of `network` needs, from the parsed layers (the parent has no torch)."""
-    spec = []
-    for layer in network.layers:
-        entry = {"type": layer.type, "in_shape": layer.in_shape, "out_shape": layer.out_shape}
-        if layer.type == "convolutional":
-            entry.update(filters=layer.filters, size=layer.size, stride=layer.stride,
-                         padding=layer.padding, groups=layer.groups,
-                         activation=layer.activation, batch_normalize=layer.batch_normalize)
-        elif layer.type == "maxpool":
-            entry.update(size=layer.size, stride=layer.stride, padding=layer.padding)
-        elif layer.type == "connected":
-            entry.update(inputs=layer.inputs, outputs=layer.outputs,
-                         activation=layer.activation, batch_normalize=layer.batch_normalize)
-        elif layer.type == "softmax":
-            if layer is not network.layers[-1] or layer.groups != 1 or layer.temperature != 1:
-                raise _Unsupported("a softmax other than one last, plain [softmax]")
-        else:
-            raise _Unsupported(f"[{layer.type}] layers")
-        if entry.get("activation", "linear") not in TORCH_ACTIVATIONS:
-            raise _Unsupported(f"activation={entry['activation']}")
-        spec.append(entry)
-    return spec
-
-
-def _torch_network(spec: list[dict], torch, dtype):
-    """nn.Sequential of `spec` (without the final softmax: the cost takes logits) and, per
-    darkbp parameter/state name "layer.name", the torch tensor that holds it."""
-    nn = torch.nn
-    activations = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.1),
-                   "logistic": nn.Sigmoid, "tanh": nn.Tanh, "elu": nn.ELU}
-    modules, tensors = [], {}
-    for i, layer in enumerate(spec):
-        kind, bn = layer["type"], layer.get("batch_normalize", False)
-        if kind == "convolutional":
-            conv = nn.Conv2d(layer["in_shape"][0], layer["filters"], layer["size"],
-                             layer["stride"], layer["padding"], groups=layer["groups"],
-                             bias=not bn, dtype=dtype)
-            modules.append(conv)
-            tensors[f"{i}.weights"] = conv.weight
-            if not bn:
-                tensors[f"{i}.biases"] = conv.bias
-        elif kind == "connected":
-            linear = nn.Linear(layer["inputs"], layer["outputs"], bias=not bn, dtype=dtype)
-            if i == 0 or spec[i - 1]["type"] != "connected":
-                modules.append(nn.Flatten())                 # (N, C, H, W) -> (N, C·H·W)
-            modules.append(linear)
-            tensors[f"{i}.weights"] = linear.weight
-            if not bn:
-                tensors[f"{i}.biases"] = linear.bias
-        elif kind == "maxpool":
-            modules.append(_torch_maxpool(layer, nn))
-        if bn:
-            # Darknet: normalise, scale, + bias; rolling = .99·rolling + .01·batch.
-            norm = _unbiased_batchnorm(torch, 2 if kind == "convolutional" else 1)(
-                layer["out_shape"][0], eps=1e-5, momentum=0.01, dtype=dtype)
-            modules.append(norm)
-            tensors.update({f"{i}.scales": norm.weight, f"{i}.biases": norm.bias,
-                            f"{i}.rolling_mean": norm.running_mean,
-                            f"{i}.rolling_variance": norm.running_var})
-        if layer.get("activation", "linear") != "linear":
-            modules.append(activations[layer["activation"]]())
-    return nn.Sequential(*modules), tensors
-
-
-def _unbiased_batchnorm(torch, dims: int):
-    """torch's BatchNorm{dims}d normalising a training batch with the unbiased variance, as
-    Darknet and darkbp do: with M values per channel and r² = (M − 1)/M,
-    (x − μ)/sqrt(v·M/(M − 1) + eps) = r·(x − μ)/sqrt(v + eps·r²), v the biased variance.
-    So torch's own kernel does the work, with the weight scaled by r and eps by r²; its
-    running variance is already the unbiased one. Evaluation is torch's as it is."""
-    base = torch.nn.BatchNorm2d if dims == 2 else torch.nn.BatchNorm1d
-
-    class UnbiasedBatchNorm(base):
-        def forward(self, x):
-            if not self.training:
-                return super().forward(x)
-            m = x.numel() // x.shape[1]
-            r2 = (m - 1) / m
-            return torch.nn.functional.batch_norm(
-                x, self.running_mean, self.running_var, self.weight * r2 ** 0.5, self.bias,
-                True, self.momentum, self.eps * r2)
-
-    return UnbiasedBatchNorm
-
-
-def _torch_maxpool(layer: dict, nn):
-    """Darknet's window starts at -(padding//2), cells outside count as -inf."""
-    (_, h, w), (_, out_h, out_w) = layer["in_shape"], layer["out_shape"]
-    size, stride, top = layer["size"], layer["stride"], layer["padding"] // 2
-    bottom = max(0, (out_h - 1) * stride + size - h - top)
-    right = max(0, (out_w - 1) * stride + size - w - top)
-    pool = nn.MaxPool2d(size, stride)
-    if top == bottom == right == 0:
-        return pool
-    return nn.Sequential(nn.ConstantPad2d((top, right, top, bottom), float("-inf")), pool)
-
-
 class _TorchRunner:
-    """The same network, step and batches in PyTorch."""
+    """The same network (bench/twin.py), step and batches in PyTorch."""
 
     def __init__(self, job: dict, pool: dict, dtype: str = "float32"):
         import torch
+
+        from darkbp.network import parse_network
         self.torch = torch
-        spec = job["torch_spec"]
-        self.model, self.tensors = _torch_network(spec, torch, getattr(torch, dtype))
-        hyper = job["hyper"]
-        batch = job["batch"]
-        # g summed over the batch. Darknet: v = m·v - g - decay·B·w (weights only); w += (lr/B)·v
-        #                          torch:  buf = m·buf + g + wd·w;             w -= lr·buf
-        # so wd = decay·B on the weights, 0 elsewhere, lr/B: buf = -v.
-        decayed = [t for key, t in self.tensors.items() if key.endswith(".weights")]
-        others = [t for key, t in self.tensors.items()
-                  if key.endswith((".biases", ".scales"))]
-        self.optimizer = torch.optim.SGD(
-            [{"params": decayed, "weight_decay": hyper["decay"] * batch},
-             {"params": others, "weight_decay": 0.0}],
-            lr=hyper["learning_rate"] / batch, momentum=hyper["momentum"])
+        network = parse_network(job["cfg"]).initialize(SEED, dtype)   # darkbp's start
+        self.model = _twin().Twin(network)
+        self.optimizer = self.model.sgd(network.config, job["batch"])
         self.x = torch.from_numpy(pool["x"].astype(dtype, copy=False))  # float32: the pool's memory
         self.labels = torch.from_numpy(pool["labels"].astype("int64"))
         self.train_index = self.forward_index = 0
         self.last_loss = None
-
-    def load_darkbp(self, network) -> None:
-        """Copy darkbp's parameters and state into the twin."""
-        with self.torch.no_grad():
-            for layer in network.layers:
-                for name in (*layer.param_names, *layer.state_names):
-                    self.tensors[f"{layer.index}.{name}"].copy_(
-                        self.torch.from_numpy(getattr(layer, name)))
 
     def train_step(self) -> None:
         i = self.train_index % len(self.x)
         self.train_index += 1
         if not self.model.training:
             self.model.train()
-        loss = self.torch.nn.functional.cross_entropy(self.model(self.x[i]), self.labels[i],
-                                                      reduction="sum")
+        loss = self.model.loss(self.model(self.x[i]), self.labels[i])
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -755,24 +708,17 @@ class _TorchRunner:
     def forward_step(self):
         i = self.forward_index % len(self.x)
         self.forward_index += 1
-        if self.model.training:
-            self.model.eval()
-        with self.torch.inference_mode():
-            return self.torch.softmax(self.model(self.x[i]), dim=1)
+        return self.model.predict(self.x[i])
 
     def params(self) -> dict[str, "object"]:
-        return {key: t.detach().numpy() for key, t in self.tensors.items()
-                if not key.endswith((".rolling_mean", ".rolling_variance"))}
-
-
-def _hyper(config) -> dict:
-    """The SGD settings of a cfg's [net] section."""
-    return {"learning_rate": config.schedule.learning_rate, "momentum": config.momentum,
-            "decay": config.decay}
+        return {f"{index}.{name}": t.detach().numpy()
+                for (index, name), t in self.model.tensors.items()
+                if name not in ("rolling_mean", "rolling_variance")}
 
 
 def _check_twins(job: dict, pool: dict) -> None:
-    """The torch twin computes what darkbp computes: forward, and two SGD steps, in float64.
+    """The torch twin computes what darkbp computes: forward, and two SGD steps, in float64
+    (tests/test_bench_twin.py checks every gradient too).
 
     float64, because in float32 the two legitimately part: on MNIST a batch-normalised
     first layer's bias gradient is a sum of ~50,000 terms that mostly cancel, and
@@ -785,8 +731,6 @@ def _check_twins(job: dict, pool: dict) -> None:
         return np.allclose(a, b, rtol=1e-7, atol=1e-9 * max(1.0, float(np.abs(b).max())))
 
     ours, theirs = _DarkbpRunner(job, pool, "float64"), _TorchRunner(job, pool, "float64")
-    theirs.load_darkbp(ours.network)
-
     p_ours, p_theirs = ours.forward_step(), theirs.forward_step().numpy()
     if p_ours.shape != p_theirs.shape or not close(p_theirs, p_ours):
         raise SystemExit("bench: the torch network's forward differs from darkbp's: "
@@ -807,100 +751,125 @@ class _Reached(Exception):
     pass
 
 
+class _Progress:
+    """The evaluations of one run: after every `eval_every` batches and after the last,
+    the test accuracy, the training time so far (the steps alone) and the wall time."""
+
+    def __init__(self, job: dict, total_batches: int):
+        self.target, self.every, self.total = job["target"], job["eval_every"], total_batches
+        self.started = time.perf_counter()
+        self.train_s = 0.0
+        self.evaluations: list[dict] = []
+
+    def step(self, batch_num: int, seconds: float, accuracy) -> None:
+        """After update `batch_num` (1-based), which took `seconds`; `accuracy()` evaluates
+        the test set. Raises _Reached at the target."""
+        self.train_s += seconds
+        if batch_num % self.every and batch_num != self.total:
+            return
+        value = accuracy()
+        self.evaluations.append({"batch": batch_num, "accuracy": value,
+                                 "train_s": self.train_s,
+                                 "wall_s": time.perf_counter() - self.started})
+        if value >= self.target:
+            raise _Reached
+
+
 def _child_accuracy(job: dict, framework: str) -> dict:
-    np = _import_darkbp(job["threads"])
+    _import_darkbp(job["threads"])
     from darkbp.datasets import load_dataset
     from darkbp.network import parse_network
     if framework == "torch":
         _import_torch(job["threads"])
     dataset = load_dataset("mnist")
     network = parse_network(job["cfg"])
-    epochs: list[dict] = []
-    started = time.perf_counter()
+    config = network.config
+    batch = config.mini_batch * config.subdivisions
+    progress = _Progress(job, config.schedule.max_batches)
     workers = [0.0]                            # darkbp's worker processes, at their peak
-    if framework == "darkbp":
-        _train_darkbp(job, network, dataset, epochs, started, workers)
-    else:
-        _train_torch(job, network, dataset, epochs, started, np)
-    return {"epochs": epochs, "peak_mib": _peak_mib() + workers[0]}
+    try:
+        if framework == "darkbp":
+            _train_darkbp(job, network, dataset, progress, workers)
+        else:
+            _train_torch(network, dataset, progress)
+        reached = False
+    except _Reached:
+        reached = True
+    return {"evaluations": progress.evaluations, "reached": reached,
+            "batches_per_epoch": len(dataset.train_labels) // batch,
+            "peak_mib": _peak_mib() + workers[0]}
 
 
-def _train_darkbp(job, network, dataset, epochs, started, workers: list[float]) -> None:
+def _train_darkbp(job, network, dataset, progress: _Progress, workers: list[float]) -> None:
+    """`darkbp train CFG --data mnist --ema 0`, the evaluations made from its listener."""
     from darkbp.train import Trainer, TrainListener, TrainOptions
 
     class Listener(TrainListener):
         def start(self, trainer):
-            self.runner = trainer.runner
+            self.trainer = trainer
 
-        def epoch(self, report):
-            workers[0] = max(workers[0], _workers_peak_mib(self.runner))
-            epochs.append({"epoch": report.epoch, "accuracy": report.accuracy,
-                           "train_s": report.wall_time, "wall_s": time.perf_counter() - started})
-            if report.accuracy >= TARGET_ACCURACY:
-                raise _Reached
+        def batch(self, report):
+            # Trainer times each step from its learning rate to its SGD update.
+            progress.step(report.batch_num, self.trainer.batch / report.images_per_s,
+                          self.accuracy)
 
-    options = TrainOptions(out=Path(job["tmp"]) / "backup", epochs=MAX_EPOCHS, seed=SEED,
+        def accuracy(self):
+            # VmHWM is the peak so far: read at each evaluation, before the workers exit.
+            workers[0] = max(workers[0], _workers_peak_mib(self.trainer.runner))
+            return self.trainer.test_accuracy()
+
+    options = TrainOptions(out=Path(job["tmp"]) / "backup", seed=SEED, ema=0.0,
                            threads=job["threads"])
-    try:
-        Trainer(network, dataset, options, Listener()).run()
-    except _Reached:
-        pass
+    Trainer(network, dataset, options, Listener()).run()
 
 
-def _train_torch(job, network, dataset, epochs, started, np) -> None:
-    """Trainer's loop in PyTorch: same initial weights, data order, schedule, evaluation."""
-    import dataclasses
-
+def _train_torch(network, dataset, progress: _Progress) -> None:
+    """Trainer's loop in PyTorch: same initial weights, data order, batches, schedule."""
+    import numpy as np
     import torch
+
+    from darkbp.datasets import network_input
     config = network.config
     network.initialize(SEED, np.float32)
+    model = _twin().Twin(network)
     batch = config.mini_batch * config.subdivisions
-    twin = _TorchRunner({"torch_spec": _torch_spec(network), "batch": batch,
-                         "hyper": _hyper(config)},
-                        {"x": np.zeros((1, 1, 1, 1, 1), np.float32),
-                         "labels": np.zeros((1, 1), np.int64)})
-    twin.load_darkbp(network)
-    model, optimizer = twin.model, twin.optimizer
+    optimizer = model.sgd(config, batch)
     per_epoch = len(dataset.train_labels) // batch
-    schedule = dataclasses.replace(config.schedule, max_batches=MAX_EPOCHS * per_epoch)
-    train_x = torch.from_numpy((dataset.train_images.astype(np.float32) / np.float32(255))
-                               [:, None])
-    train_y = torch.from_numpy(dataset.train_labels.astype(np.int64))
-    batch_num, train_s = 0, 0.0
-    for epoch in range(1, MAX_EPOCHS + 1):
-        tic = time.perf_counter()
+    labels = torch.from_numpy(dataset.train_labels.astype(np.int64))
+
+    def accuracy() -> float:
+        correct = 0
+        for start in range(0, len(dataset.test_labels), EVAL_BATCH):
+            x = network_input(dataset.test_images[start:start + EVAL_BATCH],
+                              network.input_shape)
+            predicted = model.predict(torch.from_numpy(x)).argmax(dim=1).numpy()
+            correct += int((predicted == dataset.test_labels[start:start + EVAL_BATCH]).sum())
         model.train()
-        order = np.random.default_rng([SEED, epoch]).permutation(len(train_y))
-        for index in range(per_epoch):
-            lr = schedule.rate(batch_num, np.random.default_rng([SEED, 1, batch_num]))
+        return correct / len(dataset.test_labels)
+
+    model.train()
+    batch_num, epoch = 0, 0
+    while batch_num < progress.total:
+        epoch += 1
+        order = np.random.default_rng([SEED, epoch]).permutation(len(labels))
+        for index in range(min(per_epoch, progress.total - batch_num)):
+            tic = time.perf_counter()
+            lr = config.schedule.rate(batch_num, np.random.default_rng([SEED, 1, batch_num]))
             for group in optimizer.param_groups:
                 group["lr"] = lr / batch
             optimizer.zero_grad()
             loss = 0.0
             for part in np.split(order[index * batch:(index + 1) * batch], config.subdivisions):
-                part = torch.from_numpy(part)
-                step_loss = torch.nn.functional.cross_entropy(model(train_x[part]),
-                                                              train_y[part], reduction="sum")
+                x = torch.from_numpy(network_input(dataset.train_images[part],
+                                                   network.input_shape))
+                step_loss = model.loss(model(x), labels[part])
                 step_loss.backward()
                 loss += step_loss.item()
             if not math.isfinite(loss):
                 raise SystemExit(f"bench: torch's loss became {loss} at batch {batch_num + 1}")
             optimizer.step()
             batch_num += 1
-        train_s += time.perf_counter() - tic
-        model.eval()
-        correct = 0
-        with torch.inference_mode():
-            for start in range(0, len(dataset.test_labels), 500):       # as evaluate.predict
-                x = torch.from_numpy(dataset.test_images[start:start + 500].astype(np.float32)
-                                     / np.float32(255))[:, None]
-                predicted = model(x).argmax(dim=1).numpy()
-                correct += int((predicted == dataset.test_labels[start:start + 500]).sum())
-        accuracy = correct / len(dataset.test_labels)
-        epochs.append({"epoch": epoch, "accuracy": accuracy, "train_s": train_s,
-                       "wall_s": time.perf_counter() - started})
-        if accuracy >= TARGET_ACCURACY:
-            return
+            progress.step(batch_num, time.perf_counter() - tic, accuracy)
 
 
 if __name__ == "__main__":

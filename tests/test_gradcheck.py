@@ -14,12 +14,19 @@ from darkbp.network import parse_network
 from tests.conftest import CFG_DIR
 
 SHIPPED = sorted(CFG_DIR.glob("*.cfg"))
+# The central differences of tiny_cifar.cfg's loss carry more float64 rounding than the
+# 1e-8 that gradcheck's noise floor allows: after its nineteen batch norms, the last ones over
+# 2x2 maps (8 values per channel at batch 2), the loss moves by up to ~4 per unit of an input
+# pixel, and at eps 1e-6 the input gradient's errors reach 2.4e-8 (seed 1). They fall as 1/eps
+# (8e-9 at 3e-6, measured over 300 input elements): rounding, not a wrong gradient. A step of
+# 3e-6 keeps them under the floor, far from the kinks still (10·eps).
+EPS = {"tiny_cifar.cfg": 3e-6}
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_cfg_passes(path, seed):
-    report = gradcheck(parse_network(path), batch=2, seed=seed)
+    report = gradcheck(parse_network(path), batch=2, seed=seed, eps=EPS.get(path.name, 1e-6))
     assert report.passed, [row for row in report.rows if not row.passed]
     # every parameter tensor of every layer and the input were checked
     expected = [(i, name) for i, layer in enumerate(parse_network(path).layers)
