@@ -247,24 +247,38 @@ def test_conv_rejects_bad_biases():
 
 def test_buffers_keep_the_columns_memory_between_calls():
     rng = np.random.default_rng(12)
-    buffers = {}
     weights = rng.standard_normal((3, 2, 3, 3))
-    kept = None
-    for n, dtype, biases in ((4, np.float64, None), (4, np.float64, None), (3, np.float64, None),
-                             (3, np.float32, None), (3, np.float32, rng.standard_normal(3))):
-        x = rng.standard_normal((n, 2, 6, 5)).astype(dtype)
-        w = weights.astype(dtype)
-        b = None if biases is None else biases.astype(dtype)
-        y, cache = conv_forward(x, w, 1, 0, 1, biases=b, buffers=buffers)
-        expected = naive.conv_forward(x.astype(float), weights, 1, 0, 1)
-        if biases is not None:
-            expected += biases[:, None, None]
-        np.testing.assert_allclose(y, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
-                                   atol=1e-5 if dtype == np.float32 else 1e-12)
-        assert np.shares_memory(cache.cols, buffers["cols"])
-        if kept is not None and kept.shape == buffers["cols"].shape and kept.dtype == dtype:
-            assert buffers["cols"] is kept                     # same shape and dtype: reused
-        kept = buffers["cols"]
+    for n in (1, 4):                 # NCHW keeps the columns; CHWN a chunk's columns
+        buffers, kept = {}, None
+        for dtype, biases in ((np.float64, None), (np.float64, None), (np.float32, None),
+                              (np.float32, rng.standard_normal(3))):
+            x = rng.standard_normal((n, 2, 6, 5)).astype(dtype)
+            w = weights.astype(dtype)
+            b = None if biases is None else biases.astype(dtype)
+            y, cache = conv_forward(x, w, 1, 0, 1, biases=b, buffers=buffers)
+            expected = naive.conv_forward(x.astype(float), weights, 1, 0, 1)
+            if biases is not None:
+                expected += biases[:, None, None]
+            np.testing.assert_allclose(y, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                       atol=1e-5 if dtype == np.float32 else 1e-12)
+            assert cache.chunked == (n > 1)
+            if n == 1:
+                assert np.shares_memory(cache.cols, buffers["cols"])
+            if kept is not None and kept.dtype == dtype and (kept.size >= buffers["cols"].size
+                                                             if n > 1 else
+                                                             kept.shape == buffers["cols"].shape):
+                assert buffers["cols"] is kept                 # it fits: reused
+            kept = buffers["cols"]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3000], ids=["one row", "a few rows"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
+def test_chunked_columns_equal_naive(case, chunk_bytes, monkeypatch):
+    """CHWN convolutions run a few output rows at a time: any chunk size, a last chunk of
+    fewer rows, dx as a convolution (Fg <= Cg, stride 1) or through col2im."""
+    monkeypatch.setattr(conv, "choose_layout", lambda *shape: "CHWN")
+    monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+    check_against_naive(np.random.default_rng(sum(case) + chunk_bytes), *case)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[6] > 1],
