@@ -171,14 +171,6 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
     b, kg = _gemm_batch(layout, n), cg * size * size
     m = out_h * out_w * (n // b)
     wg = weights.reshape(groups, f // groups, kg)
-    if layout == "CHWN" and not (size == 1 and stride == 1 and padding == 0) \
-            and not (cg == 1 and f // groups <= DIRECT_FILTERS and stride == 1):
-        y, cache = _chunked_forward(ordered(x, layout), wg, biases, size, stride, padding,
-                                    out_h, out_w, buffers)
-        y = as_nchw(y, layout)
-        return (y if keep_layout else ordered(y, "NCHW")), cache._replace(
-            x_shape=(n, c, h, w), keep_layout=keep_layout)
-
     xl = ordered(x, layout)
     plain = size == 1 and stride == 1 and padding == 0
     if cg == 1 and f // groups <= DIRECT_FILTERS and stride == 1 and not plain:
@@ -190,6 +182,11 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
         return (y if keep_layout else ordered(y, "NCHW")), ConvCache(
             xl, (n, c, h, w), (out_h, out_w), layout, size, stride, padding, groups,
             keep_layout, biases is not None, False, direct=True)
+    if layout == "CHWN" and not plain:
+        y, cache = _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w,
+                                    buffers)
+        y = as_nchw(y, layout)
+        return (y if keep_layout else ordered(y, "NCHW")), cache._replace(keep_layout=keep_layout)
     ones_row = biases is not None and groups == 1 and not plain
     if plain:
         cols = xl  # a 1x1 stride-1 conv is a plain GEMM over the input
