@@ -246,48 +246,40 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
     if dy.shape != (n, f, out_h, out_w):
         raise ValueError(f"conv dy has shape {dy.shape}, expected {(n, f, out_h, out_w)}")
     g, layout, size, p = cache.groups, cache.layout, cache.size, cache.padding
-    if cache.chunked:
-        dxl, dweights, dbiases = _chunked_backward(ordered(dy, layout), cache, weights, need_dx)
-        grads = (dweights,) if dbiases is None else (dweights, dbiases)
-        if not need_dx:
-            return (None, *grads)
-        dx = as_nchw(dxl, layout)
-        return ((dx if cache.keep_layout else ordered(dx, "NCHW")), *grads)
+    dyl = ordered(dy, layout)
+    dyc = dyl.reshape(_gemm_batch(layout, n), g, f // g, -1)            # (B, G, Fg, M)
+    kg = weights.shape[1] * size * size
     if cache.direct:
-        dyl = ordered(dy, layout)
         dxl, dweights = depthwise_backward(dyl, cache.cols, weights, cache.stride, p, layout,
                                            need_dx)
-        grads = (dweights,)
-        if cache.biased:
-            grads += (np.einsum("bfm->f", _split(dyl, (_gemm_batch(layout, n), f, -1))),)
-        if not need_dx:
-            return (None, *grads)
-        dx = as_nchw(dxl, layout)
-        return ((dx if cache.keep_layout else ordered(dx, "NCHW")), *grads)
-    b, kg = cache.cols.shape[0], weights.shape[1] * size * size
-
-    dyc = ordered(dy, layout).reshape(b, g, f // g, -1)                # (B, G, Fg, M)
-    # dWᵀ = cols @ dyᵀ: ~15% faster in OpenBLAS than dy @ colsᵀ for these shapes.
-    dweights_t = _matmul_t_sum(cache.cols, dyc)                        # (G, Kg (+1), Fg)
+    else:
+        # dWᵀ = cols @ dyᵀ: ~15% faster in OpenBLAS than dy @ colsᵀ for these shapes.
+        dweights_t = (_chunked_dweights(cache, dyc) if cache.chunked
+                      else _matmul_t_sum(cache.cols, dyc))               # (G, Kg (+1), Fg)
+        dweights = np.ascontiguousarray(dweights_t[:, :kg].swapaxes(-1, -2)
+                                        ).reshape(weights.shape)
     dbiases = None
     if cache.ones_row:
         dbiases = dweights_t[0, kg].copy()
-        dweights_t = dweights_t[:, :kg]
     elif cache.biased:
         dbiases = np.einsum("bgfm->gf", dyc).reshape(f)
-    dweights = np.ascontiguousarray(dweights_t.swapaxes(-1, -2)).reshape(weights.shape)
     grads = (dweights,) if dbiases is None else (dweights, dbiases)
     if not need_dx:
         return (None, *grads)
 
-    wg = weights.reshape(g, f // g, kg)
-    dcols = _matmul(wg.swapaxes(-1, -2), dyc)                          # (B, G, Kg, M)
     x_shape = layout_shape(layout, n, c, h, w)
-    if size == 1 and cache.stride == 1 and p == 0:
-        dxl = dcols.reshape(x_shape)
+    if cache.direct:
+        pass
+    elif cache.chunked and _dx_as_convolution(cache, c // g, f // g):
+        dxl = _chunked_dx(dyl, cache, weights)
     else:
-        dxl = col2im(dcols.reshape(cols_shape(layout, x_shape, size, out_h, out_w)),
-                     x_shape, cache.stride, p, layout)
+        wg = weights.reshape(g, f // g, kg)
+        dcols = _matmul(wg.swapaxes(-1, -2), dyc)                      # (B, G, Kg, M)
+        if size == 1 and cache.stride == 1 and p == 0:
+            dxl = dcols.reshape(x_shape)
+        else:
+            dxl = col2im(dcols.reshape(cols_shape(layout, x_shape, size, out_h, out_w)),
+                         x_shape, cache.stride, p, layout)
     dx = as_nchw(dxl, layout)
     return ((dx if cache.keep_layout else ordered(dx, "NCHW")), *grads)
 
@@ -319,9 +311,8 @@ def _padded(xl: np.ndarray, padding: int) -> np.ndarray:
     return xp
 
 
-def _chunk_buffer(buffers: dict | None, rows: int, k: int, m: int, dtype) -> np.ndarray:
+def _chunk_buffer(buffers: dict | None, size: int, dtype) -> np.ndarray:
     """Flat memory for the columns of one chunk, kept in buffers["cols"] between calls."""
-    size = rows * k * m
     if buffers is None:
         return np.empty(size, dtype)
     flat = buffers.get("cols")
@@ -330,35 +321,36 @@ def _chunk_buffer(buffers: dict | None, rows: int, k: int, m: int, dtype) -> np.
     return flat
 
 
-def _chunk_cols(windows: np.ndarray, r0: int, r1: int, flat: np.ndarray, groups: int,
-                ones: bool) -> np.ndarray:
-    """The columns of output rows r0..r1 as (1, G, Kg (+1), Mc), in flat's memory."""
-    c, size, _, _, out_w, n = windows.shape
-    k, mc = c * size * size, (r1 - r0) * out_w * n
-    cols = flat[:(k + ones) * mc].reshape(k + ones, mc)
-    np.copyto(cols[:k].reshape(c, size, size, r1 - r0, out_w, n), windows[:, :, :, r0:r1])
-    if ones:
-        cols[k] = 1
-    return cols.reshape(1, groups, -1, mc)
-
-
-def _chunked_product(xl, wg, size, stride, padding, out_h, out_w, flat_of, ones=False):
-    """Σ over taps of wg (G, Fg, Kg (+1)) times the columns of xl (C, H, W, N), padded:
-    (G, Fg, OH·OW·N), chunk by chunk; with `ones`, wg's last column is added (biases).
-    Returns it and the padded input. flat_of(rows, k, m): the chunk columns' memory."""
-    c, _, _, n = xl.shape
-    groups, fg, _ = wg.shape
-    xp = _padded(xl, padding)
+def _column_chunks(xp: np.ndarray, size: int, stride: int, out_h: int, out_w: int,
+                   groups: int, ones: bool, buffers: dict | None = None):
+    """For each chunk of output rows of the padded input xp (C, Hp, Wp, N): (the GEMM
+    columns it is, as a slice of M; its columns (1, G, Kg (+1), Mc), with a last row of
+    ones if `ones`), each in the same memory, valid until the next."""
+    c, _, _, n = xp.shape
+    k, per_row = c * size * size, out_w * n
     windows = _windows(xp, "CHWN", stride, (c, size, size, out_h, out_w, n))
-    rows = _chunk_rows(c * size * size + ones, out_h, out_w, n, xl.dtype.itemsize)
-    flat = flat_of(rows, c * size * size + ones, out_w * n)
-    y = np.empty((groups, fg, out_h * out_w * n), xl.dtype)
-    per_row = out_w * n
+    rows = _chunk_rows(k + ones, out_h, out_w, n, xp.dtype.itemsize)
+    flat = _chunk_buffer(buffers, rows * (k + ones) * per_row, xp.dtype)
     for r0 in range(0, out_h, rows):
         r1 = min(out_h, r0 + rows)
+        mc = (r1 - r0) * per_row
+        cols = flat[:(k + ones) * mc].reshape(k + ones, mc)
+        np.copyto(cols[:k].reshape(c, size, size, r1 - r0, out_w, n), windows[:, :, :, r0:r1])
+        if ones:
+            cols[k] = 1
+        yield slice(r0 * per_row, r1 * per_row), cols.reshape(1, groups, -1, mc)
+
+
+def _chunked_product(xl, wg, size, stride, padding, out_h, out_w, buffers=None, ones=False):
+    """wg (G, Fg, Kg (+1)) times the columns of xl (C, H, W, N) zero-padded by `padding`:
+    (G, Fg, OH·OW·N), chunk by chunk (with `ones`, wg's last column is added: biases).
+    Returns it and the padded input."""
+    groups, fg, _ = wg.shape
+    xp = _padded(xl, padding)
+    y = np.empty((groups, fg, out_h * out_w * xl.shape[3]), xl.dtype)
+    for m, cols in _column_chunks(xp, size, stride, out_h, out_w, groups, ones, buffers):
         # The chunk's columns are in cache: one product, not _matmul's column pieces.
-        np.matmul(wg, _chunk_cols(windows, r0, r1, flat, groups, ones)[0],
-                  out=y[:, :, r0 * per_row:r1 * per_row])
+        np.matmul(wg, cols[0], out=y[:, :, m])
     return y, xp
 
 
@@ -369,8 +361,7 @@ def _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w, buffer
     ones = biases is not None and groups == 1
     if ones:
         wg = np.concatenate([wg, biases.reshape(1, -1, 1)], axis=2)
-    y, xp = _chunked_product(xl, wg, size, stride, padding, out_h, out_w,
-                             lambda *shape: _chunk_buffer(buffers, *shape, xl.dtype), ones)
+    y, xp = _chunked_product(xl, wg, size, stride, padding, out_h, out_w, buffers, ones)
     if biases is not None and not ones:
         y.reshape(groups * fg, -1)[...] += biases[:, None]
     cache = ConvCache(xp, (n, c) + xl.shape[1:3], (out_h, out_w), "CHWN", size, stride,
@@ -378,51 +369,35 @@ def _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w, buffer
     return y.reshape(groups * fg, out_h, out_w, n), cache
 
 
-def _chunked_backward(dyl, cache, weights, need_dx):
-    """(dx (C, H, W, N) or None, dweights, dbiases or None) from dy (F, OH, OW, N)."""
-    xp, size, stride, groups = cache.cols, cache.size, cache.stride, cache.groups
-    c, _, _, n = xp.shape
-    f = weights.shape[0]
-    out_h, out_w = cache.out_hw
-    k, ones = c * size * size, cache.ones_row
-    windows = _windows(xp, "CHWN", stride, (c, size, size, out_h, out_w, n))
-    rows = _chunk_rows(k + ones, out_h, out_w, n, xp.dtype.itemsize)
-    flat = _chunk_buffer(None, rows, k + ones, out_w * n, xp.dtype)
-    dy = dyl.reshape(1, groups, f // groups, -1)
-    wg_t = weights.reshape(groups, f // groups, -1).swapaxes(-1, -2)       # (G, Kg, Fg)
-    dweights_t = np.zeros((groups, k // groups + ones, f // groups), xp.dtype)
-    # With stride 1, dx is the convolution of dy, padded by size − 1 − padding, with the
-    # kernel turned by 180° and its channels and filters swapped: a product with Cg rows
-    # that contracts Fg·size² values, where dcols = Wᵀ·dy has Cg·size² rows, contracts
-    # only Fg values and is followed by size² strided adds back into dx.  The first is
-    # faster where Fg <= Cg (16 -> 16 at 32x32: 18 against 21 ms backward), the second
-    # where there are more filters than channels (16 -> 128 at 8x8: 5.3 against 6.2 ms).
-    cg, fg = c // groups, f // groups
-    as_convolution = need_dx and stride == 1 and cache.padding <= size - 1 and fg <= cg
-    per_row = out_w * n
-    for r0 in range(0, out_h, rows):
-        r1 = min(out_h, r0 + rows)
-        dweights_t += _matmul_t_sum(_chunk_cols(windows, r0, r1, flat, groups, ones),
-                                    dy[..., r0 * per_row:r1 * per_row])
-    dbiases = None
-    if ones:
-        dbiases = dweights_t[0, k].copy()
-        dweights_t = dweights_t[:, :k]
-    elif cache.biased:
-        dbiases = np.einsum("bgfm->gf", dy).reshape(f)
-    dweights = np.ascontiguousarray(dweights_t.swapaxes(-1, -2)).reshape(weights.shape)
-    if not need_dx:
-        return None, dweights, dbiases
-    _, h, w = cache.x_shape[1:]
-    p = cache.padding
-    if as_convolution:
-        turned = weights[:, :, ::-1, ::-1].reshape(groups, fg, cg, size, size)
-        turned = np.ascontiguousarray(turned.transpose(0, 2, 1, 3, 4)).reshape(groups, cg, -1)
-        dx, _ = _chunked_product(dyl, turned, size, 1, size - 1 - p, h, w,
-                                 lambda *shape: _chunk_buffer(None, *shape, dyl.dtype))
-        return dx.reshape(c, h, w, n), dweights, dbiases
-    x_shape = (c, h, w, n)
-    dcols = _matmul(wg_t, dy)                                           # (1, G, Kg, M)
-    dx = col2im(dcols.reshape(cols_shape("CHWN", x_shape, size, out_h, out_w)), x_shape,
-                stride, p, "CHWN")
-    return dx, dweights, dbiases
+def _chunked_dweights(cache: ConvCache, dyc: np.ndarray) -> np.ndarray:
+    """Σ over chunks of cols @ dyᵀ, the columns made again from the padded input:
+    (G, Kg (+1), Fg) from dy (1, G, Fg, M)."""
+    total = 0
+    for m, cols in _column_chunks(cache.cols, cache.size, cache.stride, *cache.out_hw,
+                                  cache.groups, cache.ones_row):
+        total = total + _matmul_t_sum(cols, dyc[..., m])
+    return total
+
+
+def _dx_as_convolution(cache: ConvCache, cg: int, fg: int) -> bool:
+    """Whether _chunked_dx computes dx (else Wᵀ·dy and col2im).
+
+    With stride 1, dx is the convolution of dy, padded by size − 1 − padding, with the
+    kernel turned by 180° and its channels and filters swapped: a product with Cg rows
+    that contracts Fg·size² values, where dcols = Wᵀ·dy has Cg·size² rows, contracts
+    only Fg values and is followed by size² strided adds back into dx.  The first is
+    faster where Fg <= Cg (16 -> 16 at 32x32: 18 against 21 ms backward), the second
+    where there are more filters than channels (16 -> 128 at 8x8: 5.3 against 6.2 ms).
+    """
+    return cache.stride == 1 and cache.padding <= cache.size - 1 and fg <= cg
+
+
+def _chunked_dx(dyl: np.ndarray, cache: ConvCache, weights: np.ndarray) -> np.ndarray:
+    """dx (C, H, W, N) from dy (F, OH, OW, N) as that convolution (stride 1)."""
+    n, c, h, w = cache.x_shape
+    f, cg, size, _ = weights.shape
+    groups = cache.groups
+    turned = weights[:, :, ::-1, ::-1].reshape(groups, f // groups, cg, size, size)
+    turned = np.ascontiguousarray(turned.transpose(0, 2, 1, 3, 4)).reshape(groups, cg, -1)
+    dx, _ = _chunked_product(dyl, turned, size, 1, size - 1 - cache.padding, h, w)
+    return dx.reshape(c, h, w, n)
