@@ -25,7 +25,7 @@ import numpy as np
 
 from darkbp.cfg import CfgWarning
 from darkbp.errors import DarkbpError
-from darkbp.imagedata import (IMAGE_EXTENSIONS, _existing_file, _positive_int, letterbox,
+from darkbp.imagedata import (IMAGE_EXTENSIONS, existing_file, letterbox, positive_int,
                               read_data_file, read_image, read_labels)
 from darkbp.network import Network
 from darkbp.parallel import Runner
@@ -81,8 +81,8 @@ def data_file_names(path: str) -> tuple[list[str], Path, int | None, list[CfgWar
     key = next((key for key in ("names", "labels") if key in options), None)
     if key is None:
         raise DarkbpError("no names= or labels= line to name the classes", file=path)
-    names_path = _existing_file(options[key], key, Path(path).parent, path)
-    top = _positive_int(options["top"], "top", path) if "top" in options else None
+    names_path = existing_file(options[key], key, Path(path).parent, path)
+    top = positive_int(options["top"], "top", path) if "top" in options else None
     return read_labels(names_path), names_path, top, warnings
 
 

@@ -231,38 +231,40 @@ def load_data_file(path: str | os.PathLike) -> ImageData:
                               "labels (or names)", file=file)
         return options[key]
 
-    classes = _positive_int(required("classes"), "classes", file)
+    classes = positive_int(required("classes"), "classes", file)
     label_key = "labels" if "labels" in options else "names"
     labels_option = required(label_key)
-    labels_path = _existing_file(labels_option, label_key, base, file)
+    labels_path = existing_file(labels_option, label_key, base, file)
     labels = read_labels(labels_path)
     if len(labels) != classes:
         raise DarkbpError(f"classes={classes}, but {labels_path} holds {len(labels)} labels",
                           file=file, line=options["classes"].line)
     names = labels
     if label_key == "labels" and "names" in options:
-        names_path = _existing_file(options["names"], "names", base, file)
+        names_path = existing_file(options["names"], "names", base, file)
         names = read_labels(names_path)
         if len(names) != len(labels):
             raise DarkbpError(f"{names_path} holds {len(names)} names for the "
                               f"{len(labels)} labels of {labels_path}", file=file,
                               line=options["names"].line)
-    top = _positive_int(options["top"], "top", file) if "top" in options else None
+    top = positive_int(options["top"], "top", file) if "top" in options else None
     backup = Path(options["backup"].value) if "backup" in options else None
-    splits = [labelled_list(_existing_file(required(key), key, base, file), labels,
+    splits = [labelled_list(existing_file(required(key), key, base, file), labels,
                             labels_path) for key in ("train", "valid")]
     return ImageData(*splits, classes=tuple(names), test_split="valid list", top=top,
                      backup=backup, warnings=tuple(warnings))
 
 
-def _positive_int(option: _Option, key: str, file: str) -> int:
+def positive_int(option: _Option, key: str, file: str) -> int:
+    """A .data option's whole number of at least 1, else a DarkbpError at its line."""
     if not option.value.isdigit() or int(option.value) < 1:
         raise DarkbpError(f"{key}={option.value}: expected a whole number of at least 1",
                           file=file, line=option.line)
     return int(option.value)
 
 
-def _existing_file(option: _Option, key: str, base: Path, file: str) -> Path:
+def existing_file(option: _Option, key: str, base: Path, file: str) -> Path:
+    """The file a .data option names, found as the module doc says, else a DarkbpError."""
     path = resolve(option.value, str(base))
     if path is None:
         raise DarkbpError(f"{key}={option.value}: no such file (looked in the current "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from darkbp.layers.base import INPUT, Layer, register
+from darkbp.layers.base import Layer, register
+from darkbp.layers.yolo import source_name
 
 
 @register
@@ -39,11 +40,9 @@ class DetectionLayer(Layer):
         need = side * side * ((1 + coords) * num + classes)
         c, h, w = source.shape
         if c * h * w != need:
-            where = ("the network input" if source.index == INPUT
-                     else f"layer {source.index} ([{source.header}])")
             raise s.error(f"reads side²·((1 + coords)·num + classes) = "
                           f"{side}²·((1 + {coords})·{num} + {classes}) = {need} inputs, but "
-                          f"{where} gives {c * h * w} ({w} x {h} x {c})")
+                          f"{source_name(source)} gives {c * h * w} ({w} x {h} x {c})")
         settings = {key: s.get_int(key, 0) for key in ("rescore", "softmax", "sqrt", "forced",
                                                        "reorg")}
         settings["max"] = s.get_int("max", 90, minimum=0)

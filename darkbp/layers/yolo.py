@@ -27,11 +27,16 @@ def read_anchors(section: Section, count: int) -> tuple[tuple[float, float], ...
     return tuple(zip(values[0::2], values[1::2]))
 
 
+def source_name(source: Input) -> str:
+    """How an error names the input a head reads: the network input or layer i ([type])."""
+    return ("the network input" if source.index == INPUT
+            else f"layer {source.index} ([{source.header}])")
+
+
 def channels_error(section: Section, source: Input, need: int, rule: str):
     """The error for a detection head whose input does not have the channels it reads."""
     c, h, w = source.shape
-    where = ("the network input" if source.index == INPUT
-             else f"layer {source.index} ([{source.header}])")
+    where = source_name(source)
     hint = (f": set filters={need} there" if source.header in ("convolutional", "conv")
             else "")
     return section.error(f"reads {rule} = {need} channels, but {where} "
