@@ -453,14 +453,8 @@ def preprocess(image: np.ndarray, w: int, h: int) -> np.ndarray:
     (size - h)/2 truncated toward zero as in C, pixels outside it repeating the edge
     (crop_image's clamping). uint8 (C, H, W) -> uint8 (C, h, w), rounded to the nearest.
     """
-    _, ih, iw = image.shape
-    if iw < ih:
-        nw, nh = w, ih * w // iw
-    else:
-        nw, nh = iw * w // ih, w
-    if (nh, nw) != (ih, iw):
-        image = np.clip(np.rint(resize(image.astype(np.float32), nw, nh)), 0, 255
-                        ).astype(np.uint8)
+    image = resize_min(image, w)
+    _, nh, nw = image.shape
     dx, dy = int((nw - w) / 2), int((nh - h) / 2)
     if (dx, dy, nw, nh) == (0, 0, w, h):
         return image
@@ -528,18 +522,24 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16).astype(np.uint8)
 
 
-def shrink(image: np.ndarray, shorter_side: int) -> np.ndarray:
-    """uint8 (C, H, W) with its shorter side resized to `shorter_side` if it is longer,
-    the other side in proportion (Darknet's resize_min, C's integer division), rounded;
-    else the image itself."""
+def resize_min(image: np.ndarray, side: int) -> np.ndarray:
+    """Darknet's resize_min: uint8 (C, H, W) with its shorter side resized to `side`, the
+    other in proportion (C's integer division), with `resize`, rounded; the image itself
+    when it has that size already."""
     _, ih, iw = image.shape
-    if min(ih, iw) <= shorter_side:
-        return image
     if iw < ih:
-        nw, nh = shorter_side, ih * shorter_side // iw
+        nw, nh = side, ih * side // iw
     else:
-        nw, nh = iw * shorter_side // ih, shorter_side
+        nw, nh = iw * side // ih, side
+    if (nh, nw) == (ih, iw):
+        return image
     return np.clip(np.rint(resize(image.astype(np.float32), nw, nh)), 0, 255).astype(np.uint8)
+
+
+def shrink(image: np.ndarray, shorter_side: int) -> np.ndarray:
+    """The image with its shorter side resized to `shorter_side` (resize_min) if it is
+    longer, else the image itself."""
+    return image if min(image.shape[1:]) <= shorter_side else resize_min(image, shorter_side)
 
 
 def _check_memory(nbytes: int, source: str) -> None:
