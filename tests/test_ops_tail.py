@@ -120,10 +120,10 @@ def test_backward_matches_finite_differences():
 
 
 class _ThreadShards:
-    """One of `count` threads' view of a pass split along the first axis; total() adds
-    every thread's sums, in thread order, once all have given theirs."""
+    """One thread's view of a pass split along the first axis; total() adds every
+    thread's sums (one slot each), in thread order, once all have given theirs."""
 
-    def __init__(self, index, count, own, images, slots, barrier):
+    def __init__(self, index, own, images, slots, barrier):
         self.index, self.images, self.own_images = index, images, own
         self.update_state = index == 0
         self.slots, self.barrier = slots, barrier
@@ -153,7 +153,7 @@ def test_a_pass_split_over_two_threads_equals_the_whole(shape, block):
 
     def run(i):
         own = parts[i].stop - parts[i].start
-        shards = _ThreadShards(i, 2, own, shape[0], slots, barrier)
+        shards = _ThreadShards(i, own, shape[0], slots, barrier)
         y, c = bn_tail_forward(z[parts[i]].copy(), p["scales"], p["biases"], *states[i], act,
                                True, shards=shards)
         results[i] = (y, *bn_tail_backward(dy[parts[i]].copy(), c))
