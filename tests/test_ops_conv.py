@@ -246,9 +246,11 @@ def test_conv_rejects_bad_biases():
 
 
 def test_buffers_keep_the_columns_memory_between_calls():
+    """One image (NCHW) keeps its columns in the layer's buffers; a batch (CHWN) keeps a
+    chunk's columns in the thread's buffer, whichever layer runs, and caches its input."""
     rng = np.random.default_rng(12)
     weights = rng.standard_normal((3, 2, 3, 3))
-    for n in (1, 4):                 # NCHW keeps the columns; CHWN a chunk's columns
+    for n in (1, 4):
         buffers, kept = {}, None
         for dtype, biases in ((np.float64, None), (np.float64, None), (np.float32, None),
                               (np.float32, rng.standard_normal(3))):
@@ -264,11 +266,17 @@ def test_buffers_keep_the_columns_memory_between_calls():
             assert cache.chunked == (n > 1)
             if n == 1:
                 assert np.shares_memory(cache.cols, buffers["cols"])
-            if kept is not None and kept.dtype == dtype and (kept.size >= buffers["cols"].size
-                                                             if n > 1 else
-                                                             kept.shape == buffers["cols"].shape):
-                assert buffers["cols"] is kept                 # it fits: reused
-            kept = buffers["cols"]
+                if kept is not None and kept.dtype == dtype and kept.shape == buffers["cols"].shape:
+                    assert buffers["cols"] is kept             # it fits: reused
+                kept = buffers["cols"]
+            else:
+                assert "cols" not in buffers
+                assert cache.cols.shape == (2, 6, 5, n) and np.array_equal(
+                    cache.cols, x.transpose(1, 2, 3, 0))       # the input, not padded
+                scratch = conv._scratch.raw
+                if kept is not None:
+                    assert scratch is kept                     # 1 MB fits every chunk here
+                kept = scratch
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 3000], ids=["one row", "a few rows"])

@@ -20,11 +20,12 @@ pass of its own to add them and dW's product yields their gradient Σ dy.
 
 A batch stored CHWN (every batch of more than one image) does not materialise its
 columns: they run a few output rows at a time (`_chunked_forward`), and backward
-remakes them chunk by chunk from the zero-padded input, which is all the cache keeps.
+remakes them chunk by chunk from the input, which is all the cache keeps.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -51,7 +52,7 @@ class ConvCache(NamedTuple):
     biased: bool             # the forward added biases: backward returns their gradient
     ones_row: bool           # ... through a last row of ones in cols
     direct: bool = False     # depthwise.py's kernel, no columns
-    chunked: bool = False    # CHWN columns made chunk by chunk from `cols` = the padded input
+    chunked: bool = False    # CHWN columns made chunk by chunk from `cols` = the input (C, H, W, N)
 
 
 def _check(x: np.ndarray, weights: np.ndarray, stride: int, padding: int, groups: int) -> None:
@@ -148,15 +149,15 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
     conv_backward.  y is C-contiguous, or with keep_layout a view of the
     output in the layout the convolution ran in (cache.layout, see layout.py),
     which saves a copy when the next layer works in that layout too; then
-    conv_backward's dx is in that layout as well.  For a 1x1 stride-1 conv
-    without padding the cache may hold x itself (no copy): do not write into x
-    before conv_backward.
+    conv_backward's dx is in that layout as well.  The cache may hold x
+    itself (no copy): do not write into x before conv_backward.
 
     buffers: a dict the caller owns (one per layer, never shared between
-    threads) where the columns' memory is kept from one call to the next and
-    reused when the shape and dtype match: then the cache of a call is valid
-    only until the next.  Reusing it beats allocating ~8 MB afresh each step
-    (~3% on LeNet's training step, ~6% on grouped.cfg's).
+    threads) where a single image's columns (NCHW) are kept from one call to
+    the next and reused when the shape and dtype match: then the cache of a
+    call is valid only until the next.  Reusing it beats allocating ~8 MB
+    afresh each step (~3% on LeNet's training step, ~6% on grouped.cfg's).
+    A batch's columns (CHWN) go a chunk at a time through one buffer per thread.
     """
     _check(x, weights, stride, padding, groups)
     n, c, h, w = x.shape
@@ -183,8 +184,7 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
             xl, (n, c, h, w), (out_h, out_w), layout, size, stride, padding, groups,
             keep_layout, biases is not None, False, direct=True)
     if layout == "CHWN" and not plain:
-        y, cache = _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w,
-                                    buffers)
+        y, cache = _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w)
         y = as_nchw(y, layout)
         return (y if keep_layout else ordered(y, "NCHW")), cache._replace(keep_layout=keep_layout)
     ones_row = biases is not None and groups == 1 and not plain
@@ -294,7 +294,14 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
 # peaks at 236 instead of 483 MB; cfg/residual.cfg 1.27x; LeNet, grouped, batchnorm and
 # tiny_cifar train as fast as before, and their forwards run 1.1-1.4x as fast.  Chunks of
 # 1 MB measured faster than 2, 4 or 8 MB (a chunk is at least one output row).
+#
+# The cache keeps the input itself, not its zero-padded copy (the layer before keeps the
+# input for its own backward anyway, and layers leave their inputs unchanged), and backward
+# pads it again: ~0.25 ms for 16 channels of 32x32 at batch 64, against 4.7 MB a layer
+# less to hold from forward to backward.  And the chunks' memory is one buffer per thread,
+# shared by every layer: a chunk's columns live only until the next chunk.
 CHUNK_BYTES = 1 << 20     # columns of one chunk
+_scratch = threading.local()
 
 
 def _chunk_rows(k: int, out_h: int, out_w: int, n: int, itemsize: int) -> int:
@@ -311,18 +318,17 @@ def _padded(xl: np.ndarray, padding: int) -> np.ndarray:
     return xp
 
 
-def _chunk_buffer(buffers: dict | None, size: int, dtype) -> np.ndarray:
-    """Flat memory for the columns of one chunk, kept in buffers["cols"] between calls."""
-    if buffers is None:
-        return np.empty(size, dtype)
-    flat = buffers.get("cols")
-    if flat is None or flat.ndim != 1 or flat.size < size or flat.dtype != dtype:
-        flat = buffers["cols"] = np.empty(size, dtype)
-    return flat
+def _chunk_buffer(size: int, dtype) -> np.ndarray:
+    """Flat memory for the columns of one chunk: this thread's, grown when too small."""
+    nbytes = size * np.dtype(dtype).itemsize
+    raw = getattr(_scratch, "raw", None)
+    if raw is None or raw.size < nbytes:
+        raw = _scratch.raw = np.empty(max(nbytes, CHUNK_BYTES), np.uint8)
+    return raw[:nbytes].view(dtype)
 
 
 def _column_chunks(xp: np.ndarray, size: int, stride: int, out_h: int, out_w: int,
-                   groups: int, ones: bool, buffers: dict | None = None):
+                   groups: int, ones: bool):
     """For each chunk of output rows of the padded input xp (C, Hp, Wp, N): (the GEMM
     columns it is, as a slice of M; its columns (1, G, Kg (+1), Mc), with a last row of
     ones if `ones`), each in the same memory, valid until the next."""
@@ -330,7 +336,7 @@ def _column_chunks(xp: np.ndarray, size: int, stride: int, out_h: int, out_w: in
     k, per_row = c * size * size, out_w * n
     windows = _windows(xp, "CHWN", stride, (c, size, size, out_h, out_w, n))
     rows = _chunk_rows(k + ones, out_h, out_w, n, xp.dtype.itemsize)
-    flat = _chunk_buffer(buffers, rows * (k + ones) * per_row, xp.dtype)
+    flat = _chunk_buffer(rows * (k + ones) * per_row, xp.dtype)
     for r0 in range(0, out_h, rows):
         r1 = min(out_h, r0 + rows)
         mc = (r1 - r0) * per_row
@@ -341,40 +347,39 @@ def _column_chunks(xp: np.ndarray, size: int, stride: int, out_h: int, out_w: in
         yield slice(r0 * per_row, r1 * per_row), cols.reshape(1, groups, -1, mc)
 
 
-def _chunked_product(xl, wg, size, stride, padding, out_h, out_w, buffers=None, ones=False):
+def _chunked_product(xl, wg, size, stride, padding, out_h, out_w, ones=False):
     """wg (G, Fg, Kg (+1)) times the columns of xl (C, H, W, N) zero-padded by `padding`:
-    (G, Fg, OH·OW·N), chunk by chunk (with `ones`, wg's last column is added: biases).
-    Returns it and the padded input."""
+    (G, Fg, OH·OW·N), chunk by chunk (with `ones`, wg's last column is added: biases)."""
     groups, fg, _ = wg.shape
     xp = _padded(xl, padding)
     y = np.empty((groups, fg, out_h * out_w * xl.shape[3]), xl.dtype)
-    for m, cols in _column_chunks(xp, size, stride, out_h, out_w, groups, ones, buffers):
+    for m, cols in _column_chunks(xp, size, stride, out_h, out_w, groups, ones):
         # The chunk's columns are in cache: one product, not _matmul's column pieces.
         np.matmul(wg, cols[0], out=y[:, :, m])
-    return y, xp
+    return y
 
 
-def _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w, buffers):
-    """y (F, OH, OW, N) of xl (C, H, W, N), chunk by chunk; the cache holds the padded x."""
+def _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w):
+    """y (F, OH, OW, N) of xl (C, H, W, N), chunk by chunk; the cache holds xl."""
     c, _, _, n = xl.shape
     groups, fg, _ = wg.shape
     ones = biases is not None and groups == 1
     if ones:
         wg = np.concatenate([wg, biases.reshape(1, -1, 1)], axis=2)
-    y, xp = _chunked_product(xl, wg, size, stride, padding, out_h, out_w, buffers, ones)
+    y = _chunked_product(xl, wg, size, stride, padding, out_h, out_w, ones)
     if biases is not None and not ones:
         y.reshape(groups * fg, -1)[...] += biases[:, None]
-    cache = ConvCache(xp, (n, c) + xl.shape[1:3], (out_h, out_w), "CHWN", size, stride,
+    cache = ConvCache(xl, (n, c) + xl.shape[1:3], (out_h, out_w), "CHWN", size, stride,
                       padding, groups, False, biases is not None, ones, chunked=True)
     return y.reshape(groups * fg, out_h, out_w, n), cache
 
 
 def _chunked_dweights(cache: ConvCache, dyc: np.ndarray) -> np.ndarray:
-    """Σ over chunks of cols @ dyᵀ, the columns made again from the padded input:
+    """Σ over chunks of cols @ dyᵀ, the columns made again from the input:
     (G, Kg (+1), Fg) from dy (1, G, Fg, M)."""
     total = 0
-    for m, cols in _column_chunks(cache.cols, cache.size, cache.stride, *cache.out_hw,
-                                  cache.groups, cache.ones_row):
+    for m, cols in _column_chunks(_padded(cache.cols, cache.padding), cache.size, cache.stride,
+                                  *cache.out_hw, cache.groups, cache.ones_row):
         total = total + _matmul_t_sum(cols, dyc[..., m])
     return total
 
@@ -399,5 +404,5 @@ def _chunked_dx(dyl: np.ndarray, cache: ConvCache, weights: np.ndarray) -> np.nd
     groups = cache.groups
     turned = weights[:, :, ::-1, ::-1].reshape(groups, f // groups, cg, size, size)
     turned = np.ascontiguousarray(turned.transpose(0, 2, 1, 3, 4)).reshape(groups, cg, -1)
-    dx, _ = _chunked_product(dyl, turned, size, 1, size - 1 - cache.padding, h, w)
+    dx = _chunked_product(dyl, turned, size, 1, size - 1 - cache.padding, h, w)
     return dx.reshape(c, h, w, n)
