@@ -12,7 +12,8 @@ arrays of the layer's whole output (3 MB for 16 filters over 64 MNIST images), w
 array for the biased values and one for the activation.  Here the output is written
 over z, the activation runs in place, and nothing but x̂ and y is kept: not the
 pre-activation (the activations here have act'(z) = act'(y) as a function of y, their
-`from_output`), which saves a layer-sized array per batch-normalised layer.  The
+`from_output`), which saves a layer-sized array per batch-normalised layer; with a
+linear activation y is not kept either.  The
 channels go a block of at most BLOCK values at a time, so that a block's steps find it
 in cache; blocks smaller than a few MB measured no faster on this machine's 32 MB L3
 and cost a NumPy call per step per block.
@@ -38,7 +39,7 @@ class TailCache(NamedTuple):
     """What bn_tail_backward needs from bn_tail_forward."""
 
     x_hat: np.ndarray        # (A, F, B)
-    y: np.ndarray            # (A, F, B), the output
+    y: np.ndarray | None     # (A, F, B), the output; None for linear (act' = 1)
     inv_std: np.ndarray      # (F,) 1/sqrt(var + eps) of the batch
     scales: np.ndarray       # (F,)
     act: Activation
@@ -118,7 +119,10 @@ def bn_tail_forward(z: np.ndarray, scales: np.ndarray, biases: np.ndarray,
         rolling_variance *= 1 - MOMENTUM
         rolling_variance += MOMENTUM * var
     inv_std = 1 / np.sqrt(var + eps)
-    return z, TailCache(x_hat, z, inv_std, scales, act, m, shards)
+    # Linear needs no output for its derivative: not keeping it lets the output go once the
+    # next layer has read it (a [shortcut] after the block's last convolution, say).
+    y = None if act.name == "linear" else z
+    return z, TailCache(x_hat, y, inv_std, scales, act, m, shards)
 
 
 def _normalise(z, x_hat, c, var, scales, biases, eps, act) -> None:
@@ -142,7 +146,8 @@ def bn_tail_backward(dy: np.ndarray, cache: TailCache) -> tuple[np.ndarray, np.n
     k = cache.scales * cache.inv_std
 
     def activation(c) -> np.ndarray:        # dz' of block c, and its sums
-        dz = act.backward(y[:, c], y[:, c], dy[:, c])
+        yc = None if y is None else y[:, c]
+        dz = act.backward(yc, yc, dy[:, c])
         sums[c] = np.einsum("acb,acb->c", dz, x_hat[:, c])
         sums[f:][c] = np.einsum("acb->c", dz)
         return dz
