@@ -184,3 +184,13 @@ def test_x_hat_buffer_is_reused_when_it_fits():
     _, cache = bn_tail_forward(z[:1].copy(), p["scales"], p["biases"], p["rolling_mean"].copy(),
                                p["rolling_variance"].copy(), act, True, x_hat=buffer)
     assert cache.x_hat is not buffer and cache.x_hat.shape == (1, 3, 4)
+
+
+@pytest.mark.parametrize("name", ["linear", "leaky"])
+def test_only_an_activation_whose_derivative_needs_it_keeps_the_output(name):
+    """A linear tail's output may go once the next layer has read it; leaky's act' is read
+    off it in backward, so it stays (and backward still equals the unfused steps, above)."""
+    _, z, p = make((2, 3, 4), seed=2)
+    y, cache = bn_tail_forward(z, p["scales"], p["biases"], p["rolling_mean"].copy(),
+                               p["rolling_variance"].copy(), ACTIVATIONS[name], True)
+    assert (cache.y is None) if name == "linear" else (cache.y is y)
