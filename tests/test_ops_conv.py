@@ -279,14 +279,26 @@ def test_buffers_keep_the_columns_memory_between_calls():
                 kept = scratch
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 3000], ids=["one row", "a few rows"])
+@pytest.mark.parametrize("chunk_bytes, small_k_bytes", [(1, 1 << 19), (3000, 1 << 19),
+                                                       (1 << 20, 2000)],
+                         ids=["one row", "a few rows", "few columns beside the filters"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
-def test_chunked_columns_equal_naive(case, chunk_bytes, monkeypatch):
+def test_chunked_columns_equal_naive(case, chunk_bytes, small_k_bytes, monkeypatch):
     """CHWN convolutions run a few output rows at a time: any chunk size, a last chunk of
     fewer rows, dx as a convolution (Fg <= Cg, stride 1) or through col2im."""
     monkeypatch.setattr(conv, "choose_layout", lambda *shape: "CHWN")
     monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv, "SMALL_K_BYTES", small_k_bytes)
     check_against_naive(np.random.default_rng(sum(case) + chunk_bytes), *case)
+
+
+def test_few_columns_beside_the_filters_make_smaller_chunks():
+    # 3x3 over 3 channels into 16 filters (a first layer): 2,048 columns of 28 + 16 values
+    # fill SMALL_K_BYTES; 16 channels into 16 filters (K = 144 >= 4·16) fill CHUNK_BYTES.
+    assert conv._chunk_rows(28, 16, 32, 32, 64, 4) == 1
+    assert conv._chunk_rows(28, 16, 32, 32, 16, 4) == 5
+    assert conv._chunk_rows(145, 16, 28, 28, 16, 4) == 4
+    assert conv._chunk_rows(28, 4, 32, 32, 64, 4) == 4    # few filters: the columns' 1 MB
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[6] > 1],
