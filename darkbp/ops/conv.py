@@ -176,40 +176,34 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
     plain = size == 1 and stride == 1 and padding == 0
     if cg == 1 and f // groups <= DIRECT_FILTERS and stride == 1 and not plain:
         y = depthwise_forward(xl, weights, stride, padding, out_h, out_w, layout)
-        if biases is not None:
-            per_filter = _split(y, (b, f, m))
-            per_filter += biases[:, None]
-        y = as_nchw(y, layout)
-        return (y if keep_layout else ordered(y, "NCHW")), ConvCache(
-            xl, (n, c, h, w), (out_h, out_w), layout, size, stride, padding, groups,
-            keep_layout, biases is not None, False, direct=True)
-    if layout == "CHWN" and not plain:
+        cache = ConvCache(xl, (n, c, h, w), (out_h, out_w), layout, size, stride, padding,
+                          groups, keep_layout, biases is not None, False, direct=True)
+    elif layout == "CHWN" and not plain:
         y, cache = _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w)
-        y = as_nchw(y, layout)
-        return (y if keep_layout else ordered(y, "NCHW")), cache._replace(keep_layout=keep_layout)
-    ones_row = biases is not None and groups == 1 and not plain
-    if plain:
-        cols = xl  # a 1x1 stride-1 conv is a plain GEMM over the input
-    elif ones_row:
-        cols = _buffer(buffers, (b, 1, kg + 1, m), x.dtype)
-        im2col(xl, size, stride, padding, out_h, out_w, layout,
-               out=_split(cols[:, 0, :kg], cols_shape(layout, xl.shape, size, out_h, out_w)))
-        cols[:, 0, kg] = 1
-        wg = np.concatenate([wg, biases.reshape(1, f, 1)], axis=2)      # (1, F, Kg + 1)
+        cache = cache._replace(keep_layout=keep_layout)
     else:
-        shape = cols_shape(layout, xl.shape, size, out_h, out_w)
-        cols = im2col(xl, size, stride, padding, out_h, out_w, layout,
-                      out=_buffer(buffers, shape, x.dtype))
-    cols = cols.reshape(b, groups, -1, m)                              # (B, G, Kg (+1), M)
-    y = _matmul(wg, cols)                                              # (B, G, Fg, M)
-    if biases is not None and not ones_row:
+        ones_row = biases is not None and groups == 1 and not plain
+        if plain:
+            cols = xl  # a 1x1 stride-1 conv is a plain GEMM over the input
+        elif ones_row:
+            cols = _buffer(buffers, (b, 1, kg + 1, m), x.dtype)
+            im2col(xl, size, stride, padding, out_h, out_w, layout,
+                   out=_split(cols[:, 0, :kg], cols_shape(layout, xl.shape, size, out_h, out_w)))
+            cols[:, 0, kg] = 1
+            wg = np.concatenate([wg, biases.reshape(1, f, 1)], axis=2)  # (1, F, Kg + 1)
+        else:
+            shape = cols_shape(layout, xl.shape, size, out_h, out_w)
+            cols = im2col(xl, size, stride, padding, out_h, out_w, layout,
+                          out=_buffer(buffers, shape, x.dtype))
+        cols = cols.reshape(b, groups, -1, m)                          # (B, G, Kg (+1), M)
+        y = _matmul(wg, cols)                                          # (B, G, Fg, M)
+        cache = ConvCache(cols, (n, c, h, w), (out_h, out_w), layout, size, stride, padding,
+                          groups, keep_layout, biases is not None, ones_row)
+    if biases is not None and not cache.ones_row:
         per_filter = _split(y, (b, f, m))
         per_filter += biases[:, None]
     y = as_nchw(y.reshape(layout_shape(layout, n, f, out_h, out_w)), layout)
-    if not keep_layout:
-        y = ordered(y, "NCHW")
-    return y, ConvCache(cols, (n, c, h, w), (out_h, out_w), layout, size, stride, padding, groups,
-                        keep_layout, biases is not None, ones_row)
+    return (y if keep_layout else ordered(y, "NCHW")), cache
 
 
 def _buffer(buffers: dict | None, shape: tuple, dtype) -> np.ndarray:
@@ -269,7 +263,7 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
 
     x_shape = layout_shape(layout, n, c, h, w)
     if cache.direct:
-        pass
+        pass                             # depthwise_backward gave dx with dweights
     elif cache.chunked and _dx_as_convolution(cache, c // g, f // g):
         dxl = _chunked_dx(dyl, cache, weights)
     else:
@@ -374,18 +368,17 @@ def _chunked_product(xl, wg, size, stride, padding, out_h, out_w, ones=False):
 
 
 def _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w):
-    """y (F, OH, OW, N) of xl (C, H, W, N), chunk by chunk; the cache holds xl."""
+    """y (G, Fg, OH·OW·N) of xl (C, H, W, N), chunk by chunk, with the biases only where
+    they ride in the product (the cache's ones_row); the cache holds xl."""
     c, _, _, n = xl.shape
-    groups, fg, _ = wg.shape
+    groups = wg.shape[0]
     ones = biases is not None and groups == 1
     if ones:
         wg = np.concatenate([wg, biases.reshape(1, -1, 1)], axis=2)
     y = _chunked_product(xl, wg, size, stride, padding, out_h, out_w, ones)
-    if biases is not None and not ones:
-        y.reshape(groups * fg, -1)[...] += biases[:, None]
     cache = ConvCache(xl, (n, c) + xl.shape[1:3], (out_h, out_w), "CHWN", size, stride,
                       padding, groups, False, biases is not None, ones, chunked=True)
-    return y.reshape(groups * fg, out_h, out_w, n), cache
+    return y, cache
 
 
 def _chunked_dweights(cache: ConvCache, dyc: np.ndarray) -> np.ndarray:

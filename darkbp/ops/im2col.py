@@ -20,9 +20,10 @@ the input: a copy per kernel offset costs ~1.4x as much at batch 64, and its
 Python overhead dominates small batches.  Here zero padding is never materialised:
 each kernel offset copies the part of its window that lies inside the input and
 zeroes the border strips of its columns.  (conv.py's chunked CHWN path pads the
-input once instead, and copies each chunk's windows from the padded input's view.)  col2im loops over the size·size kernel offsets, adding
-one whole block per offset back into the input, padding left out (with stride
-> 1, into each stride phase of the input apart, see _col2im_phases).
+input once instead, and copies each chunk's windows from the padded input's view.)
+col2im loops over the size·size kernel offsets, adding one whole block per offset
+back into the input, padding left out (with stride > 1, into each stride phase of
+the input apart, see _col2im_phases).
 """
 
 from __future__ import annotations
