@@ -202,9 +202,9 @@ class Trainer:
             lr = self.schedule.rate(self.batch_num,
                                     np.random.default_rng([self.options.seed, 1, self.batch_num]))
             parts = zip(np.split(images, config.subdivisions), np.split(x, config.subdivisions))
-            loss = sum(self.runner.train_step(x, self.train_truth[part],
+            loss = sum(self.runner.train_step(piece, self.train_truth[part],
                                               Noise(self.options.seed, self.batch_num, sub))
-                       for sub, (part, x) in enumerate(parts))
+                       for sub, (part, piece) in enumerate(parts))
             loss /= self.batch
             if not math.isfinite(loss):
                 raise RunFailed(self._diverged_message(loss, epoch))
