@@ -59,6 +59,9 @@ class Pass:
     shards: Shards | None = None
     images: int | None = None     # in the whole pass; None: this shard's are all
     offset: int = 0
+    # Evaluation only: batch norm divides by sqrt(var) + 1e-6, as pjreddie's Darknet's
+    # inference does (darkbp and AlexeyAB: sqrt(var + 1e-5); ops.batchnorm.eval_inv_std).
+    pjreddie_batchnorm: bool = False
 
     @classmethod
     def training(cls, noise: Noise | None = None) -> "Pass":
@@ -75,3 +78,4 @@ class Pass:
 
 
 EVAL = Pass()
+PJREDDIE_EVAL = Pass(pjreddie_batchnorm=True)

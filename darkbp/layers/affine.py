@@ -75,14 +75,16 @@ class AffineLayer(Layer):
             y, self._tail = bn_tail_forward(z, self.scales, self.biases, self.rolling_mean,
                                             self.rolling_variance, act, train,
                                             shards=ctx.shards if train else None,
-                                            x_hat=getattr(self, "_x_hat", None))
+                                            x_hat=getattr(self, "_x_hat", None),
+                                            pjreddie=ctx.pjreddie_batchnorm)
             if train:
                 self._x_hat = self._tail.x_hat
             return y
         if self.batch_normalize:
             z, self._bn_cache = batchnorm_forward(z, self.scales, self.rolling_mean,
                                                   self.rolling_variance, train,
-                                                  shards=ctx.shards if train else None)
+                                                  shards=ctx.shards if train else None,
+                                                  pjreddie=ctx.pjreddie_batchnorm)
         if add_bias:
             z += self.biases[:, None]
         if not train:  # nothing to keep for a backward: z can take the activation in place

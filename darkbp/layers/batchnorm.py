@@ -58,7 +58,8 @@ class BatchnormLayer(Layer):
         xl = ordered(x, self._layout)
         y, self._cache = batchnorm_forward(self._channels_view(xl), self.scales, self.rolling_mean,
                                            self.rolling_variance, ctx.train,
-                                           shards=ctx.shards if ctx.train else None)
+                                           shards=ctx.shards if ctx.train else None,
+                                           pjreddie=ctx.pjreddie_batchnorm)
         y += self.biases[:, None]
         return as_nchw(y.reshape(xl.shape), self._layout)
 

@@ -52,13 +52,25 @@ class BatchnormCache(NamedTuple):
     shards: Shards | None    # the forward's
 
 
+def eval_inv_std(rolling_variance: np.ndarray, eps: float, pjreddie: bool) -> np.ndarray:
+    """(C,) the inference's 1/sqrt(var + eps) (darkbp's, AlexeyAB's), or with `pjreddie`
+    1/(sqrt(var) + 1e-6): pjreddie's Darknet's inference (normalize_cpu), float32 as its
+    sqrtf(var) + .000001f. The two differ by ~1e-3 of a detector's outputs when the
+    variances are small; pjreddie's is infinite at var = 0."""
+    if pjreddie:
+        return 1 / (np.sqrt(rolling_variance) + rolling_variance.dtype.type(1e-6))
+    return 1 / np.sqrt(rolling_variance + eps)
+
+
 def batchnorm_forward(x: np.ndarray, scales: np.ndarray, rolling_mean: np.ndarray,
                       rolling_variance: np.ndarray, train: bool, eps: float = 1e-5,
-                      shards: Shards | None = None) -> tuple[np.ndarray, BatchnormCache]:
+                      shards: Shards | None = None, pjreddie: bool = False
+                      ) -> tuple[np.ndarray, BatchnormCache]:
     """y = scales·(x − mean)/sqrt(var + eps) per channel; x (N, C, P) -> y (N, C, P), x's dtype.
 
     In training, mean/var are the batch's (unbiased var, M − 1) and rolling_mean /
-    rolling_variance (C,) are updated in place; in evaluation they are used as is.
+    rolling_variance (C,) are updated in place; in evaluation they are used as is, and
+    `pjreddie` divides by sqrt(var) + 1e-6 instead (eval_inv_std).
     """
     if x.ndim != 3:
         raise ValueError(f"batchnorm input must be (N, C, P), got shape {x.shape}")
@@ -84,10 +96,10 @@ def batchnorm_forward(x: np.ndarray, scales: np.ndarray, rolling_mean: np.ndarra
             rolling_mean += MOMENTUM * mean
             rolling_variance *= 1 - MOMENTUM
             rolling_variance += MOMENTUM * var
+        inv_std = 1 / np.sqrt(var + eps)
     else:
         centred = x - rolling_mean[:, None]
-        var = rolling_variance
-    inv_std = 1 / np.sqrt(var + eps)
+        inv_std = eval_inv_std(rolling_variance, eps, pjreddie)
     x_hat = centred
     x_hat *= inv_std[:, None]
     return scales[:, None] * x_hat, BatchnormCache(x_hat, inv_std, scales, train, m, shards)

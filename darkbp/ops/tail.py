@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from darkbp.ops.activations import Activation
-from darkbp.ops.batchnorm import MOMENTUM, Shards
+from darkbp.ops.batchnorm import MOMENTUM, Shards, eval_inv_std
 
 BLOCK = 1 << 20   # values of a channel block: 4 MB in float32
 
@@ -62,18 +62,19 @@ def _blocks(z: np.ndarray) -> list[slice]:
 def bn_tail_forward(z: np.ndarray, scales: np.ndarray, biases: np.ndarray,
                     rolling_mean: np.ndarray, rolling_variance: np.ndarray, act: Activation,
                     train: bool, shards: Shards | None = None, eps: float = 1e-5,
-                    x_hat: np.ndarray | None = None) -> tuple[np.ndarray, TailCache | None]:
+                    x_hat: np.ndarray | None = None, pjreddie: bool = False
+                    ) -> tuple[np.ndarray, TailCache | None]:
     """act(scales·(z − mean)/sqrt(var + eps) + biases), written over z (which the caller
     gives up).  z: (A, F, B); the rest (F,), z's dtype.
 
     Training (batch statistics, rolling ones updated in place as batchnorm_forward does)
     also returns the cache, with x̂ in `x_hat` if it is given (an (A, F, B) buffer the
-    caller reuses from call to call); evaluation uses the rolling statistics, returns
-    no cache, and allocates nothing.
+    caller reuses from call to call); evaluation uses the rolling statistics (divided as
+    ops.batchnorm.eval_inv_std says: `pjreddie`), returns no cache, and allocates nothing.
     """
     blocks = _blocks(z)
     if not train:
-        k = scales / np.sqrt(rolling_variance + eps)
+        k = scales * eval_inv_std(rolling_variance, eps, pjreddie)
         shift = biases - rolling_mean * k
         for c in blocks:
             zc = z[:, c]
