@@ -154,7 +154,7 @@ def check_fits(network: Network, dataset: Dataset) -> None:
     are decoded to the input's width x height, so they need an image input of 1 or 3
     channels. The last layer must have one output per class.
     """
-    network.check_runnable()
+    network.check_classifier("eval")
     c, h, w = network.input_shape
     config = network.config
     image_input = bool(config.height and config.width and config.channels)

@@ -208,7 +208,7 @@ def check_exportable(network: Network) -> None:
     """The refusal (a DarkbpError naming the section and line) of the first layer darkbp only
     tabulates: such a network has no inference to export. Needs no parameters."""
     for layer in network.layers:
-        if not layer.trainable:
+        if not layer.runnable:
             Layer.to_onnx(layer, Graph(network.file), [])
 
 

@@ -209,15 +209,33 @@ class Network:
     def check_runnable(self) -> None:
         """A DarkbpError unless darkbp can run every layer (not only tabulate it)."""
         for layer in self.layers:
-            if not layer.trainable:
-                raise DarkbpError(f"[{layer.header}] can only be tabulated: darkbp trains "
-                                  "classifiers, not this section", file=self.file,
-                                  line=layer.line)
+            if not layer.runnable:
+                raise DarkbpError(f"[{layer.header}] can only be tabulated: darkbp does not "
+                                  "run this section", file=self.file, line=layer.line)
+
+    def check_classifier(self, command: str) -> None:
+        """A DarkbpError unless darkbp can run every layer and none is a detection head,
+        which `command` (predict, eval) does not decode: it points to detect and map."""
+        self.check_runnable()
+        for head in self.heads:
+            raise DarkbpError(f"[{head.header}] is a detection head: darkbp {command} is for "
+                              "classifiers; use darkbp detect (or darkbp map) for a "
+                              "detector", file=self.file, line=head.line)
 
     def check_trainable(self) -> None:
-        """A DarkbpError unless darkbp can run every layer and the last one is a cost."""
+        """A DarkbpError unless darkbp can train every layer and the last one is a cost."""
         self.check_runnable()
+        for layer in self.layers:
+            if not layer.trainable:
+                raise DarkbpError(f"[{layer.header}] can not be trained yet: darkbp runs "
+                                  "detection heads (darkbp detect, darkbp map) but trains "
+                                  "classifiers only", file=self.file, line=layer.line)
         self.cost_layer()
+
+    @property
+    def heads(self) -> list[Layer]:
+        """The detection heads ([yolo], [region], [detection]), in order."""
+        return [layer for layer in self.layers if layer.detects]
 
     def cost_layer(self) -> Layer:
         last = self.layers[-1] if self.layers else None

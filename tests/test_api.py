@@ -17,6 +17,7 @@ import tempfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import darkbp
 from darkbp import errors
@@ -344,19 +345,43 @@ def test_unreadable_weights(tmp_path, content, words):
 
 
 def test_table_only_cfg_loads_and_tabulates_but_predict_refuses(tmp_path):
+    cfg = ROOT / "tests" / "layer_cfgs" / "rnn.cfg"
+    net = darkbp.load(cfg)
+    assert [row["type"] for row in net.summary()["layers"]].count("rnn") == 2
+    assert net.darknet_table() == CliRunner().invoke(
+        main, ["summary", str(cfg), "--format", "darknet"]).stdout
+    net.save_weights(tmp_path / "rnn.weights")
+    with pytest.raises(darkbp.DarkbpError) as caught:
+        net.predict(np.zeros((1, 5), np.float32))
+    assert "can only be tabulated" in caught.value.message
+    assert (caught.value.file, caught.value.line) == (str(cfg), net.network.layers[0].line)
+    result = CliRunner().invoke(main, ["eval", str(cfg), str(tmp_path / "rnn.weights"),
+                                       "--data", SAMPLE])
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f"\ndarkbp: error: {caught.value}\n")     # after a warning
+
+
+def test_detector_predicts_its_last_output_but_eval_and_classify_point_to_detect(tmp_path):
     cfg = ROOT / "tests" / "layer_cfgs" / "yolo.cfg"
     net = darkbp.load(cfg)
     assert [row["type"] for row in net.summary()["layers"]].count("yolo") == 2
-    assert net.darknet_table() == CliRunner().invoke(
-        main, ["summary", str(cfg), "--format", "darknet"]).stdout
+    x = np.random.default_rng(0).random((2, 3, 8, 8), np.float32)
+    # The last [yolo]'s output: 8 x 8 cells x 14 channels, each x, y, objectness and class
+    # a logistic (in (0, 1)), each w, h raw.
+    out = net.predict(x).reshape(2, 2, 7, 8, 8)
+    logistic = np.concatenate([out[:, :, 0:2], out[:, :, 4:]], axis=2)
+    assert ((logistic > 0) & (logistic < 1)).all() and (out[:, :, 2:4] < 0).any()
     net.save_weights(tmp_path / "yolo.weights")            # its convolutions
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
     with pytest.raises(darkbp.DarkbpError) as caught:
-        net.predict(np.zeros((1, 3, 8, 8), np.float32))
-    assert "can only be tabulated" in caught.value.message
+        net.classify(image)
+    assert "use darkbp detect" in caught.value.message
     assert (caught.value.file, caught.value.line) == (str(cfg), net.network.layers[2].line)
     result = CliRunner().invoke(main, ["eval", str(cfg), str(tmp_path / "yolo.weights"),
                                        "--data", SAMPLE])
-    assert result.exit_code == 2 and result.stderr == f"darkbp: error: {caught.value}\n"
+    assert result.exit_code == 2 and result.stderr == (
+        f"darkbp: error: {caught.value}".replace("predict", "eval") + "\n")
 
 
 @pytest.mark.parametrize("shape", [(5, 28, 28), (5, 3, 28, 28), (5, 1, 28, 27), (5, 783),

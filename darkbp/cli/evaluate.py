@@ -52,7 +52,7 @@ def eval_command(cfg: str, weights: str, data: str, data_dir: str | None, downlo
       darkbp eval cfg/mnist.cfg backup/mnist_final.weights --data data/fashion.data --top 3
     """
     network = load_network(cfg)
-    network.check_runnable()                # before any data is read or downloaded
+    network.check_classifier("eval")        # before any data is read or downloaded
     dataset = open_dataset(data, data_dir=data_dir, download=download)
     check_fits(network, dataset)
     network.initialize(0, np.float32)

@@ -122,7 +122,9 @@ class Layer:
     flat: bool = False                 # its output is a vector: no convolution may follow
     is_cost: bool = False              # may end the network as its cost (softmax, cost)
     must_be_last: bool = False         # only as the last section ([cost])
-    trainable: bool = True             # False: parsed and tabulated only (detection heads)
+    runnable: bool = True              # False: parsed and tabulated only (recurrent layers)
+    trainable: bool = True             # False: darkbp runs it but can not train it yet
+    detects: bool = False              # a detection head: `detect` decodes its output to boxes
 
     # Set by the network builder.
     index: int = 0

@@ -36,7 +36,7 @@ class RecurrentLayer(Layer):
     """A table-only layer made of connected cells: x (N, inputs) -> (N, output, 1, 1)."""
 
     flat = True
-    trainable = False          # darkbp does not run recurrent layers
+    runnable = trainable = False       # darkbp does not run recurrent layers
     banner = ""                # "RNN Layer": the start of make_<name>_layer's line
 
     def __init__(self, in_shape, output: int, activation: str, batch_normalize: bool,

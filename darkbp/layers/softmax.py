@@ -38,7 +38,8 @@ class SoftmaxLayer(Layer):
                           s.line_of("groups"))
         layer = cls(inputs[0].shape, groups=groups,
                     temperature=s.get_float("temperature", 1.0, positive=True))
-        layer.trainable = "tree" not in s.options      # Darknet's softmax over a label tree
+        # Darknet's softmax over a label tree: tabulated only.
+        layer.runnable = layer.trainable = "tree" not in s.options
         return layer
 
     def darknet_line(self):
