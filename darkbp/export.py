@@ -12,6 +12,12 @@ the graph. As in darkbp, every layer's output is a (N, C, H, W) float32 tensor (
 (N, n, 1, 1)); the model's input "input" is (N, C, H, W), or (N, inputs) for a cfg without
 an image size, and its output "output" is (N, outputs), what `Network.forward` returns.
 
+A detection cfg (one with [yolo], [region] or [detection] heads) has instead one output per
+head, in the order of the heads, named after its section and index ("yolo_16", "yolo_23"):
+the head's output as darkbp's forward gives it, (N, C, H, W), which
+`darkbp.detector.network_boxes` decodes. Its last layer's output alone (yolov3's third head,
+flattened) would be of no use to a user decoding boxes, so it has no "output".
+
 Opsets 13 (the first with Softmax over one axis and Unsqueeze/ReduceSum axes as inputs) to
 the newest the installed `onnx` knows. `onnx` is an optional dependency, imported only here
 (`pip install "darkbp[onnx]"`).
@@ -110,9 +116,9 @@ class Graph:
         return self.constant(value, "scalar", shared=True)
 
     # ------------------------------------------------------------------ shapes
-    def reshape(self, x: str, shape) -> str:
+    def reshape(self, x: str, shape, output: str | None = None) -> str:
         """x -> `shape`, where 0 keeps x's dimension there (the batch) and -1 is inferred."""
-        return self.node("Reshape", [x, self.ints(shape)])
+        return self.node("Reshape", [x, self.ints(shape)], output)
 
     def flatten(self, x: str) -> str:
         """(N, C, H, W) -> (N, C·H·W), in (C, H, W) order: how darkbp reads a batch as vectors."""
@@ -151,8 +157,55 @@ class Graph:
         """Darknet's activation `name` of x (ops/activations.py), elementwise."""
         return _ACTIVATIONS[name](self, x)
 
-    def where(self, condition: str, a: str, b: str) -> str:
-        return self.node("Where", [condition, a, b])
+    def where(self, condition: str, a: str, b: str, output: str | None = None) -> str:
+        return self.node("Where", [condition, a, b], output)
+
+    def logistic_on(self, x: str, channels, output: str | None = None) -> str:
+        """x (N, C, H, W) with the logistic on the channels where `channels` (C,) is true, the
+        others unchanged: one Where over a constant (1, C, 1, 1) mask."""
+        mask = self.constant(np.reshape(channels, (1, -1, 1, 1)), "mask", np.bool_)
+        return self.where(mask, self.node("Sigmoid", [x]), x, output)
+
+    # ------------------------------------------------------------------ the model's outputs
+    def head_output(self, layer: Layer) -> str:
+        """The model output detection head `layer` writes its last node into: "yolo_16"."""
+        name = head_name(layer)
+        self._names.add(name)
+        return name
+
+
+def head_name(layer: Layer) -> str:
+    """A detection head's output in the model: its section and index, "yolo_16"."""
+    return f"{layer.header}_{layer.index}"
+
+
+def _head_layout(layer: Layer) -> str:
+    """What a head's (N, C, H, W) output holds, for its doc string."""
+    if layer.header == "yolo":
+        mask = ",".join(map(str, layer.mask))
+        return (f"for each of the {len(layer.mask)} anchors of mask={mask}: x, y, w, h, "
+                f"objectness and {layer.classes} class scores, each an H x W plane; the "
+                "logistic on all but w and h (Darknet's forward_yolo_layer)")
+    if layer.header == "region":
+        background, softmax = layer.settings["background"], layer.settings["softmax"]
+        classes = (("a softmax over the background (in the objectness' place) and the classes"
+                    if background else "a softmax over the classes") if softmax
+                   else "the logistic on each class")
+        return (f"for each of the {layer.num} anchors: {layer.coords} coordinates, "
+                f"objectness and {layer.classes} class scores, each an H x W plane; the "
+                f"logistic on x, y{'' if background else ' and the objectness'}, {classes} "
+                "(Darknet's forward_region_layer)")
+    cells = layer.side * layer.side
+    return (f"(N, {layer.outputs}, 1, 1): the {cells} cells' {layer.classes} class scores"
+            f"{' (a softmax per cell)' if layer.settings['softmax'] else ''}, then "
+            f"{cells}x{layer.num} confidences, then {cells}x{layer.num}x4 box coordinates "
+            "(Darknet's forward_detection_layer)")
+
+
+def _head_doc(layer: Layer) -> str:
+    return (f"layer {layer.index}, [{layer.header}] at line {layer.line} of the cfg: the "
+            f"detection head's output as darkbp's forward gives it, {_head_layout(layer)}. "
+            "darkbp.detector.network_boxes decodes the model's outputs, in their order")
 
 
 def _plse(g: Graph, x: str) -> str:
@@ -236,26 +289,33 @@ def onnx_model(network: Network, opset: int = DEFAULT_OPSET, batch: int | None =
         graph.begin(layer)
         inputs = [x if source == INPUT else names[source] for source in layer.sources]
         names.append(layer.to_onnx(graph, inputs))
-    graph.prefix = "output"
-    graph.node("Flatten", [names[-1]], output="output", axis=1)
 
     tensor = onnx.TensorProto.FLOAT
     model_input = onnx.helper.make_tensor_value_info(
         "input", tensor, [n, c, h, w] if image else [n, c],
         "images (N, channels, height, width)" if image else "vectors (N, inputs)")
-    model_output = onnx.helper.make_tensor_value_info(
-        "output", tensor, [n, network.outputs],
-        f"the last layer's output, [{network.layers[-1].header}]: what darkbp's "
-        f"network.forward returns")
-    # Every layer's output with darkbp's shape: onnx.checker's shape inference checks them,
-    # and a viewer shows them. (A layer passing its input on, [dropout], shares its tensor.)
+    if network.heads:
+        model_outputs = [onnx.helper.make_tensor_value_info(
+            names[head.index], tensor, [n, *head.out_shape], _head_doc(head))
+            for head in network.heads]
+    else:
+        graph.prefix = "output"
+        graph.node("Flatten", [names[-1]], output="output", axis=1)
+        model_outputs = [onnx.helper.make_tensor_value_info(
+            "output", tensor, [n, network.outputs],
+            f"the last layer's output, [{network.layers[-1].header}]: what darkbp's "
+            f"network.forward returns")]
+    # Every other layer's output with darkbp's shape: onnx.checker's shape inference checks
+    # them, and a viewer shows them. (A layer passing its input on, [dropout], shares its
+    # tensor; a head's is a model output.)
+    described = {x, *(value.name for value in model_outputs)}
     layer_outputs = {}
     for layer, name in zip(network.layers, names):
-        if name != x and name not in layer_outputs:
+        if name not in described and name not in layer_outputs:
             layer_outputs[name] = onnx.helper.make_tensor_value_info(
                 name, tensor, [n, *layer.out_shape],
                 f"layer {layer.index}, [{layer.header}] at line {layer.line} of the cfg")
-    body = onnx.helper.make_graph(graph.nodes, network.name, [model_input], [model_output],
+    body = onnx.helper.make_graph(graph.nodes, network.name, [model_input], model_outputs,
                                   graph.initializers, value_info=list(layer_outputs.values()))
     model = onnx.helper.make_model(body, opset_imports=[onnx.helper.make_opsetid("", opset)],
                                    producer_name="darkbp", producer_version=__version__,

@@ -48,7 +48,10 @@ def export_command(cfg: str, weights: str, output: str, opset: int, batch: int |
     The model's input "input" is (N, channels, height, width) float32 images, or
     (N, inputs) for a cfg without an image size; its output "output" is (N, outputs):
     the last layer's output in evaluation mode (a final [cost] is not exported: the
-    output is what it reads). Needs the onnx package: pip install "darkbp[onnx]".
+    output is what it reads). A detector's model has instead one output per detection
+    head, in order, named after it ("yolo_16", "yolo_23"): the head's output (N, C, H, W),
+    which darkbp.detector.network_boxes decodes. Needs the onnx package:
+    pip install "darkbp[onnx]".
 
     \b
     Examples:
