@@ -176,13 +176,15 @@ OWN_CFGS = {
 }
 
 
-def _runnable(path) -> bool:
-    return all(layer.trainable for layer in parse_network(path).layers)
+def _all(path, attribute: str) -> bool:
+    return all(getattr(layer, attribute) for layer in parse_network(path).layers)
 
 
 SHIPPED = sorted(CFG_DIR.glob("*.cfg"))
-CONTRACT = sorted(path for path in LAYER_CFGS.glob("*.cfg") if _runnable(path))
-TABLE_ONLY = sorted(path for path in LAYER_CFGS.glob("*.cfg") if not _runnable(path))
+# `trained` trains them; the detection heads' cfgs (run, not trained) are exported in
+# tests/test_export_detection.py.
+CONTRACT = sorted(path for path in LAYER_CFGS.glob("*.cfg") if _all(path, "trainable"))
+TABLE_ONLY = sorted(path for path in LAYER_CFGS.glob("*.cfg") if not _all(path, "runnable"))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -310,8 +312,9 @@ def test_onnxruntime_equals_darknets_own_inference(tmp_path, name):
 
 
 # The detection heads' fixtures (DETECTION.md in ../shared/darknet-golden/): the three heads'
-# nets, the yolo inference runs on photos, and the copies of their cfgs. Their export is
-# tested with the detection heads; they are named here so that a new folder is noticed.
+# nets, the yolo inference runs on photos, and the copies of their cfgs. The three nets' export
+# is tested in tests/test_export_detection.py (and decoded there on yolo_detect's dog.jpg);
+# they are named here so that a new folder is noticed.
 DETECTION_FIXTURES = {"yolo", "region", "detection", "yolo_detect", "cfg_det"}
 
 
@@ -440,7 +443,7 @@ def _refused(tmp_path, cfg, weights, *options):
 
 @pytest.mark.parametrize("cfg", TABLE_ONLY, ids=lambda p: p.name)
 def test_table_only_sections_are_refused_naming_section_and_line(tmp_path, cfg):
-    header = f"[{cfg.stem}]"                     # yolo.cfg's first table-only section: [yolo]
+    header = f"[{cfg.stem}]"                     # rnn.cfg's first table-only section: [rnn]
     line = cfg.read_text().splitlines().index(header) + 1
     weights = tmp_path / "wrong.weights"
     weights.write_bytes(b"not read")               # refused before the weights are read
