@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFont
 
 from darkbp.draw import darknet_color, draw_detections
 
@@ -166,3 +166,17 @@ def test_the_input_is_left_alone_and_the_result_is_rgb():
 
 def test_no_detections_give_the_photo_back():
     assert (np.array(draw_detections(photo(), [], classes=80)) == np.array(photo())).all()
+
+
+def test_a_pillow_without_font_sizes_still_labels(monkeypatch):
+    load_default = ImageFont.load_default
+
+    def before_10_1():  # Pillow < 10.1's signature: no size, one small font
+        return load_default()
+
+    monkeypatch.setattr(ImageFont, "load_default", before_10_1)
+    drawn = np.array(draw_detections(grey(), [detection(DOG, "dog", (30, 80, 150, 120))],
+                                     classes=80))
+    above = [r for r in rows_of(drawn, 31, DOG_RGB) if r < 100]
+    assert len(above) >= 8 and above[-1] == 80
+    assert (drawn[81 - len(above):81, 30:150].max(axis=2) < 64).any()
