@@ -9,3 +9,4 @@ from darkbp.cli import evaluate  # noqa: F401,E402
 from darkbp.cli import export  # noqa: F401,E402
 from darkbp.cli import predict  # noqa: F401,E402
 from darkbp.cli import plot  # noqa: F401,E402
+from darkbp.cli import map  # noqa: F401,E402
