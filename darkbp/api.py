@@ -4,6 +4,7 @@
     net = darkbp.load("cfg/mnist.cfg", "backup/mnist_final.weights")
     p = net.predict(x)              # x: (N, 1, 28, 28) or (N, 784) in [0, 1] -> (N, 10) float32
     p = net.classify("seven.png")   # one image file, letterboxed as `darkbp predict` -> (10,)
+    found = net.detect(["dog.jpg"])  # a detector: per image, its boxes as `darkbp detect` finds them
     net.summary()                   # the data of `darkbp summary --format json`
     net.save_weights("copy.weights")
 
@@ -20,6 +21,8 @@ import numpy as np
 
 from darkbp.network import Network, parse_network
 from darkbp.classifier import check_input, letterboxed
+from darkbp.detector import (HIER, NMS, THRESH, check_detector, detect_files, head_outputs,
+                             network_boxes, detections)
 from darkbp.summary import darknet_text, summary_data
 from darkbp.weights import load_weights, save_weights
 
@@ -36,8 +39,8 @@ def load(cfg: str | os.PathLike, weights: str | os.PathLike | None = None, *,
     `darkbp train --seed` starts). A cfg darkbp cannot build or a .weights file that is
     missing or of the wrong size raises the DarkbpError (file, line, message) the CLI
     prints; the cfg's warnings are in `net.warnings`, not printed. A cfg with a
-    table-only section (detection or recurrent heads) loads, for its summary; predict
-    refuses it.
+    table-only section (recurrent layers) loads, for its summary; predict refuses it. A
+    detector (a cfg with [yolo], [region] or [detection] heads) runs: `detect`.
     """
     network = parse_network(cfg).initialize(seed, np.float32)
     seen = 0 if weights is None else load_weights(weights, network.layers)
@@ -103,6 +106,51 @@ class Net:
         """
         check_input(self.network)
         return self.predict(letterboxed(str(path), self.network.input_shape)[None])[0]
+
+    def detect(self, images, thresh: float = THRESH, nms: float = NMS, *,
+               names=None, hier: float = HIER, sizes=None,
+               pjreddie_batchnorm: bool = False) -> list[list[dict]]:
+        """A detector's objects in each image, as `darkbp detect --format json` lists them:
+        per image a list of {"class", "name", "confidence", "objectness", "box" [x, y, w, h]
+        relative centre form, unclipped, "pixels" [x1, y1, x2, y2] clipped}, one per
+        (box, class) whose probability is above `thresh` after Darknet's NMS (`nms`; 0:
+        none), in Darknet's order.
+
+        images: an image file (PNG or JPEG), or a list of them, letterboxed as `darkbp
+        detect` does; or already letterboxed network inputs, an array (N, C, h, w) at the
+        cfg's size (floats in [0, 1] or uint8), with `sizes` the photos' (width, height)
+        for the boxes (default: the input's own size). names: the class names (default
+        "0", "1", ...). pjreddie_batchnorm: batch norm as pjreddie's Darknet's inference
+        (darkbp.passes.Pass). A cfg without a detection head raises a DarkbpError.
+        """
+        classes = check_detector(self.network)
+        names = list(names) if names is not None else [str(k) for k in range(classes)]
+        if len(names) != classes:
+            raise ValueError(f"names has {len(names)} entries, but the detection heads have "
+                             f"classes={classes}")
+        if isinstance(images, (str, os.PathLike)):
+            images = [images]
+        if not isinstance(images, np.ndarray):
+            return [image["detections"] for image in detect_files(
+                self.network, [str(path) for path in images], thresh, hier, nms,
+                names=names, pjreddie_batchnorm=pjreddie_batchnorm)]
+        c, h, w = self.network.input_shape
+        if images.ndim != 4 or images.shape[1:] != (c, h, w):
+            raise ValueError(f"images must be files or an array (N, {c}, {h}, {w}) for "
+                             f"{self.network.file}, got {images.shape}")
+        x = images.astype(np.float32) / 255 if images.dtype == np.uint8 else images
+        sizes = [(w, h)] * len(x) if sizes is None else [tuple(s) for s in sizes]
+        if len(sizes) != len(x):
+            raise ValueError(f"sizes has {len(sizes)} entries for {len(x)} images")
+        found = []
+        for start in range(0, len(x), PREDICT_BATCH):
+            chunk = sizes[start:start + PREDICT_BATCH]
+            outputs = head_outputs(self.network, x[start:start + PREDICT_BATCH],
+                                   pjreddie_batchnorm)
+            found += [detections(*image, width, height, thresh, names) for image, (width, height)
+                      in zip(network_boxes(self.network, outputs, chunk, thresh, hier, nms),
+                             chunk)]
+        return found
 
     def summary(self, batch: int | None = None) -> dict:
         """The layer table as data: what `darkbp summary --format json [--batch N]` prints.

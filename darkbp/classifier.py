@@ -38,10 +38,13 @@ MAX_PASS = 64
 SPLIT_ABOVE = 1.0      # seconds of forward passes left, on one process, worth workers
 
 
-def check_input(network: Network) -> None:
+def check_input(network: Network, command: str | None = "predict") -> None:
     """A DarkbpError naming the cfg unless the network takes width x height images of 1 or
-    3 channels (what images are letterboxed to) and can run (not only be tabulated)."""
+    3 channels (what images are letterboxed to) and can run (not only be tabulated); with
+    a `command`, also unless it is a classifier (Network.check_classifier)."""
     network.check_runnable()
+    if command is not None:
+        network.check_classifier(command)
     config = network.config
     if not (config.width and config.height and config.channels in (1, 3)):
         c, h, w = network.input_shape
@@ -93,12 +96,15 @@ def check_names(names: Sequence[str], source: str, network: Network) -> None:
                           f"has {network.outputs} outputs", file=source)
 
 
-def letterboxed(path: str, shape: tuple[int, int, int]) -> np.ndarray:
-    """An image file as the network input `shape` (C, h, w) takes it: float32 (C, h, w).
+def letterboxed(path: str, shape: tuple[int, int, int], with_size: bool = False):
+    """An image file as the network input `shape` (C, h, w) takes it: float32 (C, h, w);
+    with_size: (that, the file's (width, height)), which a detector's boxes need.
 
     A missing, unreadable or corrupt file is a DarkbpError naming it."""
     c, h, w = shape
-    return letterbox(read_image(path, c).astype(np.float32) / 255, w, h)
+    image = read_image(path, c)
+    boxed = letterbox(image.astype(np.float32) / 255, w, h)
+    return (boxed, (image.shape[2], image.shape[1])) if with_size else boxed
 
 
 def predict_files(network: Network, paths: Sequence[str], threads: int = 1

@@ -1,4 +1,4 @@
-"""[yolo], [region], [detection]: Darknet's detection heads, parsed and tabulated only.
+"""[yolo], [region], [detection]: Darknet's detection heads, as parsed and tabulated.
 
 Darknet's own tables of every stock detection cfg that has one (../shared/darknet-summary/),
 byte for byte; the four stock detection cfgs without one, against tables rebuilt here from
@@ -6,8 +6,9 @@ Darknet's printf rules; each head's shape rule, options and defaults (pjreddie's
 parse_yolo, parse_region, parse_detection in src/parser.c); every error of a bad section
 through the CLI; the refusal of train, gradcheck and eval; the rich and JSON summaries of
 yolov3.cfg against published totals; AlexeyAB's table lines. The heads have no parameters
-and darkbp never runs them, so there is nothing to gradcheck or replay: the contract test
-checks the .weights round trip and the refusal on tests/layer_cfgs/{yolo,region,detection}.cfg.
+and darkbp does not train them yet: the contract test checks the .weights round trip and the
+refusal on tests/layer_cfgs/{yolo,region,detection}.cfg. Their forwards and boxes, against
+Darknet's own inference, are tests/test_detect.py's.
 """
 
 from __future__ import annotations

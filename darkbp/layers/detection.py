@@ -1,9 +1,15 @@
-"""[detection]: YOLOv1's detection head, parsed and tabulated only (darkbp trains classifiers)."""
+"""[detection]: YOLOv1's detection head: its forward and its boxes, as pjreddie's Darknet
+(forward_detection_layer, get_detection_detections). darkbp does not train it yet."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from darkbp.layers.base import Layer, register
 from darkbp.layers.yolo import source_name
+from darkbp.ops.softmax import softmax_forward
+
+F32 = np.float32
 
 
 @register
@@ -11,9 +17,9 @@ class DetectionLayer(Layer):
     """x: (N, ...) read flat -> (N, side²·((1 + coords)·num + classes), 1, 1), the same values:
     per grid cell the class scores, then each box's confidence, then each box's coordinates.
 
-    Table-only (`trainable` False): the options, the shape rule and Darknet's validation
-    (make_detection_layer asserts the input count), the table line, no parameters.
-    Network.check_runnable refuses to run it.
+    Forward is Darknet's: the input unchanged, or with `softmax` a softmax over each
+    cell's class scores. `boxes` decodes an output as get_detection_detections does. No
+    parameters; not trainable yet.
     """
 
     sections = ("detection",)
@@ -21,6 +27,7 @@ class DetectionLayer(Layer):
                          "max", "coord_scale", "forced", "object_scale", "noobject_scale",
                          "class_scale", "jitter", "random", "reorg"})
     trainable = False
+    detects = True
     flat = True                       # Darknet leaves out_w, out_h and out_c at 0
 
     def __init__(self, in_shape, coords: int, classes: int, num: int, side: int,
@@ -67,3 +74,51 @@ class DetectionLayer(Layer):
 
     def summary_cells(self):
         return "detection", "", f"{self.side} x {self.side} x {self.num}"
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, x, ctx):
+        n = x.shape[0]
+        y = np.array(x, order="C").reshape(n, self.outputs)
+        if self.settings["softmax"]:
+            cells = self.side * self.side * self.classes
+            y[:, :cells] = softmax_forward(y[:, :cells].reshape(-1, self.classes)).reshape(
+                n, cells)
+        return y.reshape(n, *self.out_shape)
+
+    def boxes(self, y: np.ndarray, thresh: float, hier: float, netw: int, neth: int):
+        """The detections of forward outputs y (N, outputs, 1, 1), as
+        get_detection_detections lists them: per image (boxes (k, 4) relative to the
+        network input, objectness (k,), probabilities (k, classes)) for every box of every
+        cell, cell-major (k = side²·num). The objectness is the raw confidence; a
+        probability is confidence·class score, 0 unless above `thresh`. With `sqrt` the
+        predicted w and h are squared. (Darknet scales these boxes to the image's pixels
+        although its callers take them as relative: darkbp keeps them relative.)"""
+        n = y.shape[0]
+        s2, num, classes = self.side * self.side, self.num, self.classes
+        flat = np.asarray(y, F32).reshape(n, self.outputs)
+        scores = flat[:, :s2 * classes].reshape(n, s2, 1, classes)
+        confidence = flat[:, s2 * classes:s2 * (classes + num)].reshape(n, s2 * num)
+        coords = flat[:, s2 * (classes + num):].reshape(n, s2 * num, 4)
+        cell = np.arange(s2 * num) // num
+        col, row = (cell % self.side).astype(F32), (cell // self.side).astype(F32)
+        power = 2 if self.settings["sqrt"] else 1
+        found = []
+        for image in range(n):
+            c = coords[image]
+            box = np.stack([(c[:, 0] + col) / F32(self.side), (c[:, 1] + row) / F32(self.side),
+                            c[:, 2] ** power, c[:, 3] ** power], axis=1).astype(F32)
+            objectness = confidence[image]
+            probs = (objectness.reshape(s2, num, 1) * scores[image]).reshape(s2 * num, classes)
+            found.append((box, objectness, np.where(probs > F32(thresh), probs, F32(0))))
+        return found
+
+    def to_onnx(self, graph, inputs):
+        shape = [0, *self.out_shape]                         # (N, outputs, 1, 1)
+        if not self.settings["softmax"]:
+            return graph.reshape(inputs[0], shape, graph.head_output(self))
+        cells = self.side * self.side * self.classes
+        y = graph.flatten(inputs[0])                          # (N, outputs), read flat
+        scores = graph.reshape(graph.slice(y, [1], [0], [cells]), [0, -1, self.classes])
+        scores = graph.reshape(graph.node("Softmax", [scores], axis=2), [0, cells])
+        y = graph.node("Concat", [scores, graph.slice(y, [1], [cells], [self.outputs])], axis=1)
+        return graph.reshape(y, shape, graph.head_output(self))

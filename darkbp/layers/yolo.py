@@ -1,9 +1,15 @@
-"""[yolo]: YOLOv3's detection head, parsed and tabulated only (darkbp trains classifiers)."""
+"""[yolo]: YOLOv3's detection head: its forward and its boxes, as pjreddie's Darknet
+(forward_yolo_layer, get_yolo_detections). darkbp does not train it yet."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from darkbp.cfg import Section
 from darkbp.layers.base import INPUT, Input, Layer, c_float, register
+from darkbp.ops.activations import ACTIVATIONS
+
+F32 = np.float32
 
 # AlexeyAB's parse_yolo prints its IOU_LOSS enum (IOU, GIOU, MSE, DIOU, CIOU) beside the name;
 # a name it does not know counts as IOU.
@@ -48,9 +54,9 @@ class YoloLayer(Layer):
     """x: (N, C, H, W) -> the same shape, C = len(mask)·(classes + 5): for each anchor of
     the mask, 4 box coordinates, an objectness and `classes` scores, each an H x W plane.
 
-    Table-only (`trainable` False): the options, the shape rule and Darknet's validations
-    (pjreddie's parse_yolo asserts the channel count), the table lines of both Darknets,
-    no parameters. Network.check_runnable refuses to run it, so forward is never reached.
+    Forward is Darknet's: the logistic on x, y, the objectness and the classes; w and h
+    stay raw. `boxes` decodes an output as get_yolo_detections does. No parameters; not
+    trainable yet (Network.check_trainable refuses it).
     """
 
     sections = ("yolo",)
@@ -60,6 +66,7 @@ class YoloLayer(Layer):
     ignored = Layer.ignored | {"iou_loss", "iou_normalizer", "obj_normalizer",
                                "cls_normalizer", "delta_normalizer", "scale_x_y"}
     trainable = False
+    detects = True
 
     def __init__(self, in_shape, classes: int, num: int, mask: tuple[int, ...],
                  anchors: tuple[tuple[float, float], ...], settings: dict, alexeyab: dict):
@@ -121,3 +128,52 @@ class YoloLayer(Layer):
 
     def summary_cells(self):
         return "yolo", "", "mask " + ",".join(map(str, self.mask))
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, x, ctx):
+        n = x.shape[0]
+        _, h, w = self.in_shape
+        y = np.array(x, order="C").reshape(n, len(self.mask), self.classes + 5, h, w)
+        logistic = ACTIVATIONS["logistic"].forward
+        y[:, :, 0:2] = logistic(y[:, :, 0:2])
+        y[:, :, 4:] = logistic(y[:, :, 4:])
+        return y.reshape(n, *self.out_shape)
+
+    def boxes(self, y: np.ndarray, thresh: float, hier: float, netw: int, neth: int):
+        """The detections of forward outputs y (N, C, H, W), as get_yolo_detections lists
+        them: per image (boxes (k, 4) relative to the network input, objectness (k,),
+        probabilities (k, classes)), the predictions whose objectness is above `thresh`,
+        cell by cell (row-major), the mask's anchors within a cell. A probability is
+        objectness·class score, 0 unless above `thresh`. (Darknet averages the output
+        with a mirrored copy when its batch is 2; darkbp never does.)"""
+        n = y.shape[0]
+        _, h, w = self.in_shape
+        a = len(self.mask)
+        # (N, A, E, H, W) -> (N, H·W·A, E): cell-major, anchor inner
+        rows = np.asarray(y, F32).reshape(n, a, self.classes + 5, h, w)
+        rows = rows.transpose(0, 3, 4, 1, 2).reshape(n, h * w * a, self.classes + 5)
+        cell = np.arange(h * w * a) // a
+        col, row = (cell % w).astype(F32), (cell // w).astype(F32)
+        anchors = np.array([self.anchors[m] for m in self.mask], F32)[np.arange(h * w * a) % a]
+        found = []
+        for image in rows:
+            keep = np.flatnonzero(image[:, 4] > F32(thresh))
+            p = image[keep]
+            with np.errstate(over="ignore"):
+                # b.x = (i + x)/lw in float; b.w = exp(tw)·anchor/netw in double
+                box = np.stack([
+                    (col[keep] + p[:, 0]) / F32(w), (row[keep] + p[:, 1]) / F32(h),
+                    np.exp(p[:, 2].astype(np.float64)) * anchors[keep, 0] / netw,
+                    np.exp(p[:, 3].astype(np.float64)) * anchors[keep, 1] / neth,
+                ], axis=1).astype(F32)
+            objectness = p[:, 4]
+            probs = objectness[:, None] * p[:, 5:]
+            found.append((box, objectness, np.where(probs > F32(thresh), probs, F32(0))))
+        return found
+
+    def to_onnx(self, graph, inputs):
+        # every anchor's entries: x, y, w, h, objectness, classes; w and h stay raw
+        entries = np.ones(self.classes + 5, bool)
+        entries[2:4] = False
+        return graph.logistic_on(inputs[0], np.tile(entries, len(self.mask)),
+                                 graph.head_output(self))

@@ -1,0 +1,154 @@
+"""Darknet's `detector test` on images: letterboxed inputs, every head's boxes, NMS, and the
+detections as plain data.
+
+    network = parse_network("cfg/yolo-digits.cfg").initialize(0, np.float32)
+    load_weights("backup/yolo-digits_final.weights", network.layers)
+    check_detector(network)
+    for image in detect_files(network, ["dog.jpg"], names=names):
+        image["path"], image["width"], image["height"]
+        for d in image["detections"]:       # one per (box, class) above thresh, after NMS
+            d["class"], d["name"], d["confidence"], d["objectness"], d["box"], d["pixels"]
+
+The steps are Darknet's (pjreddie's test_detector): the image read as load_image_color
+reads it and letterboxed to the network's size (darkbp.classifier.letterboxed), the
+network run in evaluation mode, each head's predictions decoded in order of the heads
+(the layers' `boxes`: get_network_boxes), the boxes made relative to the photo
+(boxes.correct_boxes), do_nms_sort (boxes.nms_sort), and the (box, class) pairs whose
+probability is above the threshold listed in the order Darknet's draw_detections prints
+them. Pure library code: `darkbp detect` and `darkbp map` render or score the results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from darkbp.boxes import correct_boxes, nms_sort
+from darkbp.classifier import MAX_PASS, PASS_BYTES, check_input, letterboxed
+from darkbp.errors import DarkbpError
+from darkbp.network import Network
+from darkbp.passes import EVAL, PJREDDIE_EVAL
+from darkbp.threads import set_threads
+
+THRESH, HIER, NMS = 0.5, 0.5, 0.45      # test_detector's defaults
+
+F32 = np.float32
+
+
+def check_detector(network: Network) -> int:
+    """The number of classes the network's detection heads share; a DarkbpError naming the
+    cfg unless it takes letterboxed images and has at least one head, all with the same
+    `classes`."""
+    check_input(network, command=None)
+    heads = network.heads
+    if not heads:
+        raise DarkbpError("has no detection head ([yolo], [region] or [detection]): "
+                          "use darkbp predict for a classifier", file=network.file)
+    for head in heads[1:]:
+        if head.classes != heads[0].classes:
+            raise DarkbpError(f"[{head.header}] has classes={head.classes}, but the "
+                              f"[{heads[0].header}] at line {heads[0].line} has "
+                              f"classes={heads[0].classes}: every head must detect the "
+                              "same classes", file=network.file, line=head.line)
+    return heads[0].classes
+
+
+def head_outputs(network: Network, x: np.ndarray, pjreddie_batchnorm: bool = False
+                 ) -> list[np.ndarray]:
+    """Each detection head's output for the letterboxed inputs x (N, C, h, w), in order of
+    the heads, in evaluation mode (`pjreddie_batchnorm`: batch norm as pjreddie's
+    inference, see darkbp.passes.Pass)."""
+    outputs = network.run(x, PJREDDIE_EVAL if pjreddie_batchnorm else EVAL)
+    return [outputs[head.index] for head in network.heads]
+
+
+def network_boxes(network: Network, outputs: Sequence[np.ndarray],
+                  sizes: Sequence[tuple[int, int]], thresh: float = THRESH,
+                  hier: float = HIER, nms: float = NMS
+                  ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image, Darknet's detections after do_nms_sort, in the order it leaves them:
+    (boxes (k, 4) relative to the photo (unclipped centre form), objectness (k,),
+    probabilities (k, classes) after NMS). outputs: head_outputs; sizes: each photo's
+    (width, height). nms 0 skips NMS, as Darknet does."""
+    _, neth, netw = network.input_shape
+    per_head = [head.boxes(y, thresh, hier, netw, neth)
+                for head, y in zip(network.heads, outputs)]
+    result = []
+    for image, (width, height) in enumerate(sizes):
+        parts = [found[image] for found in per_head]
+        boxes = correct_boxes(np.concatenate([p[0] for p in parts]), width, height, netw, neth)
+        objectness = np.concatenate([p[1] for p in parts])
+        probs = np.concatenate([p[2] for p in parts])
+        if nms:
+            order, probs = nms_sort(boxes, objectness, probs, nms)
+            boxes, objectness, probs = boxes[order], objectness[order], probs[order]
+        result.append((boxes, objectness, probs))
+    return result
+
+
+def pixels(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(k, 4) relative centre-form boxes -> (k, 4) int (left, top, right, bottom) pixels of a
+    width x height image, as draw_detections computes them ((x − w/2.)·width, truncated
+    toward zero as C's int conversion), clipped to the image (NaN: 0)."""
+    b = np.asarray(boxes, F32).astype(np.float64)
+    edges = np.stack([(b[:, 0] - b[:, 2] / 2) * width, (b[:, 1] - b[:, 3] / 2) * height,
+                      (b[:, 0] + b[:, 2] / 2) * width, (b[:, 1] + b[:, 3] / 2) * height],
+                     axis=1)
+    high = np.array([width - 1, height - 1, width - 1, height - 1], np.float64)
+    edges = np.clip(np.nan_to_num(edges, nan=0.0), 0, high)
+    return np.trunc(edges).astype(np.int64)
+
+
+def detections(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, width: int,
+               height: int, thresh: float = THRESH, names: Sequence[str] | None = None
+               ) -> list[dict]:
+    """One image's (box, class) pairs whose probability is above `thresh`, in the order
+    Darknet's draw_detections prints them (detection by detection, classes in order), as
+    plain data: {"class", "name", "confidence" (prob[k] = objectness·class), "objectness",
+    "box" [x, y, w, h] relative, unclipped, "pixels" [x1, y1, x2, y2] clipped}."""
+    rows, classes = np.nonzero(probs > F32(thresh))        # row-major: Darknet's order
+    corners = pixels(boxes[rows], width, height)
+    return [{"class": int(k), "name": names[k] if names is not None else str(k),
+             "confidence": float(probs[i, k]), "objectness": float(objectness[i]),
+             "box": [float(v) for v in boxes[i]], "pixels": [int(v) for v in corner]}
+            for i, k, corner in zip(rows, classes, corners)]
+
+
+def detect_passes(network: Network, paths: Sequence[str], thresh: float = THRESH,
+                  hier: float = HIER, nms: float = NMS, threads: int = 1,
+                  names: Sequence[str] | None = None, pjreddie_batchnorm: bool = False
+                  ) -> Iterator[tuple[list[dict], float]]:
+    """(the images of one forward pass as `detect_files` gives them, the seconds of that
+    pass), pass by pass: as many letterboxed images as fit in darkbp.classifier's
+    PASS_BYTES (at most MAX_PASS) go through the network at once; `threads` threads work
+    in its matrix products. Only the detections are kept, so memory stays bounded over
+    any number of images."""
+    check_detector(network)
+    shape = network.input_shape
+    per_pass = max(1, min(MAX_PASS, PASS_BYTES // (4 * int(np.prod(shape)))))
+    set_threads(threads)
+    for start in range(0, len(paths), per_pass):
+        chunk = paths[start:start + per_pass]
+        inputs = [letterboxed(path, shape, with_size=True) for path in chunk]
+        x = np.stack([image for image, _ in inputs])
+        sizes = [size for _, size in inputs]
+        started = time.perf_counter()
+        outputs = head_outputs(network, x, pjreddie_batchnorm)
+        seconds = time.perf_counter() - started
+        found = network_boxes(network, outputs, sizes, thresh, hier, nms)
+        yield [{"path": path, "width": w, "height": h,
+                "detections": detections(*image, w, h, thresh, names)}
+               for path, (w, h), image in zip(chunk, sizes, found)], seconds
+
+
+def detect_files(network: Network, paths: Sequence[str], thresh: float = THRESH,
+                 hier: float = HIER, nms: float = NMS, threads: int = 1,
+                 names: Sequence[str] | None = None, pjreddie_batchnorm: bool = False
+                 ) -> Iterator[dict]:
+    """Per image, in order: {"path", "width", "height", "detections": [...]} (see
+    `detections`), one element of `darkbp detect --format json`'s "images"."""
+    for images, _ in detect_passes(network, paths, thresh, hier, nms, threads, names,
+                                   pjreddie_batchnorm):
+        yield from images
