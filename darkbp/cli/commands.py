@@ -9,4 +9,5 @@ from darkbp.cli import evaluate  # noqa: F401,E402
 from darkbp.cli import export  # noqa: F401,E402
 from darkbp.cli import predict  # noqa: F401,E402
 from darkbp.cli import plot  # noqa: F401,E402
+from darkbp.cli import detect  # noqa: F401,E402
 from darkbp.cli import map  # noqa: F401,E402
