@@ -18,7 +18,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import darkbp
 from darkbp.cli import main
+from darkbp.detector import detect_files
 from darkbp.mapeval import Scorer
 from tests.naive_map import naive_map
 
@@ -335,15 +337,12 @@ num=3
 @pytest.fixture
 def tiny_yolo(voc) -> tuple[str, str]:
     """(cfg, weights) of a 32 x 32 [yolo] net of 2 classes, its random initialisation."""
-    import darkbp
     Path("yolo.cfg").write_text(TINY_YOLO)
     darkbp.load("yolo.cfg").save_weights("yolo.weights")
     return "yolo.cfg", "yolo.weights"
 
 
 def test_the_network_scores_as_its_detections_file(voc, tiny_yolo):
-    from darkbp.detector import detect_files
-    import darkbp
     net = darkbp.load(*tiny_yolo)
     paths = [f"VOC/JPEGImages/{n}.jpg" for n in "abc"]
     # validate_detector_map's detections: thresh .005, hier 0, NMS .45.
