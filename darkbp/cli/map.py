@@ -74,11 +74,15 @@ def map_command(cfg: str | None, weights: str | None, data_file: str,
         click.echo(f"darkbp: {warning}", err=True)
     valid = valid_list(data_file, names, str(names_source))
     if detections_file:
-        found = _from_file(detections_file, valid, len(names), thresh)
+        per_image, notes = match_images(read_detections(detections_file, len(names)),
+                                           valid, detections_file)
+        found = (as_arrays(detections, thresh) for detections in per_image)
     else:
-        found = _from_network(cfg, weights, valid, names, str(names_source), thresh, threads)
+        found, notes = _from_network(cfg, weights, valid, names, str(names_source),
+                                        thresh, threads), []
+    # Every label is read before anything is scored: a bad line stops the run at once.
     truths, counts = read_truths(valid, len(names))
-    for warning in counts.warnings():
+    for warning in notes + counts.warnings():
         click.echo(f"darkbp: {warning}", err=True)
     scorer = Scorer(len(names), iou, conf_thresh)
     for (boxes, classes, probs), (truth_boxes, truth_classes) in zip(found, truths):
@@ -89,15 +93,6 @@ def map_command(cfg: str | None, weights: str | None, data_file: str,
     else:
         for line in text_lines(result, names):
             click.echo(line)
-
-
-def _from_file(path: str, valid: ValidList, classes: int, thresh: float
-               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each valid image's detections from a detect JSON file (warnings printed first)."""
-    per_image, warnings = match_images(read_detections(path, classes), valid, path)
-    for warning in warnings:
-        click.echo(f"darkbp: {warning}", err=True)
-    return (as_arrays(detections, thresh) for detections in per_image)
 
 
 def _from_network(cfg: str, weights: str, valid: ValidList, names: list[str],
