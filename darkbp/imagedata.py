@@ -189,7 +189,7 @@ class _Option:
 def read_data_file(path: str | os.PathLike) -> tuple[dict[str, _Option], list[CfgWarning]]:
     """The options of a Darknet .data file (first of equal keys wins) and its warnings."""
     file = str(path)
-    text = _read_text(path)
+    text = read_text(path)
     options: dict[str, _Option] = {}
     warnings = []
     for number, raw in enumerate(text.split("\n"), start=1):
@@ -289,7 +289,7 @@ def resolve(text: str, base: str) -> str | None:
 def read_labels(path: Path) -> list[str]:
     """One label per line, kept exactly as written (Darknet's get_labels), without the
     line end; blank lines at the end of the file are dropped."""
-    lines = _lines(path)
+    lines = read_lines(path)
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
@@ -309,7 +309,7 @@ def read_labels(path: Path) -> list[str]:
 def labelled_list(path: Path, labels: list[str], labels_path: Path) -> ImageList:
     """The images a list file names, each labelled by the one label its path contains."""
     file = str(path)
-    entries = [(number, text) for number, text in enumerate(_lines(path), start=1) if text]
+    entries = [(number, text) for number, text in enumerate(read_lines(path), start=1) if text]
     if not entries:
         raise DarkbpError("lists no images", file=file)
     matches = [[k for k, label in enumerate(labels) if label in text] for _, text in entries]
@@ -345,15 +345,17 @@ def _quote(items) -> str:
     return ", ".join(items[:SHOWN]) + (", ..." if len(items) > SHOWN else "")
 
 
-def _lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
     """The file's lines without their line ends (\\n or \\r\\n)."""
-    lines = _read_text(path).split("\n")
+    lines = read_text(path).split("\n")
     if lines[-1] == "":
         lines.pop()                             # the newline that ends the last line
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _read_text(path: str | os.PathLike) -> str:
+def read_text(path: str | os.PathLike) -> str:
+    """A text file's content (UTF-8, other bytes kept); a DarkbpError naming a file that
+    cannot be read."""
     try:
         # surrogateescape: any bytes of a path survive the round trip to the file system.
         return Path(path).read_text(encoding="utf-8", errors="surrogateescape")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from darkbp.errors import DarkbpError
-from darkbp.imagedata import SHOWN, _read_text, resolve
+from darkbp.imagedata import SHOWN, read_text, resolve
 
 LABEL_FOLDERS = ("images", "JPEGImages", "raw")     # pjreddie's order of replacements
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff")
@@ -79,7 +79,7 @@ def read_label_file(path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(boxes (n, 4) float32 centre form relative to the image, classes (n,) int64) of a
     label file, one row per object line; the rules and errors are the module doc's."""
     rows, ids = [], []
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
         fields = line.split()
         if not fields:
             continue

@@ -50,7 +50,7 @@ import numpy as np
 
 from darkbp.boxes import iou_matrix
 from darkbp.errors import DarkbpError
-from darkbp.imagedata import (SHOWN, _lines, existing_file, positive_int, read_data_file,
+from darkbp.imagedata import (SHOWN, existing_file, positive_int, read_data_file, read_lines,
                               resolve)
 from darkbp.labels import LabelCounts, find_label_file, read_label_file
 
@@ -261,7 +261,7 @@ def valid_list(data_path: str, names: Sequence[str], names_source: str) -> Valid
         raise DarkbpError("no valid= line: darkbp map scores the images of the valid list",
                           file=data_path)
     path = existing_file(options["valid"], "valid", Path(data_path).parent, data_path)
-    images = tuple(line for line in _lines(path) if line)
+    images = tuple(line for line in read_lines(path) if line)
     if not images:
         raise DarkbpError("lists no images", file=str(path))
     return ValidList(images, str(path), str(path.parent))
