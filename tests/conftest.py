@@ -69,6 +69,16 @@ def connected_layer(inputs, outputs, batch_normalize, dtype=np.float32):
     return zeroed(ConnectedLayer((inputs, 1, 1), outputs, "linear", batch_normalize), dtype)
 
 
+def assert_error(result, where: str, *words: str) -> None:
+    """Exit 2, nothing on stdout, one line on stderr `darkbp: error: WHERE...` with `words`."""
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output
+    line, = result.stderr.splitlines()
+    assert line.startswith(f"darkbp: error: {where}"), line
+    for word in words:
+        assert word in line, (word, line)
+
+
 def assert_cfg_error(path, line, section, words, match="contains"):
     """The cfg at `path` is one DarkbpError at `line` of [section], and the CLI says so.
 

@@ -22,6 +22,7 @@ import darkbp
 from darkbp.cli import main
 from darkbp.detector import detect_files
 from darkbp.mapeval import Scorer
+from tests.conftest import assert_error
 from tests.naive_map import naive_map
 
 F32 = np.float32
@@ -249,16 +250,6 @@ def test_images_match_by_path_as_written_then_by_file(voc):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["classes"][0]["ap50"] == 1.0
     assert "1 of its 2 images are not in the valid list" in result.stderr
-
-
-def assert_error(result, where: str, *words: str) -> None:
-    """Exit 2, nothing on stdout, one line on stderr `darkbp: error: WHERE...` with `words`."""
-    assert result.exit_code == 2, result.output
-    assert result.stdout == "" and "Traceback" not in result.output
-    line, = result.stderr.splitlines()
-    assert line.startswith(f"darkbp: error: {where}"), line
-    for word in words:
-        assert word in line, line
 
 
 @pytest.mark.parametrize("text, line, words", [

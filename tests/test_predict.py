@@ -23,7 +23,7 @@ from darkbp.errors import DarkbpError
 from darkbp.imagedata import letterbox
 from darkbp.network import parse_network
 from darkbp.train import Trainer, TrainOptions
-from tests.conftest import CFG_DIR
+from tests.conftest import CFG_DIR, assert_error
 from tests.test_imagedata import c_div, darknet_resize_image, last_row_quirk
 
 # Three classes of 2 x 2 grey images: a [connected] with zero weights gives softmax(biases).
@@ -57,16 +57,6 @@ def image(tmp_path) -> str:
 
 def run(*args: str):
     return CliRunner().invoke(main, ["predict", *args])
-
-
-def assert_error(result, where: str, *words: str) -> None:
-    """Exit 2, nothing on stdout, one line on stderr `darkbp: error: WHERE...` with `words`."""
-    assert result.exit_code == 2, result.output
-    assert result.stdout == "" and "Traceback" not in result.output
-    line, = result.stderr.splitlines()
-    assert line.startswith(f"darkbp: error: {where}"), line
-    for word in words:
-        assert word in line, (word, line)
 
 
 # ---------------------------------------------------------------------- letterbox by hand
@@ -324,7 +314,6 @@ def test_predicted_digits_are_net_predict_on_the_letterboxed_pixels(lenet, sampl
                                    np.sort(p)[::-1], rtol=1e-5, atol=1e-7)
     for path, p in zip(paths, expected):
         np.testing.assert_allclose(net.classify(path), p, rtol=1e-5, atol=1e-7)
-
 
 
 def test_threads_split_the_passes_left_once_they_are_long(lenet, tmp_path, monkeypatch):

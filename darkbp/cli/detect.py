@@ -14,7 +14,7 @@ from darkbp.atomic import atomic_open
 from darkbp.classifier import data_file_names, image_paths
 from darkbp.cli import main
 from darkbp.cli.common import load_network
-from darkbp.cli.options import threads_option
+from darkbp.cli.options import names_options, threads_option
 from darkbp.detector import HIER, NMS, THRESH, check_detector, detect_passes
 from darkbp.errors import DarkbpError
 from darkbp.imagedata import read_image, read_labels
@@ -25,12 +25,7 @@ from darkbp.weights import load_weights
 @click.argument("cfg", type=click.Path(dir_okay=False))
 @click.argument("weights", type=click.Path(exists=True, dir_okay=False))
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
-@click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False),
-              metavar="FILE", help="The class names, one per line (default: the class "
-                                   "numbers).")
-@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False),
-              metavar="FILE.data", help="A Darknet .data file: the names from its names= "
-                                        "(else labels=) file.")
+@names_options()
 @click.option("--thresh", type=click.FloatRange(min=0), default=THRESH, show_default=True,
               help="Keep a box's class when objectness x class probability is above this.")
 @click.option("--hier", type=click.FloatRange(min=0), default=HIER, show_default=True,

@@ -14,7 +14,7 @@ from darkbp.classifier import (check_input, check_names, data_file_names, image_
                                predict_files, ranked)
 from darkbp.cli import main
 from darkbp.cli.common import load_network
-from darkbp.cli.options import threads_option
+from darkbp.cli.options import names_options, threads_option
 from darkbp.imagedata import read_labels
 from darkbp.network import Network
 from darkbp.weights import load_weights
@@ -27,12 +27,7 @@ from darkbp.weights import load_weights
 @click.option("--top", type=click.IntRange(min=1), default=None, metavar="K",
               help="Show the K highest classes of each image (default: the .data file's "
                    "top=, else 1, as Darknet; at most the number of classes).")
-@click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False),
-              metavar="FILE", help="The class names, one per line (default: the class "
-                                   "numbers).")
-@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False),
-              metavar="FILE.data", help="A Darknet .data file: the names from its names= "
-                                        "(else labels=) file, and its top=.")
+@names_options(", and its top=")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="text: Darknet's lines; json: one document for "
                                       "scripts.")
