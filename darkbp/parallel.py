@@ -39,6 +39,7 @@ import json
 import mmap
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -58,6 +59,24 @@ from darkbp.threads import default_threads, set_threads
 # Worker processes need memfd_create (Linux) and passing descriptors to a child (POSIX).
 PROCESSES_AVAILABLE = hasattr(os, "memfd_create") and os.name == "posix"
 _ALIGN = 64  # bytes: every shared array starts on a cache line
+
+
+class WorkerDied(RunFailed):
+    """A worker process stopped (killed, out of memory) before it answered. The pass it
+    was in is lost; `Runner.restart_stopped_workers` puts new processes in place."""
+
+    def __init__(self, code: int):
+        super().__init__(f"a darkbp worker process stopped ({exit_text(code)}); its message, "
+                         "if any, is above. Run with --threads 1 to work without workers.")
+        self.code = code
+
+
+def exit_text(code: int) -> str:
+    """'exit code 1', or for a signal 'exit code -9, SIGKILL'."""
+    try:
+        return f"exit code {code}" + (f", {signal.Signals(-code).name}" if code < 0 else "")
+    except ValueError:
+        return f"exit code {code}"
 
 
 def keep_freed_memory() -> None:
@@ -158,6 +177,18 @@ class Runner:
     def pids(self) -> list[int]:
         """The worker processes' ids (none when the workers are threads)."""
         return [worker.process.pid for worker in self.workers if hasattr(worker, "process")]
+
+    def restart_stopped_workers(self) -> list[int]:
+        """Start a new process in place of each worker process that has stopped; their exit
+        codes. The parameters live in the shared memory, so a new worker starts from the
+        network as it is; its gradients are zeroed by its first pass."""
+        codes = []
+        for worker in self.workers:
+            code = worker.exit_code()
+            if code is not None:
+                worker.restart()
+                codes.append(code)
+        return codes
 
     def __enter__(self) -> "Runner":
         return self
@@ -261,6 +292,9 @@ class _ThreadWorker:
     def abort(self) -> None:
         """Nothing to stop: a thread never waits for the caller in a pass."""
 
+    def exit_code(self) -> None:
+        """A thread never stops on its own."""
+
     def close(self) -> None:
         self.pool.shutdown()
 
@@ -297,8 +331,11 @@ class _SharedArrays:
         return place
 
     def create(self) -> None:
+        """Make the block. Its descriptor stays open, for workers started later in place of
+        stopped ones, until this object is collected (the arrays hold the mapping itself)."""
         self.size = max(self.size, 1)   # a network without parameters still maps something
         self.fd = os.memfd_create("darkbp-shared", 0)
+        weakref.finalize(self, os.close, self.fd)
         os.ftruncate(self.fd, self.size)
         self.memory = mmap.mmap(self.fd, self.size)
 
@@ -339,8 +376,6 @@ def _start_processes(network: Network, count: int, spin: float) -> list["_Proces
         for worker in workers:
             worker.close()
         raise
-    finally:
-        os.close(shared.fd)             # the children hold their own descriptors
     return workers
 
 
@@ -358,10 +393,18 @@ class _ProcessWorker:
                  spin: float):
         """values: (layer index, name, place) of the shared parameters and state; grads:
         the same for this worker's gradients."""
+        self.shared, self.blueprint, self.places = shared, blueprint, values + grads
+        self.spin = spin
+        self.gradients = [shared.view(place) for _, _, place in grads]
+        self._start()
+
+    def _start(self) -> None:
+        """Start the process and send it the network to build on the shared memory."""
         mine, theirs = socket.socketpair()
         environment = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
                            MKL_NUM_THREADS="1")
         # Its own session: a Ctrl-C at the terminal goes to the parent, which stops it.
+        shared = self.shared
         self.process = subprocess.Popen(
             [sys.executable, "-c", _SERVE, json.dumps(sys.path),
              str(theirs.fileno()), str(shared.fd), str(shared.size)],
@@ -369,11 +412,18 @@ class _ProcessWorker:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         theirs.close()
         self.connection = Connection(mine.detach())
-        self.connection.send((blueprint, values + grads, spin))
-        self.spin = spin
-        self.gradients = [shared.view(place) for _, _, place in grads]
+        self.connection.send((self.blueprint, self.places, self.spin))
         self.early = None               # its reply, when it came in place of a sum
         self._finalizer = weakref.finalize(self, _stop, self.process, self.connection)
+
+    def exit_code(self) -> int | None:
+        """None while the process runs, else how it ended."""
+        return self.process.poll()
+
+    def restart(self) -> None:
+        """A new process in place of this one, which has stopped."""
+        self._finalizer()
+        self._start()
 
     def _send(self, message, tag: bytes | None = None) -> None:
         """`message` pickled, or with a tag, the tag and the array `message`'s bytes."""
@@ -389,10 +439,7 @@ class _ProcessWorker:
         try:
             return _receive(self.connection, self.spin)
         except (EOFError, OSError):
-            code = _stop(self.process, self.connection)
-            raise RunFailed(f"a darkbp worker process stopped (exit code {code}); "
-                            "its message, if any, is above. Run with --threads 1 to "
-                            "work without workers.") from None
+            raise WorkerDied(_stop(self.process, self.connection)) from None
 
     def train(self, x, truth, ctx: Pass) -> "_Reply":
         """Its shard of a training pass (ctx: the shard's context, without its shards)."""

@@ -13,11 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from darkbp.errors import RunFailed
 from darkbp.layers.base import grad_name
 from darkbp.layers.softmax import SoftmaxLayer
 from darkbp.network import parse_network
-from darkbp.parallel import PROCESSES_AVAILABLE, Runner, replica
+from darkbp.parallel import PROCESSES_AVAILABLE, Runner, WorkerDied, replica
 from darkbp.passes import Pass
 from darkbp.threads import default_threads, get_threads
 from tests.conftest import CFG_DIR, ROOT
@@ -223,16 +222,26 @@ def test_a_worker_error_while_the_caller_waits_for_its_sums_is_raised():
 
 @needs_processes
 @pytest.mark.parametrize("cfg", ["mnist.cfg", "batchnorm.cfg"])
-def test_a_worker_that_dies_is_reported_not_waited_for(cfg):
+def test_a_worker_that_dies_is_reported_not_waited_for_then_replaced(cfg):
     network = parse_network(CFG_DIR / cfg).initialize(0, np.float32)
     x, truth = _batch(network, 8)
     with Runner(network, 2) as runner:
-        runner.train_step(x, truth)
+        cost = runner.train_step(x, truth)
+        expected = _grads(network)
+        network.zero_grads()
         process = runner.workers[0].process
         process.kill()
         process.wait()
-        with pytest.raises(RunFailed, match=r"worker process stopped \(exit code -9\)"):
+        with pytest.raises(WorkerDied, match=r"worker process stopped \(exit code -9, SIGKILL\)"):
             runner.train_step(x, truth)
+        assert runner.restart_stopped_workers() == [-9]
+        assert runner.workers[0].process.pid != process.pid
+        assert runner.restart_stopped_workers() == []
+        # The new worker computes its shard as the old one did, from the shared parameters.
+        network.zero_grads()
+        assert runner.train_step(x, truth) == cost
+        for key, grad in _grads(network).items():
+            np.testing.assert_array_equal(grad, expected[key], err_msg=str(key))
 
 
 @needs_processes
