@@ -64,8 +64,10 @@ def read_header(path: str | os.PathLike) -> WeightsHeader:
 def load_weights(path: str | os.PathLike, layers: Sequence[Layer]) -> int:
     """Fill the layers' arrays in place from a .weights file (converted to their dtype).
 
-    The size is checked before anything is touched: a file with too few or too
-    many floats is a DarkbpError and leaves the layers as they were. Returns seen.
+    The file is checked before anything is touched: one with too few or too many
+    floats, or with a NaN or an infinity (Darknet's format has no checksum, and a
+    damaged byte often makes one), is a DarkbpError and leaves the layers as they
+    were. Returns seen.
     """
     with _open(path) as f:
         header = _read_header(f, path)
@@ -76,6 +78,7 @@ def load_weights(path: str | os.PathLike, layers: Sequence[Layer]) -> int:
             raise DarkbpError(f"expected {expected} floats after the header, "
                               f"found {size // 4}{stray}", file=str(path))
         values = np.fromfile(f, dtype="<f4", count=expected)
+    _check_finite(values, layers, path)
     pos = 0
     for layer in layers:
         for name in layer.weights_order():
@@ -87,6 +90,21 @@ def load_weights(path: str | os.PathLike, layers: Sequence[Layer]) -> int:
                 chunk = chunk.reshape(inputs, outputs).T
             target[...] = chunk.reshape(target.shape)
     return header.seen
+
+
+def _check_finite(values: np.ndarray, layers: Sequence[Layer], path) -> None:
+    """A DarkbpError naming the first array that holds a NaN or an infinity, if any does."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    first, pos = int(np.argmin(finite)), 0
+    for i, layer in enumerate(layers):
+        for name in layer.weights_order():
+            pos += getattr(layer, name).size
+            if first < pos:
+                raise DarkbpError(f"{values.size - int(finite.sum())} values are NaN or "
+                                  f"infinite, the first in layer {i} {name}: the "
+                                  "file is corrupt", file=str(path))
 
 
 def _open(path):
