@@ -5,6 +5,8 @@ same folder; on success it is flushed, fsynced and renamed over `path`
 (os.replace), and the folder is fsynced so the rename itself survives a crash.
 On any exception the temporary file is removed and `path` is untouched. A
 process killed mid-write leaves `path` as it was, plus a hidden `.NAME.*.tmp`.
+
+`append_whole(path, data)` is the same promise for a line appended to a log.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object]
     """Call write_fn(f) on a temporary file and move it over `path` if it returns."""
     with atomic_open(path) as f:
         write_fn(f)
+
+
+def append_whole(path: str | os.PathLike, data: bytes) -> None:
+    """Append `data` to the file at `path` (created if need be), all of it or none: a write
+    that fails part-way (a full disk) is cut off again, so that a log of lines keeps no half
+    line for the next run to append to. Raises the OSError."""
+    with open(path, "ab", buffering=0) as f:
+        size = f.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[f.write(view):]
+        except OSError:
+            f.truncate(size)
+            raise
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
