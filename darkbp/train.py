@@ -3,8 +3,10 @@
 One update per batch of `batch` images (SPEC section 5): the batch is split into
 `subdivisions` forward/backward passes whose gradients add up, then `SGD.step`
 applies Darknet's rule with the learning rate of the cfg's policy. After each
-epoch the test split is evaluated (raw weights, and EMA weights when EMA is on)
-and checkpoints are written atomically to the output folder:
+epoch the test split is evaluated (raw weights, and EMA weights when EMA is on).
+Checkpoints are written atomically to the output folder at the end of each epoch,
+after every `checkpoint_every` seconds of training, and when a stop is requested
+(`request_stop`: the CLI calls it on SIGINT and SIGTERM):
 
     NAME_last.weights        raw weights, Darknet's format
     NAME_ema.weights         bias-corrected EMA weights (with EMA)
@@ -19,7 +21,13 @@ e from (seed, e), the `random` policy of batch b from (seed, b), the training
 augmentation of batch b from (seed, 3, b): darkbp.augment, dropout masks
 and crop offsets from (seed, b, subdivision, layer): darkbp.passes), so a
 resumed run needs no generator state and ends with the same weights as an
-uninterrupted one. The state file's format is darkbp.checkpoint's.
+uninterrupted one, wherever it stopped. The state file's format is
+darkbp.checkpoint's.
+
+For the same reason a batch can be run again: when a worker process stops during
+one (killed, out of memory), a new process takes its place and the batch is
+redone from its inputs, so the run stays bit for bit. The third such stop within
+a minute writes a checkpoint and ends the run.
 """
 
 from __future__ import annotations
@@ -29,26 +37,29 @@ import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from darkbp import chart
-from darkbp.atomic import ensure_writable_dir
+from darkbp.atomic import append_whole, ensure_writable_dir
 from darkbp.augment import draws, training_augment
-from darkbp.checkpoint import Progress, load_state, save_state
+from darkbp.checkpoint import Progress, RunIdentity, load_state, save_state
 from darkbp.datasets import Dataset, network_input
 from darkbp.ema import EMA
 from darkbp.errors import DarkbpError, RunFailed
 from darkbp.evaluate import Evaluation, check_fits, evaluate, top_k
 from darkbp.network import Network
-from darkbp.parallel import Runner
+from darkbp.parallel import Runner, WorkerDied, exit_text
 from darkbp.passes import Noise
 from darkbp.sgd import SGD
 from darkbp.weights import load_weights, save_weights
 
 LOG_EVERY = 50          # batches between two "batch" lines of the metrics log
+DEATHS, DEATH_WINDOW = 3, 60.0   # this many worker processes stopping within so many seconds
+                                 # end a run: something kills them, redoing will not help
 
 
 @dataclass
@@ -63,6 +74,7 @@ class TrainOptions:
     resume: bool = False
     weights: Path | None = None
     threads: int = 1
+    checkpoint_every: float = 300.0     # seconds of training between checkpoints in an epoch
 
 
 @dataclass
@@ -96,6 +108,7 @@ class TrainListener:
     def batch(self, report: BatchReport) -> None: ...
     def epoch(self, report: EpochReport) -> None: ...
     def saved(self, paths: list[Path]) -> None: ...
+    def notice(self, message: str) -> None: ...       # one line the user should read
 
 
 class Trainer:
@@ -121,20 +134,32 @@ class Trainer:
         self.ema_decay = config.ema if options.ema is None else options.ema
         if not 0 <= self.ema_decay < 1:
             raise DarkbpError(f"--ema must be in [0, 1), got {self.ema_decay:g}")
+        self.identity = RunIdentity.of(network, self.batch, options.seed, self.ema_decay)
 
         network.initialize(options.seed, np.float32)
         if options.weights is not None:
             load_weights(options.weights, network.layers)
         self.sgd = SGD(network.layers, config.momentum, config.decay, self.batch)
         self.ema = EMA(network.layers, self.ema_decay) if self.ema_decay else None
-        self.batch_num = 0
-        self.epoch = 0
-        self.elapsed = 0.0          # training wall time over all runs, for the metrics log
+        progress = Progress()
         if options.resume:
             progress = load_state(self.path("state"), network, self.sgd, self.ema,
-                                  Progress(seed=options.seed, ema_decay=self.ema_decay))
-            self.batch_num, self.epoch = progress.batch_num, progress.epoch
-            self.elapsed = progress.elapsed
+                                  self.identity)
+        self.batch_num, self.epoch = progress.batch_num, progress.epoch
+        self.elapsed = progress.elapsed      # training wall time over all runs, epochs done
+        # The loss and learning rate of each update so far in the epoch under way.
+        self.losses, self.lrs = progress.losses, progress.lrs
+        # The batch number of the checkpoint on disk, None before the first.
+        self.saved_batch = self.batch_num if options.resume else None
+        self.complete = self.batch_num >= self.total_batches
+        self.stopping = False           # request_stop was called
+        self._deaths: list[float] = []  # when worker processes stopped (time.monotonic)
+        self._checkpointed = 0.0        # when the last checkpoint was written (monotonic)
+        self._epoch_started = None      # perf_counter at the epoch's start, None between epochs
+        if self.complete:
+            # Nothing to train: run() returns at once; no images decoded, no workers started.
+            self.runner = None
+            return
         # The augmentation the cfg asks for on this data (None: the images as they are).
         self.augment = training_augment(config, dataset.augment_by_default, network.file)
         # Image files are decoded once, here, after every quick check.
@@ -164,8 +189,22 @@ class Trainer:
                           file=self.network.file, line=self.network.config.line)
 
     # ------------------------------------------------------------------ loop
+    def request_stop(self) -> None:
+        """Stop after the update under way, with a checkpoint (safe from a signal handler).
+
+        An epoch's last update is still followed by its test and checkpoint."""
+        self.stopping = True
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run stopped at a request before its end (its checkpoint is written)."""
+        return self.stopping and self.batch_num < self.total_batches
+
     def run(self) -> EpochReport | None:
-        """Train until total_batches; returns the last epoch's report."""
+        """Train until total_batches, or until `request_stop`; returns the last epoch's
+        report (None when none ended, or the run was complete already)."""
+        if self.complete:
+            return None
         self.listener.start(self)
         self._log({"event": "start", "cfg": self.network.file, "data": self.dataset.name,
                    "data_source": str(self.dataset.source), "sample": self.dataset.is_sample,
@@ -173,77 +212,88 @@ class Trainer:
                    "total_batches": self.total_batches, "batch_num": self.batch_num,
                    "ema": self.ema_decay, "seed": self.options.seed})
         report = None
+        self._checkpointed = time.monotonic()
         # Overflow shows up as a non-finite loss, which stops the run with a clear message.
         try:
             with np.errstate(over="ignore", invalid="ignore"):
-                while self.batch_num < self.total_batches:
-                    report = self._run_epoch()
+                while self.batch_num < self.total_batches and not self.stopping:
+                    report = self._run_epoch() or report
         finally:
             self.runner.close()
-        self._save(final=True)
+        if not self.stopped:
+            self._checkpoint(final=True)
         return report
 
-    def _run_epoch(self) -> EpochReport:
-        config = self.network.config
+    def _run_epoch(self) -> EpochReport | None:
+        """Train the rest of the epoch batch_num is in, test, checkpoint; None when a stop
+        was requested before the epoch's last update (its checkpoint is then written)."""
         # Where we are follows from batch_num alone, so a run that stopped part-way through
-        # an epoch (a shorter --max-batches) resumes at the very next batch of that epoch.
+        # an epoch resumes at the very next batch of that epoch.
         done_epochs, first = divmod(self.batch_num, self.batches_per_epoch)
         epoch = done_epochs + 1
         order = np.random.default_rng([self.options.seed, epoch]).permutation(
             len(self.train_truth))
         last = min(self.batches_per_epoch,
                    self.total_batches - done_epochs * self.batches_per_epoch)
-        started = time.perf_counter()
-        losses, lrs, lr = [], [], None
-        logged = 0          # losses[:logged] are in the log already
-        window_start = started
+        end = done_epochs * self.batches_per_epoch + last      # batch_num after the last
+        started = self._epoch_started = time.perf_counter()
+        # self.losses[:logged] are in the log already: a batch line every LOG_EVERY batches.
+        logged = max(0, len(self.losses) - self.batch_num % LOG_EVERY)
+        window_start, lr = started, None
         for images, x in self._batches(order, first, last):
             tic = time.perf_counter()
             lr = self.schedule.rate(self.batch_num,
                                     np.random.default_rng([self.options.seed, 1, self.batch_num]))
-            parts = zip(np.split(images, config.subdivisions), np.split(x, config.subdivisions))
-            loss = sum(self.runner.train_step(piece, self.train_truth[part],
-                                              Noise(self.options.seed, self.batch_num, sub))
-                       for sub, (part, piece) in enumerate(parts))
-            loss /= self.batch
+            loss = self._batch_passes(images, x) / self.batch
             if not math.isfinite(loss):
                 raise RunFailed(self._diverged_message(loss, epoch))
             self.sgd.step(lr)
             if self.ema is not None:
                 self.ema.update()
             self.batch_num += 1
-            losses.append(loss)
-            lrs.append(lr)
+            self.losses.append(loss)
+            self.lrs.append(lr)
             report = BatchReport(self.batch_num, self.total_batches, epoch, loss, lr,
                                  self.batch / (time.perf_counter() - tic))
             self.listener.batch(report)
             if self.batch_num % LOG_EVERY == 0:
-                window = losses[logged:]
+                window = self.losses[logged:]
                 now = time.perf_counter()
                 self._log({"event": "batch", "batch_num": self.batch_num, "epoch": epoch,
                            "loss": float(np.mean(window)), "lr": lr,
-                           **_per_batch(window, lrs[logged:]),
+                           **_per_batch(window, self.lrs[logged:]),
                            "images_per_s": len(window) * self.batch / (now - window_start),
                            "wall_time": self.elapsed + now - started})
-                window_start, logged = now, len(losses)
+                window_start, logged = now, len(self.losses)
+            if self.batch_num < end:        # else the test, then the epoch's checkpoint
+                if self.stopping:
+                    self._checkpoint()
+                    return None
+                if time.monotonic() - self._checkpointed >= self.options.checkpoint_every:
+                    self._checkpoint()
         epoch_time = time.perf_counter() - started
         self.elapsed += epoch_time
+        self._epoch_started = None
         self.epoch = epoch
-        raw = self.test_evaluation()
-        ema = self.test_evaluation(ema=True) if self.ema else None
+        raw = self._despite_worker_deaths(self.test_evaluation, "the test")
+        ema = (self._despite_worker_deaths(lambda: self.test_evaluation(ema=True), "the test")
+               if self.ema else None)
         report = EpochReport(epoch=epoch, batch_num=self.batch_num, accuracy=raw.accuracy,
                              ema_accuracy=ema.accuracy if ema else None,
-                             loss=float(np.mean(losses)) if losses else float("nan"),
+                             loss=float(np.mean(self.losses)) if self.losses else float("nan"),
                              wall_time=self.elapsed, top=self.top,
                              top_accuracy=raw.top_accuracy,
                              ema_top_accuracy=ema.top_accuracy if ema else None)
         self._log({"event": "epoch", **dataclasses.asdict(report), "lr": lr,
-                   **_per_batch(losses[logged:], lrs[logged:]),
-                   "images_per_s": len(losses) * self.batch / epoch_time})
-        self._save(final=False)
+                   **_per_batch(self.losses[logged:], self.lrs[logged:]),
+                   "images_per_s": (last - first) * self.batch / epoch_time})
+        if self.batch_num % self.batches_per_epoch == 0:
+            self.losses, self.lrs = [], []      # a run that ends mid-epoch keeps them
+        self._checkpoint()
         if chart.available():
             # From the log alone, so that `darkbp plot` draws the very same chart.
-            chart.write_chart(chart.read_series(self.path("metrics")), self.path("chart"))
+            with self._writing():
+                chart.write_chart(chart.read_series(self.path("metrics")), self.path("chart"))
         self.listener.epoch(report)
         return report
 
@@ -294,36 +344,105 @@ class Trainer:
         return self.augment.batch(self.dataset.train_images, images,
                                   draws(self.options.seed, batch_num, len(images)))
 
+    def _batch_passes(self, images: np.ndarray, x: np.ndarray) -> float:
+        """The forward and backward passes of batch batch_num + 1, one per subdivision, their
+        gradients added up; the summed cost of its images.
+
+        A pass changes the gradients (zero before the batch: SGD.step zeroes them) and the
+        batch-norm rolling statistics; when a worker process stops in one, both are put
+        back and the batch is run again, as its inputs and random numbers are the same.
+        """
+        config = self.network.config
+        state = [(array, array.copy()) for layer in self.network.layers
+                 for array in (getattr(layer, name) for name in layer.state_names)]
+
+        def passes():
+            parts = zip(np.split(images, config.subdivisions), np.split(x, config.subdivisions))
+            return sum(self.runner.train_step(piece, self.train_truth[part],
+                                              Noise(self.options.seed, self.batch_num, sub))
+                       for sub, (part, piece) in enumerate(parts))
+
+        def undo():
+            self.network.zero_grads()
+            for array, saved in state:
+                np.copyto(array, saved)
+        return self._despite_worker_deaths(passes, f"batch {self.batch_num + 1}", undo)
+
+    def _despite_worker_deaths(self, work, what: str, undo=lambda: None):
+        """work(), run again (after undo()) in new worker processes when one stops in it; at
+        the DEATHS-th stop within DEATH_WINDOW seconds, a checkpoint and RunFailed."""
+        while True:
+            try:
+                return work()
+            except WorkerDied as died:
+                undo()
+                now = time.monotonic()
+                self._deaths = [t for t in self._deaths if now - t < DEATH_WINDOW] + [now]
+                if len(self._deaths) >= DEATHS:
+                    self._checkpoint()
+                    raise RunFailed(
+                        f"worker processes stopped {DEATHS} times within a minute, the last "
+                        f"in {what} ({exit_text(died.code)}); the checkpoint of batch "
+                        f"{self.batch_num} is written: resume with --resume, with fewer "
+                        "--threads (--threads 1 runs no worker processes)") from None
+                codes = self.runner.restart_stopped_workers()
+                self.listener.notice(
+                    f"a worker process stopped in {what} ({exit_text(died.code)}); "
+                    f"{'new ones' if len(codes) > 1 else 'a new one'} took its place and "
+                    f"{what} was run again")
+
     def _diverged_message(self, loss: float, epoch: int) -> str:
-        kept = self.path("last")
-        keep = (f"the last good checkpoint {kept} (epoch {self.epoch}) is kept"
-                if kept.exists() else "no checkpoint had been written yet")
         return (f"the loss became {loss} at batch {self.batch_num + 1} (epoch {epoch}); "
-                f"training stopped and {keep}. Try a lower learning_rate or a burn_in.")
+                f"training stopped and {self._kept()}. Try a lower learning_rate or a burn_in.")
+
+    def _kept(self) -> str:
+        """What is left on disk to resume from, for a message."""
+        if self.saved_batch is None:
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint {self.path('last')} (batch {self.saved_batch}) is kept"
 
     # ------------------------------------------------------------------ checkpoints
-    def _save(self, final: bool) -> None:
+    def _checkpoint(self, final: bool = False) -> None:
+        """Write the checkpoint files, the state last: it is the one --resume reads, so a
+        write that fails (a full disk) leaves the previous checkpoint whole."""
         seen = self.batch_num * self.batch
         layers = self.network.layers
-        saved = [self.path("state")]
-        save_state(saved[0], self.network, self.sgd, self.ema,
-                   Progress(self.batch_num, self.epoch, self.options.seed, self.elapsed,
-                            self.ema_decay))
-        save_weights(self.path("last"), layers, seen)
-        saved.append(self.path("last"))
-        if self.ema is not None:
-            with self.ema.swapped_in():
-                save_weights(self.path("ema"), layers, seen)
-            saved.append(self.path("ema"))
-        if final:
-            save_weights(self.path("final"), layers, seen)
-            saved.append(self.path("final"))
+        saved = [self.path("last")]
+        with self._writing():
+            save_weights(saved[0], layers, seen)
+            if self.ema is not None:
+                with self.ema.swapped_in():
+                    save_weights(self.path("ema"), layers, seen)
+                saved.append(self.path("ema"))
+            if final:
+                save_weights(self.path("final"), layers, seen)
+                saved.append(self.path("final"))
+            elapsed = self.elapsed + (0.0 if self._epoch_started is None
+                                      else time.perf_counter() - self._epoch_started)
+            save_state(self.path("state"), self.network, self.sgd, self.ema, self.identity,
+                       Progress(self.batch_num, self.epoch, elapsed, self.losses, self.lrs))
+        saved.append(self.path("state"))
+        self.saved_batch = self.batch_num
+        self._checkpointed = time.monotonic()
         self.listener.saved(saved)
 
+    @contextmanager
+    def _writing(self):
+        """A write into --out that fails (a full disk, a folder gone) ends the run (exit 1),
+        saying what is kept."""
+        try:
+            yield
+        except RunFailed:
+            raise
+        except (DarkbpError, OSError) as error:
+            why = f"cannot write {error.filename}: {error.strerror}" if isinstance(
+                error, OSError) else str(error)
+            raise RunFailed(f"{why}; {self._kept()}") from None
+
     def _log(self, record: dict) -> None:
-        record = {"time": time.time(), **record}
-        with open(self.path("metrics"), "a") as log:
-            log.write(json.dumps(record) + "\n")
+        with self._writing():
+            append_whole(self.path("metrics"),
+                         (json.dumps({"time": time.time(), **record}) + "\n").encode())
 
 
 def _per_batch(losses: list[float], lrs: list[float]) -> dict:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -14,7 +18,6 @@ from darkbp.cli import main
 from darkbp.cli.common import DATA_HELP, DecodeBars, load_network, open_dataset
 from darkbp.cli.options import threads_option
 from darkbp.train import Trainer, TrainListener, TrainOptions
-
 
 
 @main.command()
@@ -40,14 +43,21 @@ from darkbp.train import Trainer, TrainListener, TrainOptions
               help="Seed for initialisation and data order: equal seeds give equal weights.")
 @click.option("--resume", is_flag=True,
               help="Continue the run whose state is in --out, exactly where it stopped.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=5.0,
+              show_default=True, metavar="MINUTES",
+              help="Write the checkpoint after this many minutes of training too, not only "
+                   "at the end of each epoch (0: after every update).")
 @threads_option
 def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights, out, seed,
-          resume, threads) -> None:
+          resume, checkpoint_every, threads) -> None:
     """Train a network with Darknet's SGD, evaluating on the test split after each epoch.
 
     Checkpoints in Darknet's .weights format go to --out: NAME_last.weights,
     NAME_ema.weights (with --ema), NAME_final.weights, plus NAME_last.state.npz for
-    --resume and NAME_metrics.jsonl. After each epoch NAME_chart.png shows the loss,
+    --resume and NAME_metrics.jsonl. They are written at the end of each epoch, every
+    --checkpoint-every minutes, and on Ctrl-C or SIGTERM, which stop the run after the
+    update under way (exit 130 or 143; a second Ctrl-C stops at once, keeping the
+    checkpoint before). After each epoch NAME_chart.png shows the loss,
     the learning rate, the test accuracies and the time left (with matplotlib:
     pip install 'darkbp[plot]'); `darkbp plot` redraws it from the metrics log.
 
@@ -69,14 +79,75 @@ def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights,
     dataset = open_dataset(data_spec, data_dir=data_dir, download=download)
     options = TrainOptions(out=Path(out or dataset.backup or "backup"), epochs=epochs,
                            max_batches=max_batches, ema=ema, seed=seed, resume=resume,
-                           threads=threads, weights=Path(weights) if weights else None)
+                           threads=threads, weights=Path(weights) if weights else None,
+                           checkpoint_every=60 * checkpoint_every)
     console = Console(stderr=True, highlight=False)
     # The Trainer checks everything quick (the cfg against the data, --out, --resume)
     # before it decodes image files, which the listener shows.
-    with _ProgressListener(console) as listener:
-        trainer = Trainer(network, dataset, options, listener)
-        trainer.run()
+    stop = _Stop()
+    try:
+        with _ProgressListener(console) as listener:
+            trainer = Trainer(network, dataset, options, listener)
+            if trainer.complete:
+                click.echo(f"the run in {trainer.out} is complete ({trainer.batch_num} of "
+                           f"{trainer.total_batches} batches): nothing to train. Give a larger "
+                           "--epochs or --max-batches to train on.")
+                click.echo(f"final weights: {trainer.path('final')}")
+                return
+            with _stop_on_signals(trainer, stop):
+                trainer.run()
+    except KeyboardInterrupt:
+        if stop.signal is None:         # before training started: the usual "interrupted"
+            raise
+        _stopped(trainer, stop.signal, at_once=True)
+    if trainer.stopped:
+        _stopped(trainer, stop.signal, at_once=False)
     click.echo(f"final weights: {trainer.path('final')}")
+
+
+class _Stop:
+    signal: int | None = None       # the last SIGINT or SIGTERM received
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer, stop: _Stop):
+    """SIGINT (Ctrl-C) and SIGTERM ask the trainer to stop after the update under way, with
+    a checkpoint; a second one raises KeyboardInterrupt, to stop at once. `stop` records
+    the signal.
+
+    And SIGXFSZ is ignored: a file-size limit then fails the write that exceeds it, which
+    the trainer reports as it does a full disk, instead of killing darkbp."""
+    def handler(signum, frame):
+        first = stop.signal is None
+        stop.signal = signum
+        if not first:
+            raise KeyboardInterrupt
+        trainer.request_stop()
+    previous = {kind: signal.signal(kind, handler) for kind in (signal.SIGINT, signal.SIGTERM)}
+    if hasattr(signal, "SIGXFSZ"):      # POSIX
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for kind, action in previous.items():
+            signal.signal(kind, action)
+
+
+def _stopped(trainer: Trainer, signum: int, at_once: bool) -> None:
+    """Say where the run stopped, what is on disk and how to go on; exit 128 + signum."""
+    name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+    how = "at once by a second " if at_once else "by "
+    where = (f"after batch {trainer.batch_num} of {trainer.total_batches}" if not at_once
+             else f"in batch {trainer.batch_num + 1} of {trainer.total_batches}")
+    if trainer.saved_batch is None:
+        kept = "no checkpoint was written yet"
+    else:
+        kept = f"the checkpoint of batch {trainer.saved_batch} is in {trainer.path('state')}"
+    command = shlex.join(["darkbp", *sys.argv[1:]])
+    if "--resume" not in sys.argv[1:]:
+        command += " --resume"
+    click.echo(f"darkbp: stopped {how}{name} {where}; {kept}. To go on: {command}", err=True)
+    sys.exit(128 + signum)
 
 
 class _ProgressListener(TrainListener):
@@ -124,6 +195,9 @@ class _ProgressListener(TrainListener):
         self.smoothed = speed if self.smoothed is None else 0.9 * self.smoothed + 0.1 * speed
         self.progress.update(self.task, completed=report.batch_num, epoch=report.epoch,
                              loss=report.loss, lr=report.lr, speed=self.smoothed)
+
+    def notice(self, message):
+        self.console.print(f"darkbp: {message}", markup=False, soft_wrap=True)
 
     def epoch(self, report):
         def accuracy(top1, topk):
