@@ -220,8 +220,6 @@ class Trainer:
                     report = self._run_epoch() or report
         finally:
             self.runner.close()
-        if not self.stopped:
-            self._checkpoint(final=True)
         return report
 
     def _run_epoch(self) -> EpochReport | None:
@@ -289,7 +287,7 @@ class Trainer:
                    "images_per_s": (last - first) * self.batch / epoch_time})
         if self.batch_num % self.batches_per_epoch == 0:
             self.losses, self.lrs = [], []      # a run that ends mid-epoch keeps them
-        self._checkpoint()
+        self._checkpoint(final=self.batch_num == self.total_batches)
         if chart.available():
             # From the log alone, so that `darkbp plot` draws the very same chart.
             with self._writing():
@@ -383,8 +381,9 @@ class Trainer:
                     raise RunFailed(
                         f"worker processes stopped {DEATHS} times within a minute, the last "
                         f"in {what} ({exit_text(died.code)}); the checkpoint of batch "
-                        f"{self.batch_num} is written: resume with --resume, with fewer "
-                        "--threads (--threads 1 runs no worker processes)") from None
+                        f"{self.batch_num} is in {self.path('state')}: go on with --resume, "
+                        "perhaps with fewer --threads (--threads 1 starts no worker "
+                        "processes)") from None
                 codes = self.runner.restart_stopped_workers()
                 self.listener.notice(
                     f"a worker process stopped in {what} ({exit_text(died.code)}); "
@@ -399,7 +398,7 @@ class Trainer:
         """What is left on disk to resume from, for a message."""
         if self.saved_batch is None:
             return "no checkpoint had been written yet"
-        return f"the last good checkpoint {self.path('last')} (batch {self.saved_batch}) is kept"
+        return f"the last good checkpoint, {self.path('state')} (batch {self.saved_batch}), is kept"
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, final: bool = False) -> None:
@@ -437,7 +436,10 @@ class Trainer:
         except (DarkbpError, OSError) as error:
             why = f"cannot write {error.filename}: {error.strerror}" if isinstance(
                 error, OSError) else str(error)
-            raise RunFailed(f"{why}; {self._kept()}") from None
+            why += f"; {self._kept()}"
+            if self.saved_batch is not None:
+                why += f": go on with --resume once {self.out} takes files again"
+            raise RunFailed(why) from None
 
     def _log(self, record: dict) -> None:
         with self._writing():

@@ -150,7 +150,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample, mon
     monkeypatch.setattr(network, "cost", poisoned)
     with pytest.raises(RunFailed, match=r"the loss became nan at batch 136 \(epoch 2\)") as caught:
         trainer.run()
-    assert "small_last.weights (batch 125) is kept" in str(caught.value)
+    assert "small_last.state.npz (batch 125), is kept" in str(caught.value)
     seen = np.frombuffer(trainer.path("last").read_bytes()[12:20], "<u8")[0]
     assert seen == 125 * 32                          # the checkpoint of epoch 1, untouched
     assert not trainer.path("final").exists()
