@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from darkbp.layers.base import Layer, register
+from darkbp.boxes import iou
+from darkbp.layers.base import register
+from darkbp.layers.head import Head
 from darkbp.layers.yolo import channels_error, read_anchors
 from darkbp.ops.activations import ACTIVATIONS
-from darkbp.ops.softmax import softmax_forward
+from darkbp.ops.detection import Targets, Truth, bce_logits, first_best, last_of_each, sum32
+from darkbp.ops.softmax import cross_entropy, softmax_forward
+from darkbp.passes import EVAL
 
 F32 = np.float32
 
 
 @register
-class RegionLayer(Layer):
+class RegionLayer(Head):
     """x: (N, C, H, W) -> the same shape, C = num·(classes + coords + 1): for each anchor,
     `coords` box values, an objectness and `classes` scores.
 
@@ -30,9 +34,6 @@ class RegionLayer(Layer):
                          "max", "jitter", "rescore", "thresh", "classfix", "absolute",
                          "random", "coord_scale", "object_scale", "noobject_scale",
                          "mask_scale", "class_scale", "bias_match", "tree", "map", "anchors"})
-    trainable = False
-    detects = True
-
     def __init__(self, in_shape, coords: int, classes: int, num: int,
                  anchors: tuple[tuple[float, float], ...], settings: dict):
         super().__init__(in_shape, in_shape)
@@ -97,7 +98,28 @@ class RegionLayer(Layer):
                 n, self.num, h, w, entries - first).transpose(0, 1, 4, 2, 3)
         else:
             y[:, :, self.coords + 1:] = logistic(y[:, :, self.coords + 1:])
+        self.remember(x, y, ctx)
         return y.reshape(n, *self.out_shape)
+
+    def _entries(self, y: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) -> (N, A, E, H, W): anchor, entry, row, column."""
+        _, h, w = self.in_shape
+        return np.asarray(y).reshape(-1, self.num, self.coords + self.classes + 1, h, w)
+
+    def _pred_boxes(self, y: np.ndarray) -> np.ndarray:
+        """get_region_box of every prediction: (N, A, E, H, W) -> (N, A, H, W, 4) relative to
+        the network input, the anchors in grid cells."""
+        _, h, w = self.in_shape
+        anchors = np.array(self.anchors, F32)
+        with np.errstate(over="ignore"):
+            return np.stack([
+                (np.arange(w, dtype=F32) + y[:, :, 0]) / F32(w),
+                (np.arange(h, dtype=F32)[:, None] + y[:, :, 1]) / F32(h),
+                (np.exp(y[:, :, 2].astype(np.float64)) * anchors[:, 0, None, None] / w
+                 ).astype(F32),
+                (np.exp(y[:, :, 3].astype(np.float64)) * anchors[:, 1, None, None] / h
+                 ).astype(F32),
+            ], axis=-1)
 
     def boxes(self, y: np.ndarray, thresh: float, hier: float, netw: int, neth: int):
         """The detections of forward outputs y (N, C, H, W), as get_region_detections
@@ -106,30 +128,149 @@ class RegionLayer(Layer):
         (k = num·H·W). Objectness is 0 unless above `thresh`; a probability is
         objectness·class score, 0 unless above `thresh`. Anchors are in grid cells.
         (`hier` serves only a `tree`, which darkbp does not run.)"""
-        n = y.shape[0]
-        _, h, w = self.in_shape
-        entries = self.coords + self.classes + 1
-        # (N, A, E, H, W) -> (N, A·H·W, E): anchor-major, cells row-major
-        rows = np.asarray(y, F32).reshape(n, self.num, entries, h * w)
-        rows = rows.transpose(0, 1, 3, 2).reshape(n, self.num * h * w, entries)
-        cell = np.arange(self.num * h * w) % (h * w)
-        col, row = (cell % w).astype(F32), (cell // w).astype(F32)
-        anchors = np.array(self.anchors, F32)[np.arange(self.num * h * w) // (h * w)]
+        y = self._entries(np.asarray(y, F32))
+        n, _, e = y.shape[:3]
+        # (N, A, ..., H, W) -> (N, A·H·W, ...): anchor-major, cells row-major
+        boxes = self._pred_boxes(y).reshape(n, -1, 4)
+        scores = y.reshape(n, self.num, e, -1).transpose(0, 1, 3, 2).reshape(n, -1, e)
         found = []
-        for p in rows:
-            with np.errstate(over="ignore"):
-                box = np.stack([
-                    (col + p[:, 0]) / F32(w), (row + p[:, 1]) / F32(h),
-                    np.exp(p[:, 2].astype(np.float64)) * anchors[:, 0] / w,
-                    np.exp(p[:, 3].astype(np.float64)) * anchors[:, 1] / h,
-                ], axis=1).astype(F32)
-            scale = (np.ones(len(p), F32) if self.settings["background"]
-                     else p[:, self.coords])
+        for box, p in zip(boxes, scores):
+            scale = np.ones(len(p), F32) if self.settings["background"] else p[:, self.coords]
             objectness = np.where(scale > F32(thresh), scale, F32(0))
             probs = scale[:, None] * p[:, self.coords + 1:]
             probs = np.where((probs > F32(thresh)) & (objectness[:, None] != 0), probs, F32(0))
             found.append((box, objectness, probs))
         return found
+
+    # ------------------------------------------------------------------ training
+    def train_targets(self, y: np.ndarray, truth: Truth) -> Targets:
+        """forward_region_layer's training part (no tree, coords = 4) for outputs y
+        (N, C, H, W): the delta, each entry's scale and target in `cost`'s loss, the
+        statistics. Every prediction: objectness towards 0 (noobject_scale) unless its best
+        IoU with a truth is above `thresh`, and while seen < 12800 a pull of .01 towards its
+        anchor at the cell's centre. Every truth (the first 30): the best of the anchors of
+        its cell by shape (bias_match) or by predicted box, its box (coord_scale·(2 − w·h)),
+        objectness 1 (rescore: the IoU; background: 0, object_scale) and class
+        (class_scale)."""
+        st = self.settings
+        y = self._entries(y)
+        n, a, e, h, w = y.shape
+        valid = truth.valid[:, :30]
+        boxes = truth.boxes[:, :valid.shape[1]]
+        s = np.zeros_like(y)
+        t = np.zeros_like(y)
+        obj = y[:, :, self.coords]
+
+        pred = self._pred_boxes(y)
+        best_iou, _ = first_best(iou(pred[:, :, :, :, None], boxes[:, None, None, None, :, :4]),
+                                 valid[:, None, None, None])
+        t[:, :, self.coords] = F32(1 if st["background"] else 0)
+        s[:, :, self.coords] = np.where(best_iou > F32(st["thresh"]), F32(0),
+                                        F32(st["noobject_scale"]))
+        if truth.seen < 12800:
+            # truth = ((i + .5)/w, (j + .5)/h, anchor/w, anchor/h): tx = truth.x·w − i in float
+            anchors = np.array(self.anchors, F32)
+            cx = ((np.arange(w) + .5) / w).astype(F32) * F32(w) - np.arange(w, dtype=F32)
+            cy = ((np.arange(h) + .5) / h).astype(F32) * F32(h) - np.arange(h, dtype=F32)
+            shape = np.log(anchors / F32(w) * F32(w) / anchors)
+            t[:, :, 0], t[:, :, 1] = cx, cy[:, None]
+            t[:, :, 2], t[:, :, 3] = shape[:, 0, None, None], shape[:, 1, None, None]
+            s[:, :, 0:4] = F32(.01)
+
+        b_idx, t_idx = np.nonzero(valid)
+        tb = boxes[b_idx, t_idx]
+        i = np.minimum((tb[:, 0] * F32(w)).astype(np.int64), w - 1)
+        j = np.minimum((tb[:, 1] * F32(h)).astype(np.int64), h - 1)
+        shapes = (np.array(self.anchors, F32) / np.array([w, h], F32))[None].repeat(len(tb), 0)
+        if not st["bias_match"]:
+            shapes = pred[b_idx, :, j, i, 2:4]
+        centred = np.concatenate([np.zeros_like(shapes), shapes], axis=2)
+        truth_shift = np.concatenate([np.zeros((len(tb), 2), F32), tb[:, 2:4]], axis=1)
+        _, best_n = first_best(iou(centred, truth_shift[:, None]), np.ones(centred.shape[:2], bool))
+        found_iou = iou(pred[b_idx, best_n, j, i], tb[:, :4])
+        last = last_of_each(np.stack([b_idx, best_n, j, i], axis=1))
+        lb, ln, lj, li, box = b_idx[last], best_n[last], j[last], i[last], tb[last]
+        anchor = np.array(self.anchors, F32)[ln]
+        targets = np.stack([box[:, 0] * F32(w) - li.astype(F32), box[:, 1] * F32(h) - lj.astype(F32),
+                            np.log(box[:, 2] * F32(w) / anchor[:, 0]),
+                            np.log(box[:, 3] * F32(h) / anchor[:, 1])], axis=1).astype(F32)
+        for k in range(4):
+            t[lb, ln, k, lj, li] = targets[:, k]
+            s[lb, ln, k, lj, li] = F32(st["coord_scale"]) * (F32(2) - box[:, 2] * box[:, 3])
+        # objectness: the last truth of a cell sets it
+        target_obj = (np.zeros(len(last), F32) if st["background"] else
+                      found_iou[last] if st["rescore"] else np.ones(len(last), F32))
+        t[lb, ln, self.coords, lj, li] = target_obj
+        s[lb, ln, self.coords, lj, li] = F32(st["object_scale"])
+        classes = tb[:, 4].astype(np.int64)
+        first = self.coords + 1
+        if st["softmax"]:       # every truth rewrites the one-hot: the last stays
+            t[lb, ln, first:, lj, li] = 0
+            t[lb, ln, first + classes[last], lj, li] = 1
+            counted = np.ones(len(tb), bool)
+        else:                   # a later truth of the cell adds its class (Darknet's tag)
+            t[b_idx, best_n, first + classes, j, i] = 1
+            counted = np.isin(np.arange(len(tb)), _first_of_each(
+                np.stack([b_idx, best_n, j, i], axis=1)))
+        s[lb, ln, first:, lj, li] = F32(st["class_scale"])
+        delta = s * (t - y)
+
+        stats = {
+            "iou": sum32(found_iou), "obj": sum32(obj[b_idx, best_n, j, i]),
+            "class": sum32(y[b_idx, best_n, first + classes, j, i][counted]),
+            "no_obj": sum32(obj.transpose(0, 2, 3, 1)), "predictions": obj.size,
+            "recall50": int((found_iou > F32(.5)).sum()), "count": len(tb),
+        }
+        return Targets(truth, delta, s, t, stats)
+
+    def cost(self, truth: Truth) -> np.ndarray:
+        """Per image (N,), the loss whose negative gradient is the delta as Darknet's GPU
+        backward passes it (its CPU backward passes nothing): ½·s·(t − σ(z))² on x, y and the
+        objectness (t the IoU with rescore, held fixed), ½·s·(t − z)² on w and h, and on the
+        classes s·cross-entropy of the softmax (`softmax`) or s·BCE of each logistic."""
+        return self.loss(self._x, self.assign(truth))
+
+    def loss(self, x: np.ndarray, found: Targets) -> np.ndarray:
+        """`cost` at the input x (N, C, H, W), the targets held fixed (gradcheck's)."""
+        z = self._entries(x)
+        y = self._entries(self.forward(x, EVAL))
+        s, t = found.scale, found.target
+        terms = s * (t - y) ** 2 / 2
+        terms[:, :, 2:4] = s[:, :, 2:4] * (t[:, :, 2:4] - z[:, :, 2:4]) ** 2 / 2
+        first = self.coords + 1
+        if self.settings["background"]:     # the objectness slot is the softmax's first entry
+            terms[:, :, self.coords] = 0
+            first = self.coords
+        if self.settings["softmax"]:
+            cls_s = s[:, :, first:].max(axis=2)
+            p = y[:, :, first:].transpose(0, 1, 3, 4, 2).reshape(-1, y.shape[2] - first)
+            target = t[:, :, first:].transpose(0, 1, 3, 4, 2).reshape(p.shape)
+            ce = cross_entropy(p, target).reshape(cls_s.shape)
+            terms[:, :, first:] = 0
+            terms[:, :, first] = cls_s * ce
+        else:
+            terms[:, :, first:] = s[:, :, first:] * bce_logits(t[:, :, first:], z[:, :, first:])
+        return terms.reshape(len(z), -1).sum(axis=1)
+
+    def input_grad(self, truth: Truth) -> np.ndarray:
+        """−delta, through the logistic's derivative on x, y and the objectness (as Darknet's
+        backward_region_layer_gpu); classes and w, h as the delta."""
+        y = self._entries(self._y)
+        grad = -self.assign(truth).delta
+        squashed = [0, 1] + ([] if self.settings["background"] else [self.coords])
+        grad[:, :, squashed] *= y[:, :, squashed] * (1 - y[:, :, squashed])
+        return grad.reshape(-1, *self.in_shape)
+
+    def stats_line(self, stats: dict) -> str:
+        """forward_region_layer's line, from `statistics`."""
+        count = stats["count"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = [F32(stats["iou"]) / F32(count), F32(stats["class"]) / F32(count),
+                      F32(stats["obj"]) / F32(count),
+                      F32(stats["no_obj"]) / F32(stats["predictions"]),
+                      F32(stats["recall50"]) / F32(count)]
+        return ("Region Avg IOU: %f, Class: %f, Obj: %f, No Obj: %f, Avg Recall: %f,  "
+                "count: %d" % (*values, count))
 
     def to_onnx(self, graph, inputs):
         entries = self.coords + self.classes + 1
@@ -148,3 +289,10 @@ class RegionLayer(Layer):
         scores = graph.node("Softmax", [graph.slice(y, [1], [first], [entries])], axis=1)
         y = graph.node("Concat", [graph.slice(y, [1], [0], [first]), scores], axis=1)
         return graph.reshape(y, [-1, *self.out_shape], graph.head_output(self))
+
+
+def _first_of_each(keys: np.ndarray) -> np.ndarray:
+    """Indexes of the first occurrence of each distinct row of `keys` (k, m)."""
+    if not len(keys):
+        return np.zeros(0, np.int64)
+    return np.unique(keys, axis=0, return_index=True)[1]

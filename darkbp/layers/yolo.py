@@ -6,8 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from darkbp.cfg import Section
-from darkbp.layers.base import INPUT, Input, Layer, c_float, register
+from darkbp.layers.base import INPUT, Input, c_float, register
+from darkbp.layers.head import Head
+from darkbp.boxes import iou
 from darkbp.ops.activations import ACTIVATIONS
+from darkbp.ops.detection import Targets, Truth, bce_logits, first_best, last_of_each, sum32
 
 F32 = np.float32
 
@@ -50,7 +53,7 @@ def channels_error(section: Section, source: Input, need: int, rule: str):
 
 
 @register
-class YoloLayer(Layer):
+class YoloLayer(Head):
     """x: (N, C, H, W) -> the same shape, C = len(mask)·(classes + 5): for each anchor of
     the mask, 4 box coordinates, an objectness and `classes` scores, each an H x W plane.
 
@@ -63,11 +66,8 @@ class YoloLayer(Layer):
     options = frozenset({"classes", "num", "mask", "max", "jitter", "ignore_thresh",
                          "truth_thresh", "random", "map", "anchors"})
     # AlexeyAB's loss settings: only its table shows them (alexeyab_line); pjreddie ignores them.
-    ignored = Layer.ignored | {"iou_loss", "iou_normalizer", "obj_normalizer",
+    ignored = Head.ignored | {"iou_loss", "iou_normalizer", "obj_normalizer",
                                "cls_normalizer", "delta_normalizer", "scale_x_y"}
-    trainable = False
-    detects = True
-
     def __init__(self, in_shape, classes: int, num: int, mask: tuple[int, ...],
                  anchors: tuple[tuple[float, float], ...], settings: dict, alexeyab: dict):
         super().__init__(in_shape, in_shape)
@@ -137,7 +137,34 @@ class YoloLayer(Layer):
         logistic = ACTIVATIONS["logistic"].forward
         y[:, :, 0:2] = logistic(y[:, :, 0:2])
         y[:, :, 4:] = logistic(y[:, :, 4:])
+        self.remember(x, y, ctx)
         return y.reshape(n, *self.out_shape)
+
+    def _entries(self, y: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) -> (N, A, E, H, W): anchor of the mask, entry, row, column."""
+        _, h, w = self.in_shape
+        return np.asarray(y).reshape(-1, len(self.mask), self.classes + 5, h, w)
+
+    def _anchors(self) -> np.ndarray:
+        """The mask's anchors (A, 2), in pixels of the network input, float32 as Darknet's."""
+        return np.array([self.anchors[m] for m in self.mask], F32)
+
+    def _pred_boxes(self, y: np.ndarray, netw: int, neth: int) -> np.ndarray:
+        """get_yolo_box of every prediction: (N, A, E, H, W) outputs -> (N, A, H, W, 4)
+        boxes relative to the network input: b.x = (i + x)/lw in float, b.w =
+        exp(tw)·anchor/netw in double."""
+        _, h, w = self.in_shape
+        anchors = self._anchors()
+        col = np.arange(w, dtype=F32)
+        row = np.arange(h, dtype=F32)[:, None]
+        with np.errstate(over="ignore"):
+            return np.stack([
+                (col + y[:, :, 0]) / F32(w), (row + y[:, :, 1]) / F32(h),
+                (np.exp(y[:, :, 2].astype(np.float64)) * anchors[:, 0, None, None] / netw
+                 ).astype(F32),
+                (np.exp(y[:, :, 3].astype(np.float64)) * anchors[:, 1, None, None] / neth
+                 ).astype(F32),
+            ], axis=-1)
 
     def boxes(self, y: np.ndarray, thresh: float, hier: float, netw: int, neth: int):
         """The detections of forward outputs y (N, C, H, W), as get_yolo_detections lists
@@ -146,31 +173,133 @@ class YoloLayer(Layer):
         cell by cell (row-major), the mask's anchors within a cell. A probability is
         objectness·class score, 0 unless above `thresh`. (Darknet averages the output
         with a mirrored copy when its batch is 2; darkbp never does.)"""
-        n = y.shape[0]
-        _, h, w = self.in_shape
-        a = len(self.mask)
-        # (N, A, E, H, W) -> (N, H·W·A, E): cell-major, anchor inner
-        rows = np.asarray(y, F32).reshape(n, a, self.classes + 5, h, w)
-        rows = rows.transpose(0, 3, 4, 1, 2).reshape(n, h * w * a, self.classes + 5)
-        cell = np.arange(h * w * a) // a
-        col, row = (cell % w).astype(F32), (cell // w).astype(F32)
-        anchors = np.array([self.anchors[m] for m in self.mask], F32)[np.arange(h * w * a) % a]
+        y = self._entries(np.asarray(y, F32))
+        n, a, e = y.shape[:3]
+        # (N, A, ..., H, W) -> (N, H·W·A, ...): cell-major, anchor inner
+        boxes = self._pred_boxes(y, netw, neth).transpose(0, 2, 3, 1, 4).reshape(n, -1, 4)
+        scores = y.transpose(0, 3, 4, 1, 2).reshape(n, -1, e)
         found = []
-        for image in rows:
-            keep = np.flatnonzero(image[:, 4] > F32(thresh))
-            p = image[keep]
-            with np.errstate(over="ignore"):
-                # b.x = (i + x)/lw in float; b.w = exp(tw)·anchor/netw in double
-                box = np.stack([
-                    (col[keep] + p[:, 0]) / F32(w), (row[keep] + p[:, 1]) / F32(h),
-                    np.exp(p[:, 2].astype(np.float64)) * anchors[keep, 0] / netw,
-                    np.exp(p[:, 3].astype(np.float64)) * anchors[keep, 1] / neth,
-                ], axis=1).astype(F32)
-            objectness = p[:, 4]
-            probs = objectness[:, None] * p[:, 5:]
-            found.append((box, objectness, np.where(probs > F32(thresh), probs, F32(0))))
+        for box, p in zip(boxes, scores):
+            keep = p[:, 4] > F32(thresh)
+            objectness = p[keep, 4]
+            probs = objectness[:, None] * p[keep, 5:]
+            found.append((box[keep], objectness,
+                          np.where(probs > F32(thresh), probs, F32(0))))
         return found
 
+    # ------------------------------------------------------------------ training
+    def train_targets(self, y: np.ndarray, truth: Truth) -> Targets:
+        """forward_yolo_layer's training part for outputs y (N, C, H, W): the delta, the
+        scale and target of each entry's term in the loss whose negative gradient the delta
+        is (`cost`), and the statistics' sums."""
+        y = self._entries(y)
+        n, a, e, h, w = y.shape
+        netw, neth = truth.netw, truth.neth
+        valid = truth.valid
+        boxes = truth.boxes[:, :valid.sum(axis=1).max(initial=0)]
+        valid = valid[:, :boxes.shape[1]]
+        classes = boxes[:, :, 4].astype(np.int64)
+        s = np.zeros_like(y)                      # the scale of each entry's term (0: none)
+        t = np.zeros_like(y)                      # its target
+        obj = y[:, :, 4]
+
+        # Every prediction: objectness towards 0, unless its best IoU with any truth of the
+        # image is above ignore_thresh; above truth_thresh, trained as that truth's.
+        pred = self._pred_boxes(y, netw, neth)
+        ious = iou(pred[:, :, :, :, None], boxes[:, None, None, None, :, :4])
+        best_iou, best_t = first_best(ious, valid[:, None, None, None])
+        s[:, :, 4] = best_iou <= F32(self.settings["ignore_thresh"])
+        matched = np.nonzero(best_iou > F32(self.settings["truth_thresh"]))    # (b, n, j, i)
+        truths = best_t[matched]
+        cells = matched
+        assigned_anchor = np.array(self.mask)[matched[1]]
+
+        # Every truth: its best anchor by shape among all `num`; trained here if in the mask.
+        b_idx, t_idx = np.nonzero(valid)
+        tb = boxes[b_idx, t_idx]
+        i = np.minimum((tb[:, 0] * F32(w)).astype(np.int64), w - 1)
+        j = np.minimum((tb[:, 1] * F32(h)).astype(np.int64), h - 1)
+        shapes = np.array(self.anchors, F32) / np.array([netw, neth], F32)    # (num, 2)
+        zero = np.zeros((len(shapes), 2), F32)
+        anchor_ious = iou(np.concatenate([zero, shapes], axis=1)[None],
+                          np.concatenate([np.zeros((len(tb), 2), F32), tb[:, 2:4]], axis=1)[:, None])
+        _, best_n = first_best(anchor_ious, np.ones_like(anchor_ious, bool))
+        position = {m: k for k, m in enumerate(self.mask)}
+        mask_n = np.array([position.get(m, -1) for m in best_n], np.int64)
+        mine = mask_n >= 0
+        b_idx, t_idx, i, j, mask_n, tb = (v[mine] for v in (b_idx, t_idx, i, j, mask_n, tb))
+
+        # Box targets and deltas: the truth_thresh matches first, then the truths; a cell
+        # written twice keeps the last write, as in Darknet's loops.
+        all_b = np.concatenate([cells[0], b_idx])
+        all_n = np.concatenate([cells[1], mask_n])
+        all_j = np.concatenate([cells[2], j])
+        all_i = np.concatenate([cells[3], i])
+        all_box = np.concatenate([boxes[cells[0], truths, :4], tb[:, :4]])
+        all_anchor = np.concatenate([assigned_anchor, np.array(self.mask, np.int64)[mask_n]])
+        all_class = np.concatenate([classes[cells[0], truths], classes[b_idx, t_idx]])
+        last = last_of_each(np.stack([all_b, all_n, all_j, all_i], axis=1))
+        lb, ln, lj, li = all_b[last], all_n[last], all_j[last], all_i[last]
+        box = all_box[last]
+        anchor = np.array(self.anchors, F32)[all_anchor[last]]
+        scale = F32(2) - box[:, 2] * box[:, 3]
+        targets = np.stack([box[:, 0] * F32(w) - li.astype(F32),
+                            box[:, 1] * F32(h) - lj.astype(F32),
+                            np.log(box[:, 2] * F32(netw) / anchor[:, 0]),
+                            np.log(box[:, 3] * F32(neth) / anchor[:, 1])], axis=1).astype(F32)
+        for k in range(4):
+            t[lb, ln, k, lj, li] = targets[:, k]
+            s[lb, ln, k, lj, li] = scale
+        # Objectness 1 and the classes of every truth of a cell (Darknet's second truth in
+        # a cell only sets its own class: the targets are the union).
+        t[all_b, all_n, 4, all_j, all_i] = 1
+        s[all_b, all_n, 4, all_j, all_i] = 1
+        s[all_b, all_n, 5:, all_j, all_i] = 1
+        t[all_b, all_n, 5 + all_class, all_j, all_i] = 1
+        delta = s * (t - y)            # x, y, objectness, classes after the logistic; w, h raw
+
+        # The statistics line, summed in Darknet's order in float32
+        found_iou = iou(pred[b_idx, mask_n, j, i], tb[:, :4])
+        stats = {
+            "iou": sum32(found_iou),
+            "class": sum32(y[b_idx, mask_n, 5 + tb[:, 4].astype(np.int64), j, i]),
+            "obj": sum32(obj[b_idx, mask_n, j, i]),
+            "no_obj": sum32(obj.transpose(0, 2, 3, 1)), "predictions": obj.size,
+            "recall50": int((found_iou > F32(.5)).sum()),
+            "recall75": int((found_iou > F32(.75)).sum()), "count": len(b_idx),
+        }
+        return Targets(truth, delta, s, t, stats)
+
+    def cost(self, truth: Truth) -> np.ndarray:
+        """Per image (N,), the loss whose negative gradient at this head's input is Darknet's
+        delta: s·BCE(t, σ(z)) on x and y (t the offset in the cell, s = 2 − w·h), ½·s·(t − z)²
+        on w and h (t = log(truth size / anchor)), BCE on the objectness (t 1 where a truth
+        is assigned, else 0; no term where ignored) and on the classes of assigned
+        predictions (t one-hot). z is the head's input; the assignment is held fixed."""
+        return self.loss(self._x, self.assign(truth))
+
+    def loss(self, x: np.ndarray, found: Targets) -> np.ndarray:
+        """`cost` at the input x (N, C, H, W), the targets held fixed (gradcheck's)."""
+        z = self._entries(x)
+        terms = found.scale * bce_logits(found.target, z)
+        terms[:, :, 2:4] = found.scale[:, :, 2:4] * (found.target[:, :, 2:4] - z[:, :, 2:4]) ** 2 / 2
+        return terms.reshape(len(z), -1).sum(axis=1)
+
+    def input_grad(self, truth: Truth) -> np.ndarray:
+        """d(Σ_images cost)/d(input) = −delta: Darknet adds its delta to the previous layer's
+        without the logistic's derivative (that of BCE through σ is σ − t)."""
+        return -self.assign(truth).delta.reshape(-1, *self.in_shape)
+
+    def stats_line(self, stats: dict) -> str:
+        """forward_yolo_layer's line, from `statistics` (summed over the shards of a pass)."""
+        count = stats["count"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = [F32(stats["iou"]) / F32(count), F32(stats["class"]) / F32(count),
+                      F32(stats["obj"]) / F32(count),
+                      F32(stats["no_obj"]) / F32(stats["predictions"]),
+                      F32(stats["recall50"]) / F32(count), F32(stats["recall75"]) / F32(count)]
+        return ("Region %d Avg IOU: %f, Class: %f, Obj: %f, No Obj: %f, .5R: %f, .75R: %f,  "
+                "count: %d" % (self.index, *values, count))
     def to_onnx(self, graph, inputs):
         # every anchor's entries: x, y, w, h, objectness, classes; w and h stay raw
         entries = np.ones(self.classes + 5, bool)

@@ -1,0 +1,164 @@
+"""The detection heads' training maths against Darknet's own numbers
+(../shared/darknet-golden/{yolo,region,detection}, DETECTION.md there), against finite
+differences, and against a PyTorch float64 twin of each head's loss.
+
+Darknet computes a head's delta in the training forward from the head's output and the
+truth. The tests give the heads Darknet's own training outputs (train_forward_L*.f32), so
+that the delta, the cost and the statistics line are the head's alone (darkbp's batch norm
+in training differs from Darknet's by its epsilon, README "Where darkbp differs").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from darkbp.ops.detection import Truth
+from darkbp.passes import EVAL, Pass
+from tests.golden import Golden
+
+HEADS = {"yolo": (16, 23), "region": (11,), "detection": (9,)}
+
+
+def golden_truth(fixture: Golden) -> Truth:
+    """boxes.txt (units of 1/256; image x y w h class) as the (4, 90, 5) box list."""
+    rows = np.array([[float(v) for v in line.split()]
+                     for line in (fixture.folder / "boxes.txt").read_text().splitlines()
+                     if line.strip() and not line.startswith("#")])
+    boxes = np.zeros((4, 90, 5), np.float32)
+    for image in range(4):
+        mine = rows[rows[:, 0] == image]
+        boxes[image, :len(mine), :4] = mine[:, 1:5] / 256
+        boxes[image, :len(mine), 4] = mine[:, 5]
+    return Truth(boxes, 64, 64, seen=4)          # step 1: seen = batch
+
+
+def step1_lines(fixture: Golden) -> list[str]:
+    text = (fixture.folder / "stats.txt").read_text().split("=== step 2 ===")[0]
+    return [line for line in text.splitlines() if line and not line.startswith("===")]
+
+
+def head_costs(fixture: Golden) -> dict[int, float]:
+    rows = [line.split() for line in (fixture.folder / "head_costs.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    return {int(layer): float(cost) for step, layer, cost in rows if step == "1"}
+
+
+def test_the_golden_truth_is_darknets_net_truth():
+    for name, boxes_per_image in (("yolo", 90), ("region", 30)):
+        fixture = Golden(name)
+        stored = fixture.f32("truth.f32").reshape(4, boxes_per_image, 5)
+        np.testing.assert_array_equal(golden_truth(fixture).boxes[:, :boxes_per_image], stored)
+    detection = Golden("detection")
+    head = detection.network().layers[9]
+    np.testing.assert_array_equal(head.cell_truth(golden_truth(detection)),
+                                  detection.f32("truth.f32").reshape(4, 9, -1))
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_delta_cost_and_statistics_equal_darknets_first_step(name):
+    fixture = Golden(name)
+    network = fixture.network()
+    truth = golden_truth(fixture)
+    lines = step1_lines(fixture)
+    costs = head_costs(fixture)
+    for index, line in zip(HEADS[name], lines, strict=True):
+        head = network.layers[index]
+        output = fixture.f32(f"train_forward_L{index}.f32").reshape(4, *head.out_shape)
+        found = head.train_targets(output, truth)
+        delta = fixture.f32(f"delta_L{index}.f32")
+        np.testing.assert_allclose(found.delta.reshape(4, -1), delta, rtol=0,
+                                   atol=1e-6 * np.abs(delta).max())
+        assert np.array_equal(found.delta.reshape(4, -1) != 0, delta != 0)
+        # Darknet's float32 sum of squares; the text is its printf of float32 means
+        np.testing.assert_allclose(float((found.delta.astype(np.float64) ** 2).sum()),
+                                   costs[index], rtol=1e-6)
+        # float32 sums in Darknet's order: the same text, to the last printed digit
+        assert head.stats_line(found.stats) == line
+
+
+def test_the_ignore_rule_and_the_golden_cases_are_exercised():
+    # DETECTION.md: 2 predictions ignored in L23, none in L16; 6 and 5 truths assigned.
+    fixture = Golden("yolo")
+    network, truth = fixture.network(), golden_truth(fixture)
+    for index, ignored, count in ((16, 0, 6), (23, 2, 5)):
+        head = network.layers[index]
+        found = head.train_targets(
+            fixture.f32(f"train_forward_L{index}.f32").reshape(4, *head.out_shape), truth)
+        objectness_scale = found.scale.reshape(4, 3, 8, *head.out_shape[1:])[:, :, 4]
+        assert int((objectness_scale == 0).sum()) == ignored
+        assert found.stats["count"] == count
+
+
+# --- the loss whose gradient is the delta ---------------------------------------------------
+def random_case(name: str, seed: int):
+    """A head in float64, a random input and random truths, and the targets made for them."""
+    fixture = Golden(name)
+    network = fixture.network("bn_eval.weights")
+    index = HEADS[name][-1]
+    head = network.layers[index]
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (3, *head.in_shape))
+    boxes = np.zeros((3, 90, 5))
+    for image in range(3):
+        k = rng.integers(1, 5)
+        boxes[image, :k, :2] = rng.uniform(0.1, 0.9, (k, 2))
+        boxes[image, :k, 2:4] = rng.uniform(0.1, 0.6, (k, 2))
+        boxes[image, :k, 4] = rng.integers(0, 3, k)
+    truth = Truth(boxes.astype(np.float32), 64, 64, seen=4)
+    head.forward(x, Pass.training())
+    return head, x, truth, head.assign(truth)
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+@pytest.mark.parametrize("seed", range(3))
+def test_input_grad_is_the_gradient_of_the_loss(name, seed):
+    head, x, truth, found = random_case(name, seed)
+    grad = head.input_grad(truth)
+    assert np.count_nonzero(grad) > 0
+    eps = 1e-6
+    rng = np.random.default_rng(seed)
+    for flat in rng.choice(x.size, 60, replace=False).tolist() + list(
+            np.flatnonzero(found.scale.reshape(x.shape) > 0.5)[:40]):
+        e = np.zeros(x.size)
+        e[flat] = eps
+        e = e.reshape(x.shape)
+        numeric = (head.loss(x + e, found).sum() - head.loss(x - e, found).sum()) / (2 * eps)
+        assert abs(numeric - grad.reshape(-1)[flat]) <= 1e-6 * max(1, abs(numeric)), flat
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_torch_twin_of_the_loss_gives_the_same_gradient(name):
+    torch = pytest.importorskip("torch")
+    head, x, truth, found = random_case(name, 7)
+    z = torch.tensor(x, requires_grad=True)
+    s, t = (torch.tensor(np.asarray(a, np.float64)) for a in (found.scale, found.target))
+    if name == "yolo":
+        # BCE on x, y, objectness and classes, ½·s·(t − z)² on w and h
+        zz = z.reshape(s.shape)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(zz, t, reduction="none")
+        terms = s * bce
+        terms[:, :, 2:4] = s[:, :, 2:4] * (t[:, :, 2:4] - zz[:, :, 2:4]) ** 2 / 2
+    elif name == "region":
+        # ½·s·(t − σ)² on x, y, objectness, ½·s·(t − z)² on w, h, s·CE of the class softmax
+        zz = z.reshape(s.shape)
+        sig = torch.sigmoid(zz)
+        terms = s * (t - sig) ** 2 / 2
+        terms[:, :, 2:4] = s[:, :, 2:4] * (t[:, :, 2:4] - zz[:, :, 2:4]) ** 2 / 2
+        log_p = torch.log_softmax(zz[:, :, 5:], dim=2)
+        terms[:, :, 5:] = 0
+        terms[:, :, 5] = s[:, :, 5:].amax(dim=2) * -(t[:, :, 5:] * log_p).sum(dim=2)
+    else:
+        # everything linear: ½·s·(t − y)²
+        terms = s * (t - z.reshape(s.shape)) ** 2 / 2
+    terms.sum().backward()
+    np.testing.assert_allclose(z.grad.numpy(), head.input_grad(truth), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(terms.detach().numpy().reshape(3, -1).sum(axis=1),
+                               head.loss(x, found), rtol=1e-9)
+
+
+def test_inference_forward_keeps_no_training_state():
+    fixture = Golden("yolo")
+    network = fixture.network("bn_eval.weights")
+    network.run(fixture.input, EVAL)
+    assert all(head._found is None for head in network.heads)
