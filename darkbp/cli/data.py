@@ -1,16 +1,18 @@
-"""`darkbp data list` and `darkbp data fetch NAME`: where the datasets are, and getting one."""
+"""`darkbp data list`, `darkbp data fetch NAME` and `darkbp data make mnist-det`: where the
+datasets are, getting one, and making the detection set drawn from MNIST."""
 
 from __future__ import annotations
 
 import click
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
+                           TextColumn, TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
 from darkbp import catalogue, cifar, datasets
 from darkbp.cli import main
 from darkbp.fetch import fetch as fetch_dataset
+from darkbp.mnistdet import make_mnist_det
 
 
 @main.group()
@@ -22,6 +24,7 @@ def data() -> None:
       darkbp data list
       darkbp data fetch mnist
       darkbp data fetch cifar10
+      darkbp data make mnist-det
     """
 
 
@@ -108,6 +111,53 @@ def fetch(name: str, mirror: str | None, dest: str | None) -> None:
     if report.dest not in catalogue.candidates(name):
         console.print(f"darkbp does not look in {report.dest} by itself: "
                       f"pass --data {report.dest}")
+
+
+@data.command("make")
+@click.argument("name", type=click.Choice(["mnist-det"]))
+@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write DIR/mnist-det/ instead of the cache's (~/.cache/darkbp/mnist-det/).")
+@click.option("--train", default=10_000, show_default=True, metavar="N",
+              help="Train images, from MNIST's first 50,000 training digits.")
+@click.option("--valid", default=1_000, show_default=True, metavar="N",
+              help="Valid images, from MNIST's test digits 0..4,999.")
+@click.option("--seed", default=0, show_default=True, metavar="S",
+              help="Seed of numpy.random.default_rng: the same seed gives the same files.")
+def make(name: str, out: str | None, train: int, valid: int, seed: int) -> None:
+    """Make the detection dataset NAME in Darknet's layout (images/, labels/, .data file).
+
+    mnist-det: 128 x 128 RGB images of grey noise with 1 to 4 coloured MNIST digits of
+    16 to 48 pixels, from the MNIST files `--data mnist` uses (the shipped sample, giving
+    fewer images, when the full set is not there). About 20 s and 280 MB for the default
+    sizes. An earlier DIR/mnist-det/ is replaced once the new one is complete.
+
+    \b
+    Examples:
+      darkbp data make mnist-det
+      darkbp data make mnist-det --out data/ --train 2000 --valid 200 --seed 1
+    """
+    console = _console()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=console)
+    tasks = {}
+
+    def on_progress(split: str, done: int, total: int) -> None:
+        if split not in tasks:
+            progress.start()
+            tasks[split] = progress.add_task(f"{name} {split}", total=total)
+        progress.update(tasks[split], completed=done)
+
+    out_dir = out if out is not None else catalogue.cache_dir(name).parent
+    try:
+        made = make_mnist_det(out_dir, train=train, valid=valid, seed=seed,
+                              progress=on_progress)
+    finally:
+        if tasks:
+            progress.stop()
+    if made.notice:
+        click.echo(f"darkbp: {made.notice}", err=True)
+    console.print(f"{name}: {made.train:,} train and {made.valid:,} valid images; "
+                  f"data file {made.data_file}")
 
 
 def _missing(name: str, folder) -> list[str]:
