@@ -27,6 +27,12 @@ which live in the shared memory too. With thread workers a network with
 Results with the same thread count are deterministic, and the same with
 processes or threads; a different count sums in a different order (float
 rounding), as any multi-threaded BLAS does.
+
+A worker process that stops (killed, out of memory) is noticed at once: its end
+of the socket closes, and the caller's next receive raises `WorkerDied` (after
+every other worker has answered, so that each is ready for its next question).
+`restart_stopped_workers` then starts a new process on the same shared memory,
+and the caller (darkbp.train) runs the lost pass again.
 """
 
 from __future__ import annotations
