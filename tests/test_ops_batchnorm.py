@@ -180,7 +180,9 @@ class DarknetBatchnorm:
         out = rows.reshape(c, self.images, b // self.images).transpose(0, 2, 1)
         return np.ascontiguousarray(out).reshape(shape)
 
-    def forward(self, x, scales, rolling_mean, rolling_variance, train, shards=None):
+    def forward(self, x, scales, rolling_mean, rolling_variance, train, shards=None,
+                pjreddie=False):
+        # (pjreddie: darkbp's pass option for Darknet's inference; forward_eps decides here)
         assert shards is None
         f = x.dtype.type
         r = self._rows(x)
