@@ -263,12 +263,9 @@ class Trainer:
                            "images_per_s": len(window) * self.batch / (now - window_start),
                            "wall_time": self.elapsed + now - started})
                 window_start, logged = now, len(self.losses)
-            if self.batch_num < end:        # else the test, then the epoch's checkpoint
-                if self.stopping:
-                    self._checkpoint()
-                    return None
-                if time.monotonic() - self._checkpointed >= self.options.checkpoint_every:
-                    self._checkpoint()
+            # The epoch's last update is followed by its test and checkpoint instead.
+            if self.batch_num < end and self._checkpoint_if_due():
+                return None
         epoch_time = time.perf_counter() - started
         self.elapsed += epoch_time
         self._epoch_started = None
@@ -294,6 +291,13 @@ class Trainer:
                 chart.write_chart(chart.read_series(self.path("metrics")), self.path("chart"))
         self.listener.epoch(report)
         return report
+
+    def _checkpoint_if_due(self) -> bool:
+        """Between two updates of an epoch: a checkpoint when a stop was requested or
+        checkpoint_every has passed since the last; whether to stop."""
+        if self.stopping or time.monotonic() - self._checkpointed >= self.options.checkpoint_every:
+            self._checkpoint()
+        return self.stopping
 
     def test_accuracy(self, ema: bool = False) -> float:
         """Top-1 accuracy on the test split, with the raw or the EMA weights."""
