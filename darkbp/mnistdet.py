@@ -43,9 +43,8 @@ same label files; the PNG bytes also need the same zlib):
                         boxes.append(placed); stop repeating
                 # after 50 failed tries the digit is skipped (its draws stay consumed)
 
-Every rng call above is one call, as written: rng.integers(0, n, size=2) does not give the
-numbers of two calls rng.integers(0, n). A digit is its 28 x 28 IDX array, [row, column];
-its class is its MNIST label. The first digit of an image has no earlier box, so every
+The rng calls are made as written, with the default dtype (int64). A digit is its 28 x 28
+IDX array, [row, column]; its class is its MNIST label. The first digit of an image has no earlier box, so every
 image keeps at least one digit.
 The canvas is written as `Image.fromarray(canvas).save(path, compress_level=1)` to
 `images/{split}/NNNNNN.png` (NNNNNN from 000000 in drawing order), and the label file
