@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -242,21 +243,12 @@ def test_a_region_with_a_tree_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------- decoding the outputs
-# The README's lines (section "Detection"): the exported model's outputs decoded to boxes.
-README_SNIPPET = """\
-import onnxruntime as ort
-from darkbp.classifier import letterboxed
-from darkbp.detector import detections, network_boxes
-from darkbp.network import parse_network
-
-network = parse_network("yolov3-tiny.cfg")          # the heads' anchors, classes, input size
-session = ort.InferenceSession("yolov3-tiny.onnx")
-image, (width, height) = letterboxed("dog.jpg", network.input_shape, with_size=True)
-outputs = session.run(None, {"input": image[None]})  # one (1, C, H, W) array per head, in order
-[(boxes, objectness, probs)] = network_boxes(network, outputs, [(width, height)], thresh=0.25)
-for d in detections(boxes, objectness, probs, width, height, thresh=0.25):
-    print(d["class"], f"{d['confidence']:.0%}", d["pixels"])
-"""
+def readme_snippet() -> str:
+    """The README's lines (section "Export to ONNX", its second block): the exported model's
+    outputs decoded to boxes."""
+    section = re.search(r"^## Export to ONNX\n(.*?)(?=^## )", (ROOT / "README.md").read_text(),
+                        re.S | re.M)
+    return re.findall(r"^```python\n(.*?)^```$", section[1], re.S | re.M)[1]
 
 
 def test_the_readme_snippet_decodes_the_models_outputs_as_darkbp_detect(tmp_path, monkeypatch):
@@ -271,7 +263,7 @@ def test_the_readme_snippet_decodes_the_models_outputs_as_darkbp_detect(tmp_path
     assert result.exit_code == 0, result.output
     printed, snippet = io.StringIO(), {}
     with contextlib.redirect_stdout(printed):
-        exec(README_SNIPPET, snippet)
+        exec(readme_snippet(), snippet)
     net = darkbp.load("yolov3-tiny.cfg", "yolov3-tiny.weights")
     expected = [f"{d['class']} {d['confidence']:.0%} {d['pixels']}"
                 for d in net.detect("dog.jpg", thresh=0.25)[0]]

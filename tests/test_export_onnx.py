@@ -516,7 +516,7 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert result.exit_code == 0, result.output
     section = re.search(r"^## Export to ONNX\n(.*?)(?=^## )", (ROOT / "README.md").read_text(),
                         re.S | re.M)
-    [readme] = re.findall(r"^```python\n(.*?)^```$", section[1], re.S | re.M)
+    readme = re.findall(r"^```python\n(.*?)^```$", section[1], re.S | re.M)[0]   # a classifier
     assert len(readme.strip().splitlines()) == 5
     assert "darkbp export cfg/mnist.cfg backup/mnist_final.weights -o mnist.onnx" in section[1]
     exec(readme, {})
