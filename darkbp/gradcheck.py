@@ -1,16 +1,17 @@
 """Finite-difference check of every gradient the network computes (SPEC section 8).
 
-In float64, the analytic gradient of the summed cross-entropy L (from one
+In float64, the analytic gradient of the summed loss L (cross-entropy, a [cost], or a
+detector's heads' losses with their assignment held fixed) (from one
 forward and one backward pass) is compared, element by element, with the
 central difference (L(θ+ε) − L(θ−ε)) / 2ε, for every parameter tensor of
 every layer and for the input. Small tensors are checked in full; large ones
 on a seeded random sample whose size is reported.
 
-The relative error of an element is |a − n| / max(|a|, |n|, NOISE_FLOOR / tol):
-the floor in the denominator is what float64 rounding of L leaves in a central
-difference (about 1e-9 here), scaled so that pure noise never fails and a real
-error of relative size tol in a gradient as small as NOISE_FLOOR / tol still
-does. An element fails when its relative error exceeds tol. A wrong sign, a
+The relative error of an element is |a − n| / max(|a|, |n|, floor / tol), floor =
+NOISE_FLOOR·max(1, |L|/LOSS_SCALE): the floor is what float64 rounding of L leaves in a
+central difference (about 1e-9 for a loss up to LOSS_SCALE, proportionally more for a
+larger one, such as a detector's ~100), scaled so that pure noise never fails and a real
+error of relative size tol in a gradient as small as floor / tol still does. An element fails when its relative error exceeds tol. A wrong sign, a
 missing term or a transposed kernel gives relative errors near 1.
 
 Large tensors are sampled half from the elements whose analytic gradient is
@@ -39,10 +40,12 @@ import numpy as np
 from darkbp.errors import DarkbpError
 from darkbp.layers.base import INPUT
 from darkbp.network import Network
+from darkbp.ops.detection import Truth
 from darkbp.passes import Noise, Pass
 
 MARGIN_EPS = 10       # distance kept from activation kinks and max-pool ties, in units of eps
-NOISE_FLOOR = 1e-8    # absolute errors below this are float64 rounding in L, not gradients
+NOISE_FLOOR = 1e-8    # absolute errors below this are float64 rounding in L, not gradients,
+LOSS_SCALE = 10.0     # for a loss up to this size; a larger L rounds (and floors) in proportion
 DRAWS = 200           # inputs tried before giving up on finding one away from kinks
 
 
@@ -69,6 +72,7 @@ class CheckReport:
     eps: float
     tol: float
     loss: float
+    floor: float              # the absolute error that counts as rounding (see the module doc)
 
     @property
     def passed(self) -> bool:
@@ -78,7 +82,8 @@ class CheckReport:
 def gradcheck(network: Network, batch: int = 2, eps: float = 1e-6, tol: float = 1e-6,
               seed: int = 0, max_elements: int = 64) -> CheckReport:
     """Check every gradient of `network` (re-initialised in float64 with `seed`)."""
-    network.check_trainable()
+    network.check_runnable()          # a detector's heads train nothing, but pass gradients
+    network.cost_layers()
     network.check_batch_statistics(batch)
     network.initialize(seed, np.float64)
     rng = np.random.default_rng(seed)
@@ -99,21 +104,23 @@ def gradcheck(network: Network, batch: int = 2, eps: float = 1e-6, tol: float = 
         network.run(x, ctx, start=start, outputs=outputs[:start])
         return float(network.cost(truth).sum())
 
+    floor = NOISE_FLOOR * max(1.0, abs(loss) / LOSS_SCALE)
     rows = []
     sample_rng = np.random.default_rng(seed + 1)
     for i, layer in enumerate(network.layers):
         for name, value, _ in layer.parameters():
             rows.append(_check_tensor(
                 i, layer.type, name, value, analytic[(i, name)],
-                lambda: loss_from(i), eps, tol, max_elements, sample_rng))
+                lambda: loss_from(i), eps, tol, floor, max_elements, sample_rng))
     rows.append(_check_tensor(None, "input", "input", x, dx, lambda: loss_from(0), eps, tol,
-                              max_elements, sample_rng))
+                              floor, max_elements, sample_rng))
     _restore_state(network, state)
     return CheckReport(rows=rows, seed=seed, input_seed=input_seed, batch=batch, eps=eps,
-                       tol=tol, loss=loss)
+                       tol=tol, loss=loss, floor=floor)
 
 
-def _check_tensor(layer, layer_type, name, value, analytic, loss, eps, tol, max_elements, rng):
+def _check_tensor(layer, layer_type, name, value, analytic, loss, eps, tol, floor,
+                  max_elements, rng):
     flat = value.reshape(-1)                     # a view: perturbing it perturbs the tensor
     grads = analytic.reshape(-1)
     indices = _sample(grads, max_elements, rng)
@@ -128,7 +135,7 @@ def _check_tensor(layer, layer_type, name, value, analytic, loss, eps, tol, max_
         numeric[k] = (plus - minus) / (2 * eps)
     a = grads[indices]
     abs_err = np.abs(a - numeric)
-    rel_err = abs_err / np.maximum(np.maximum(np.abs(a), np.abs(numeric)), NOISE_FLOOR / tol)
+    rel_err = abs_err / np.maximum(np.maximum(np.abs(a), np.abs(numeric)), floor / tol)
     return CheckRow(layer=layer, layer_type=layer_type, tensor=name, size=int(flat.size),
                     checked=int(indices.size), max_abs=float(abs_err.max(initial=0.0)),
                     max_rel=float(rel_err.max(initial=0.0)),
@@ -157,23 +164,33 @@ def _randomize_biases_and_scales(network: Network, rng: np.random.Generator) -> 
 
 def _draw_input(network: Network, batch: int, rng: np.random.Generator, margin: float,
                 ctx: Pass):
-    """Random input in [0, 1) and one-hot truth, redrawn until away from kinks and ties."""
+    """Random input in [0, 1) and a random truth, redrawn until away from kinks and ties.
+    A classifier's truth is one-hot; a detector's is boxes (Truth.random) whose assignment
+    to predictions the check holds fixed (the loss it defines, README "Detection")."""
     if batch < 1:
         raise DarkbpError(f"--batch must be at least 1, got {batch}")
-    groups = network.cost_layer().truth_groups()
-    per_group = network.outputs // groups
     for _ in range(DRAWS):
         input_seed = int(rng.integers(2**31))
         draw = np.random.default_rng(input_seed)
         x = draw.random((batch,) + network.input_shape)
-        truth = np.zeros((batch, groups, per_group))
-        picks = draw.integers(per_group, size=(batch, groups))
-        np.put_along_axis(truth, picks[:, :, None], 1.0, axis=2)
+        truth = _draw_truth(network, batch, draw)
         if _margin(network, x, ctx) > margin:
-            return x, truth.reshape(batch, -1), input_seed
+            return x, truth, input_seed
     raise DarkbpError(f"could not draw an input whose pre-activations stay {margin:g} away from "
                       f"activation kinks and max-pool ties in {DRAWS} tries; try another --seed",
                       file=network.file)
+
+
+def _draw_truth(network: Network, batch: int, draw: np.random.Generator):
+    if network.heads:
+        _, h, w = network.input_shape
+        return Truth.random(draw, batch, network.heads[0].classes, w, h, fixed=True)
+    groups = network.cost_layer().truth_groups()
+    per_group = network.outputs // groups
+    truth = np.zeros((batch, groups, per_group))
+    picks = draw.integers(per_group, size=(batch, groups))
+    np.put_along_axis(truth, picks[:, :, None], 1.0, axis=2)
+    return truth.reshape(batch, -1)
 
 
 def _margin(network: Network, x: np.ndarray, ctx: Pass) -> float:

@@ -10,7 +10,7 @@ The network is a graph of indexes: layer i reads the outputs listed in its
 `sources` (earlier layers, or INPUT). A pass keeps each output until its last
 reader has run. Backward visits the layers in reverse and adds each input
 gradient into its source's, so an output read by several layers gets the sum.
-The last layer is the cost (a [softmax] or a [cost]).
+The last layer is the cost (a [softmax] or a [cost]); a detector's are its heads.
 """
 
 from __future__ import annotations
@@ -156,11 +156,14 @@ class Network:
                         outputs[source] = None
         return outputs
 
-    def cost(self, truth: np.ndarray) -> np.ndarray:
-        """Per-image cost of the last forward pass. truth: (N, outputs)."""
+    def cost(self, truth) -> np.ndarray:
+        """Per-image cost of the last forward pass: truth (N, outputs) for a classifier, a
+        darkbp.ops.detection.Truth for a detector (the sum of its heads' losses)."""
+        if self.heads:
+            return sum(head.cost(truth) for head in self.heads)
         return self.cost_layer().cost(np.asarray(truth, dtype=self.dtype))
 
-    def backward(self, truth: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+    def backward(self, truth, input_grad: bool = False) -> np.ndarray | None:
         """Add d(Σ_images cost)/d(parameter) into every layer's gradients.
 
         Returns the gradient with respect to the input when `input_grad` is set
@@ -180,9 +183,13 @@ class Network:
                 grads[source] = grads[source] + dx
                 owned.add(source)
 
-        cost_layer = self.cost_layer()
-        add(cost_layer.sources[0], cost_layer.input_grad(np.asarray(truth, dtype=self.dtype)))
-        for layer in reversed(self.layers[:-1]):
+        cost_layers = self.cost_layers()
+        for cost_layer in cost_layers:
+            add(cost_layer.sources[0], cost_layer.input_grad(
+                truth if cost_layer.detects else np.asarray(truth, dtype=self.dtype)))
+        for layer in reversed(self.layers):
+            if layer in cost_layers:
+                continue
             dy = grads.pop(layer.index, None)
             if dy is None:                   # the output does not reach the cost
                 continue
@@ -230,12 +237,17 @@ class Network:
                 raise DarkbpError(f"[{layer.header}] can not be trained yet: darkbp runs "
                                   "detection heads (darkbp detect, darkbp map) but trains "
                                   "classifiers only", file=self.file, line=layer.line)
-        self.cost_layer()
+        self.cost_layers()
 
     @property
     def heads(self) -> list[Layer]:
         """The detection heads ([yolo], [region], [detection]), in order."""
         return [layer for layer in self.layers if layer.detects]
+
+    def cost_layers(self) -> list[Layer]:
+        """The layers whose cost training descends: a detector's heads (Darknet's cost is
+        their mean, darkbp's loss their sum), else the last layer."""
+        return self.heads or [self.cost_layer()]
 
     def cost_layer(self) -> Layer:
         last = self.layers[-1] if self.layers else None

@@ -10,12 +10,21 @@ in training differs from Darknet's by its epsilon, README "Where darkbp differs"
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from darkbp.cli import main
+from darkbp.gradcheck import gradcheck
+from darkbp.layers.region import RegionLayer
+from darkbp.network import parse_network
 from darkbp.ops.detection import Truth
-from darkbp.passes import EVAL, Pass
-from tests.golden import Golden
+from darkbp.passes import EVAL, Noise, Pass
+from darkbp.sgd import SGD
+from tests.golden import GOLDEN, Golden, arrays, relative
+from tests.test_ops_batchnorm import DarknetBatchnorm
 
 HEADS = {"yolo": (16, 23), "region": (11,), "detection": (9,)}
 
@@ -162,3 +171,81 @@ def test_inference_forward_keeps_no_training_state():
     network = fixture.network("bn_eval.weights")
     network.run(fixture.input, EVAL)
     assert all(head._found is None for head in network.heads)
+
+
+# --- Darknet's training steps ---------------------------------------------------------------
+def replay(name: str, steps: int, monkeypatch, cpu_region: bool = False):
+    """darkbp's SGD steps on the fixture's batch from init.weights, with Darknet's batch norm
+    (tests/test_ops_batchnorm.py's transcription: darkbp's own differs on purpose, README
+    "Where darkbp differs"); the heads' Darknet costs per step and the weights after 1 and 5.
+    cpu_region: the [region] passes no gradient, as pjreddie's CPU backward_region_layer."""
+    fixture = Golden(name)
+    DarknetBatchnorm(fixture.batch).install(monkeypatch)
+    if cpu_region:
+        monkeypatch.setattr(RegionLayer, "input_grad",
+                            lambda self, truth: np.zeros((len(self._x), *self.in_shape),
+                                                         self._x.dtype))
+    network = fixture.network()
+    config = network.config
+    sgd = SGD(network.layers, config.momentum, config.decay, config.batch)
+    boxes = golden_truth(fixture).boxes
+    costs, weights = [], {}
+    for step in range(1, steps + 1):
+        truth = Truth(boxes, 64, 64, seen=config.batch * step)    # train_network_datum's seen
+        network.run(fixture.input, Pass.training(Noise(0, step - 1)))
+        costs.append(np.mean([head.darknet_cost(truth) for head in network.heads]))
+        network.backward(truth)
+        sgd.step(config.schedule.learning_rate)
+        if step in (1, 5):
+            weights[step] = arrays(network)
+    return fixture, costs, weights
+
+
+# Darknet's float32 sums of a bias gradient run over 4 x 64 x 64 values in its order; its
+# cost is a float32 sum of up to 2,560 squares.
+STEP_TOL = 1e-5
+COST_TOL = 5e-6
+
+
+@pytest.mark.parametrize("name", ["yolo", "detection"])
+def test_one_and_five_steps_equal_darknets(name, monkeypatch):
+    fixture, costs, weights = replay(name, 5, monkeypatch)
+    np.testing.assert_allclose(costs, [cost for cost, _ in fixture.losses], rtol=COST_TOL)
+    for step in (1, 5):
+        theirs = fixture.weights_after(step)
+        assert theirs.keys() == weights[step].keys()
+        for key, value in theirs.items():
+            assert relative(weights[step][key], value) < STEP_TOL, (step, key)
+
+
+def test_darknets_cpu_region_head_trains_nothing_and_darkbps_does(monkeypatch):
+    fixture, costs, weights = replay("region", 5, monkeypatch, cpu_region=True)
+    np.testing.assert_allclose(costs, [cost for cost, _ in fixture.losses], rtol=COST_TOL)
+    for step in (1, 5):
+        for key, value in fixture.weights_after(step).items():
+            assert relative(weights[step][key], value) < STEP_TOL, (step, key)
+    monkeypatch.undo()
+    _, costs, _ = replay("region", 5, monkeypatch)     # the GPU backward's gradient
+    assert costs[-1] < 0.7 * costs[0]                  # 230.7 -> 131.5
+
+
+# --- gradcheck ------------------------------------------------------------------------------
+DETECTION_CFGS = sorted(GOLDEN.glob("cfg_det/*.cfg")) + sorted(
+    (Path(__file__).parent / "layer_cfgs").glob("*.cfg"))
+
+
+@pytest.mark.parametrize("path", [p for p in DETECTION_CFGS if parse_network(p).heads],
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_gradcheck_passes_on_every_detection_cfg(path):
+    # Random truth boxes, their assignment held fixed (Truth.fixed): darkbp's loss.
+    report = gradcheck(parse_network(path), batch=2, seed=0, max_elements=16)
+    assert report.passed, [(r.layer, r.tensor, r.max_rel) for r in report.rows if not r.passed]
+    # the loss is ~100: the rounding floor grows with it (darkbp/gradcheck.py)
+    assert report.floor == pytest.approx(1e-8 * max(1, report.loss / 10))
+
+
+def test_cli_gradcheck_of_a_detector(tmp_path):
+    result = CliRunner().invoke(main, ["gradcheck", str(GOLDEN / "cfg_det" / "yolo.cfg"),
+                                       "--max-elements", "8"])
+    assert result.exit_code == 0, result.output
+    assert "all gradients pass" in result.stdout

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from darkbp.cli import main
 from darkbp.cli.common import load_network, print_rich
-from darkbp.gradcheck import NOISE_FLOOR, gradcheck as run_gradcheck
+from darkbp.gradcheck import gradcheck as run_gradcheck
 
 
 @main.command()
@@ -40,7 +40,7 @@ def gradcheck(cfg: str, batch: int, eps: float, tol: float, seed: int, max_eleme
                            max_elements=max_elements)
     print_rich(_table(report, cfg))
     verdict = "all gradients pass" if report.passed else "GRADIENT CHECK FAILED"
-    click.echo(f"{verdict}: relative error |a - n| / max(|a|, |n|, {NOISE_FLOOR / tol:g}) "
+    click.echo(f"{verdict}: relative error |a - n| / max(|a|, |n|, {report.floor / tol:g}) "
                f"<= {tol:g}")
     if not report.passed:
         sys.exit(1)

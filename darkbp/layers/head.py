@@ -29,9 +29,14 @@ class Head(Layer):
             self._x, self._y, self._found = x, y, None
 
     def assign(self, truth: Truth) -> Targets:
-        """train_targets of the last training forward, made once per truth."""
+        """train_targets of the last training forward, made once per truth (once for all
+        forwards with a truth whose targets are `fixed`)."""
+        if truth.fixed is not None and self.index in truth.fixed:
+            return truth.fixed[self.index]
         if self._found is None or self._found.truth is not truth:
             self._found = self.train_targets(self._y, truth)
+        if truth.fixed is not None:
+            truth.fixed[self.index] = self._found
         return self._found
 
     def train_targets(self, y: np.ndarray, truth: Truth) -> Targets:

@@ -13,7 +13,7 @@ Each head in darkbp/layers/ derives that loss, with its assignments and masks he
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,12 +28,16 @@ class Truth:
     class; zero padded. As in Darknet, an image's list ends at its first box with x == 0.
     netw, neth: the network input's size (anchors in pixels are divided by it).
     seen: images trained on, this batch's included (Darknet's *net->seen in forward).
+    fixed: where the heads keep the targets they make for this truth, to hold them fixed
+    over several forwards (gradcheck: the loss with its assignment held fixed); None, as in
+    training, makes them anew after each forward.
     """
 
     boxes: np.ndarray
     netw: int
     neth: int
     seen: int = 0
+    fixed: dict | None = field(default=None, compare=False)
 
     @property
     def valid(self) -> np.ndarray:
@@ -43,6 +47,19 @@ class Truth:
     def shard(self, start: int, stop: int) -> "Truth":
         """The truth of images start..stop of the batch."""
         return Truth(self.boxes[start:stop], self.netw, self.neth, self.seen)
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, images: int, classes: int, netw: int, neth: int,
+               fixed: bool = False) -> "Truth":
+        """1 to 4 random boxes per image (centres in [0.1, 0.9], sizes in [0.1, 0.6]) of
+        random classes, 90 slots as Darknet's default `max`."""
+        boxes = np.zeros((images, 90, 5), F32)
+        for image in range(images):
+            k = int(rng.integers(1, 5))
+            boxes[image, :k, :2] = rng.uniform(0.1, 0.9, (k, 2))
+            boxes[image, :k, 2:4] = rng.uniform(0.1, 0.6, (k, 2))
+            boxes[image, :k, 4] = rng.integers(0, classes, k)
+        return cls(boxes, netw, neth, fixed={} if fixed else None)
 
 
 def bce_logits(t: np.ndarray, z: np.ndarray) -> np.ndarray:
