@@ -181,7 +181,6 @@ def _finish(run, code: int = 0) -> str:
     pytest.param(signal.SIGINT, "lenet", 1, id="SIGINT-lenet-1"),
     pytest.param(signal.SIGTERM, "graph", 2, id="SIGTERM-graph-2", marks=needs_processes),
     pytest.param(signal.SIGKILL, "lenet", 1, id="SIGKILL-lenet-1"),
-    pytest.param(signal.SIGKILL, "graph", 2, id="SIGKILL-graph-2", marks=needs_processes),
 ])
 def test_a_signal_at_a_random_batch_then_resume_gives_the_same_weights(
         tmp_path, cfgs, uninterrupted, how, name, threads):
