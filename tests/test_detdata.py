@@ -77,6 +77,18 @@ def test_batch_equals_darknet_loops(case):
                                    atol=1e-5)
 
 
+def test_chunks_change_nothing(monkeypatch):
+    """Images placed and distorted one at a time give the batch placed all at once."""
+    rng = np.random.default_rng(9)
+    settings = DetectionAugment(3, 12, 10, jitter=0.3, hue=0.2, saturation=1.5, exposure=1.5)
+    images, labels = random_case(rng, 7, [(9, 11), (14, 8)])
+    stored = Images.of_list(list(images))
+    whole = settings.batch(stored, labels, np.arange(7), 1, 2)
+    monkeypatch.setattr("darkbp.detdata.CHUNK_PIXELS", 1)
+    for a, b in zip(whole, settings.batch(stored, labels, np.arange(7), 1, 2)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_distortion_keeps_darknets_colours_on_every_sextant():
     """Every hue, pure and grey colours, saturation beyond 1, a wrap both ways."""
     rng = np.random.default_rng(3)
