@@ -13,7 +13,9 @@ from darkbp.detdata import (DRAWS, DX, DY, FLIP, JITTER_H, JITTER_W, DetectionAu
                             Placements, batch_indexes, draws, fill_truth, load_data_detection,
                             load_list)
 from darkbp.errors import DarkbpError
+from darkbp.network import parse_network
 from tests import naive_detdata as naive
+from tests.conftest import ROOT
 
 f32 = np.float32
 
@@ -291,3 +293,8 @@ def test_draws_are_fixed_per_seed_and_batch():
     again, _ = draws(1, 2, 3, 4)
     np.testing.assert_array_equal(u, again)
     assert FLIP == DRAWS - 1
+
+
+def test_settings_of_a_network_are_its_last_heads_and_nets():
+    network = parse_network(str(ROOT / "tests/detector_cfgs/yolov3-tiny-160x96.cfg"))
+    assert DetectionAugment.of_network(network) == DetectionAugment(3, 96, 160, 90, 0.3)
