@@ -185,7 +185,7 @@ def _finish(run, code: int = 0) -> str:
 ])
 def test_a_signal_at_a_random_batch_then_resume_gives_the_same_weights(
         tmp_path, cfgs, uninterrupted, how, name, threads):
-    batch = int(np.random.default_rng([19, how, threads]).integers(10, 120))
+    batch = int(np.random.default_rng([19, how, threads]).integers(10, 100))
     cfg, state = cfgs / f"{name}.cfg", tmp_path / f"{name}_last.state.npz"
     run = _train(cfg, tmp_path, threads, *OFTEN)
     done = _freeze_at(run, state, batch)
@@ -211,7 +211,7 @@ def test_a_signal_at_a_random_batch_then_resume_gives_the_same_weights(
 
 @needs_processes
 def test_a_worker_killed_at_a_random_batch_changes_no_bit(tmp_path, cfgs, uninterrupted):
-    batch = int(np.random.default_rng(21).integers(10, 120))
+    batch = int(np.random.default_rng(21).integers(10, 100))
     run = _train(cfgs / "graph.cfg", tmp_path, 2, *OFTEN)
     _freeze_at(run, tmp_path / "graph_last.state.npz", batch)
     with open(f"/proc/{run.pid}/task/{run.pid}/children") as children:
