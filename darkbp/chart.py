@@ -49,6 +49,7 @@ class EpochPoint:
     top: int | None                 # k of the top-k accuracies, None without them
     top_accuracy: float | None
     ema_top_accuracy: float | None
+    metric: str = "accuracy"        # what `accuracy` holds: a detector's "mAP@0.5"
 
 
 @dataclass
@@ -131,7 +132,8 @@ def read_series(log: Path) -> Series:
                     epochs[end] = EpochPoint(record["epoch"], end, record["accuracy"],
                                              record["ema_accuracy"], record.get("top"),
                                              record.get("top_accuracy"),
-                                             record.get("ema_top_accuracy"))
+                                             record.get("ema_top_accuracy"),
+                                             record.get("metric", "accuracy"))
         except KeyError as e:
             raise DarkbpError(f"the {event} record has no {e.args[0]!r}",
                               file=str(log), line=line) from None
@@ -281,13 +283,15 @@ def _draw_loss(axes, series: Series) -> None:
 
 
 def _draw_accuracy(axes, series: Series) -> None:
-    axes.set_ylabel("test accuracy")
+    metric = series.epochs[-1].metric if series.epochs else "accuracy"
+    axes.set_ylabel(f"test {metric}")
     if not series.epochs:
         axes.text(0.5, 0.5, "no epoch has ended yet", transform=axes.transAxes,
                   ha="center", va="center", color=GREY)
         return
     top = series.epochs[-1].top
-    lines = [("accuracy", "top-1", GREEN, "-"), ("ema_accuracy", "top-1 EMA", PURPLE, "-"),
+    name = "top-1" if metric == "accuracy" else metric
+    lines = [("accuracy", name, GREEN, "-"), ("ema_accuracy", f"{name} EMA", PURPLE, "-"),
              ("top_accuracy", f"top-{top}", GREEN, "--"),
              ("ema_top_accuracy", f"top-{top} EMA", PURPLE, "--")]
     drawn = []

@@ -162,6 +162,14 @@ class DetectionAugment:
         return cls(config.channels, config.height, config.width, head["max"], head["jitter"],
                    config.hue, config.saturation, config.exposure, config.flip)
 
+    def describe(self) -> str:
+        """One line for the start of training."""
+        colour = (f", hue {self.hue:g}, saturation {self.saturation:g}, exposure "
+                  f"{self.exposure:g}" if self.distorts else "")
+        return (f"Darknet's detection data: jitter {self.jitter:g}"
+                f"{', random flips' if self.flip else ''}{colour}, at most {self.max_boxes} "
+                f"boxes per image")
+
     @property
     def distorts(self) -> bool:
         return self.hue != 0 or self.saturation != 1 or self.exposure != 1

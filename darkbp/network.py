@@ -232,11 +232,14 @@ class Network:
     def check_trainable(self) -> None:
         """A DarkbpError unless darkbp can train every layer and the last one is a cost."""
         self.check_runnable()
+        for head in self.heads:
+            reason = head.training_refusal()
+            if reason:
+                raise DarkbpError(f"[{head.header}] {reason}", file=self.file, line=head.line)
         for layer in self.layers:
             if not layer.trainable:
-                raise DarkbpError(f"[{layer.header}] can not be trained yet: darkbp runs "
-                                  "detection heads (darkbp detect, darkbp map) but trains "
-                                  "classifiers only", file=self.file, line=layer.line)
+                raise DarkbpError(f"[{layer.header}] can not be trained", file=self.file,
+                                  line=layer.line)
         self.cost_layers()
 
     @property

@@ -157,7 +157,9 @@ class Runner:
         self.threads = max(1, int(threads))
         self.batch_norm = any(layer.batch_statistics for layer in network.layers)
         self.workers: list = []
-        count = self.threads - 1
+        # A detector's heads keep per-pass statistics and take boxes as truth: it runs in
+        # this process, its threads in the matrix products.
+        count = 0 if network.heads else self.threads - 1
         if count and (PROCESSES_AVAILABLE if processes is None else processes):
             try:
                 # Polling while waiting pays only when no process waits for a core.

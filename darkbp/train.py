@@ -98,6 +98,7 @@ class EpochReport:
     top: int | None = None                  # k of the top-k accuracies, None without them
     top_accuracy: float | None = None
     ema_top_accuracy: float | None = None
+    metric: str = "accuracy"                # what accuracy holds: a detector's "mAP@0.5"
 
 
 class TrainListener:
@@ -119,15 +120,14 @@ class Trainer:
         self.network, self.dataset, self.options = network, dataset, options
         self.listener = listener or TrainListener()
         config = network.config
-        check_fits(network, dataset)
-        self.top = top_k(len(dataset.classes), dataset.top)
+        self._check_data()
         network.check_trainable()
         network.check_batch_statistics(config.mini_batch)
         self.out = ensure_writable_dir(options.out)
         self.batch = config.mini_batch * config.subdivisions     # B, as Darknet updates with
-        self.batches_per_epoch = len(dataset.train_labels) // self.batch
+        self.batches_per_epoch = self.train_size // self.batch
         if self.batches_per_epoch == 0:
-            raise DarkbpError(f"batch={config.batch} is larger than the {len(dataset.train_labels)} "
+            raise DarkbpError(f"batch={config.batch} is larger than the {self.train_size} "
                               "training images", file=network.file, line=config.line)
         self.total_batches = self._total_batches()
         self.schedule = dataclasses.replace(config.schedule, max_batches=self.total_batches)
@@ -160,16 +160,32 @@ class Trainer:
             # Nothing to train: run() returns at once; no images decoded, no workers started.
             self.runner = None
             return
-        # The augmentation the cfg asks for on this data (None: the images as they are).
-        self.augment = training_augment(config, dataset.augment_by_default, network.file)
-        # Image files are decoded once, here, after every quick check.
-        self.dataset = dataset.decoded(network.input_shape, self.listener.decoding,
-                                       options.threads, augment=self.augment)
+        self._decode_data()
         self.runner = Runner(network, options.threads)
 
+    # ------------------------------------------------------------------ the data
+    # A classifier's; darkbp.detection_train.DetectionTrainer gives a detector's.
+    metric = "accuracy"
+
+    def _check_data(self) -> None:
+        """The quick checks of the data against the cfg, before anything is decoded."""
+        check_fits(self.network, self.dataset)
+        self.top = top_k(len(self.dataset.classes), self.dataset.top)
+
+    @property
+    def train_size(self) -> int:
+        return len(self.dataset.train_labels)
+
+    def _decode_data(self) -> None:
+        """Decode the image files once, after every quick check; the augmentation."""
+        config, network = self.network.config, self.network
+        # The augmentation the cfg asks for on this data (None: the images as they are).
+        self.augment = training_augment(config, self.dataset.augment_by_default, network.file)
+        self.dataset = self.dataset.decoded(network.input_shape, self.listener.decoding,
+                                            self.options.threads, augment=self.augment)
         # Labels to one-hot rows once; pixels become float input batch by batch, so that
         # the set stays in memory as uint8.
-        self.train_truth = np.eye(network.outputs, dtype=np.float32)[dataset.train_labels]
+        self.train_truth = np.eye(network.outputs, dtype=np.float32)[self.dataset.train_labels]
 
     # ------------------------------------------------------------------ paths
     def path(self, kind: str) -> Path:
@@ -229,8 +245,7 @@ class Trainer:
         # an epoch resumes at the very next batch of that epoch.
         done_epochs, first = divmod(self.batch_num, self.batches_per_epoch)
         epoch = done_epochs + 1
-        order = np.random.default_rng([self.options.seed, epoch]).permutation(
-            len(self.train_truth))
+        order = np.random.default_rng([self.options.seed, epoch]).permutation(self.train_size)
         last = min(self.batches_per_epoch,
                    self.total_batches - done_epochs * self.batches_per_epoch)
         end = done_epochs * self.batches_per_epoch + last      # batch_num after the last
@@ -238,11 +253,11 @@ class Trainer:
         # self.losses[:logged] are in the log already: a batch line every LOG_EVERY batches.
         logged = max(0, len(self.losses) - self.batch_num % LOG_EVERY)
         window_start, lr = started, None
-        for images, x in self._batches(order, first, last):
+        for x, truth in self._batches(order, first, last):
             tic = time.perf_counter()
             lr = self.schedule.rate(self.batch_num,
                                     np.random.default_rng([self.options.seed, 1, self.batch_num]))
-            loss = self._batch_passes(images, x) / self.batch
+            loss = self._batch_passes(x, truth) / self.batch
             if not math.isfinite(loss):
                 raise RunFailed(self._diverged_message(loss, epoch))
             self.sgd.step(lr)
@@ -278,7 +293,8 @@ class Trainer:
                              loss=float(np.mean(self.losses)) if self.losses else float("nan"),
                              wall_time=self.elapsed, top=self.top,
                              top_accuracy=raw.top_accuracy,
-                             ema_top_accuracy=ema.top_accuracy if ema else None)
+                             ema_top_accuracy=ema.top_accuracy if ema else None,
+                             metric=self.metric)
         self._log({"event": "epoch", **dataclasses.asdict(report), "lr": lr,
                    **_per_batch(self.losses[logged:], self.lrs[logged:]),
                    "images_per_s": (last - first) * self.batch / epoch_time})
@@ -314,8 +330,8 @@ class Trainer:
             return run()
 
     def _batches(self, order: np.ndarray, first: int, last: int):
-        """(images, input) of the epoch's batches first..last-1 in `order`: the indexes
-        into the training set and their float32 network input.
+        """(input, truth) of the epoch's batches first..last-1 in `order`: the float32
+        network input of the training images at those indexes, and their truth.
 
         With augmentation, the next batch's input is prepared in a background thread while
         this one trains (NumPy releases the interpreter lock in its loops). It depends on
@@ -324,8 +340,8 @@ class Trainer:
         start = self.batch_num - first                # the batch number of the epoch's first
 
         def prepare(index: int):
-            images = order[index * self.batch:(index + 1) * self.batch]
-            return images, self._input(images, start + index)
+            return self._input(order[index * self.batch:(index + 1) * self.batch],
+                               start + index)
 
         if self.augment is None or first >= last:
             yield from map(prepare, range(first, last))
@@ -338,15 +354,18 @@ class Trainer:
                     pending = pool.submit(prepare, index)
                 yield batch
 
-    def _input(self, images: np.ndarray, batch_num: int) -> np.ndarray:
-        """The float32 network input of batch `batch_num`, the training images at these
-        indexes: augmented, with the draws of (seed, batch_num), when augmentation is on."""
+    def _input(self, images: np.ndarray, batch_num: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the float32 network input, the one-hot truth) of batch `batch_num`, the training
+        images at these indexes: augmented, with the draws of (seed, batch_num), when
+        augmentation is on."""
+        truth = self.train_truth[images]
         if self.augment is None:
-            return network_input(self.dataset.train_images[images], self.network.input_shape)
+            return (network_input(self.dataset.train_images[images], self.network.input_shape),
+                    truth)
         return self.augment.batch(self.dataset.train_images, images,
-                                  draws(self.options.seed, batch_num, len(images)))
+                                  draws(self.options.seed, batch_num, len(images))), truth
 
-    def _batch_passes(self, images: np.ndarray, x: np.ndarray) -> float:
+    def _batch_passes(self, x: np.ndarray, truth) -> float:
         """The forward and backward passes of batch batch_num + 1, one per subdivision, their
         gradients added up; the summed cost of its images.
 
@@ -359,10 +378,11 @@ class Trainer:
                  for array in (getattr(layer, name) for name in layer.state_names)]
 
         def passes():
-            parts = zip(np.split(images, config.subdivisions), np.split(x, config.subdivisions))
-            return sum(self.runner.train_step(piece, self.train_truth[part],
+            size = len(x) // config.subdivisions
+            return sum(self.runner.train_step(x[sub * size:(sub + 1) * size],
+                                              truth[sub * size:(sub + 1) * size],
                                               Noise(self.options.seed, self.batch_num, sub))
-                       for sub, (part, piece) in enumerate(parts))
+                       for sub in range(config.subdivisions))
 
         def undo():
             self.network.zero_grads()

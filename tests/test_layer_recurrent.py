@@ -293,7 +293,7 @@ def _refusal(result, path, line, section):
     assert "Traceback" not in result.output
     errors = [text for text in result.stderr.splitlines() if text.startswith("darkbp: error:")]
     assert errors == [f"darkbp: error: {path}:{line}: [{section}] can only be tabulated: "
-                      "darkbp trains classifiers, not this section"]
+                      "darkbp does not run this section"]
     assert result.stderr.endswith(errors[0] + "\n")
 
 

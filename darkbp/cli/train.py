@@ -17,6 +17,7 @@ from darkbp import chart
 from darkbp.cli import main
 from darkbp.cli.common import DATA_HELP, DecodeBars, load_network, open_dataset
 from darkbp.cli.options import threads_option
+from darkbp.detection_train import DetectionTrainer, open_detection_data
 from darkbp.train import Trainer, TrainListener, TrainOptions
 
 
@@ -76,7 +77,13 @@ def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights,
     """
     network = load_network(cfg)
     network.check_trainable()               # before any data is read or downloaded
-    dataset = open_dataset(data_spec, data_dir=data_dir, download=download)
+    trainer_class = DetectionTrainer if network.heads else Trainer
+    if network.heads:
+        dataset = open_detection_data(data_spec, data_dir)
+        for line in ([dataset.notice] if dataset.notice else []) + list(dataset.warnings):
+            click.echo(f"darkbp: {line}", err=True)
+    else:
+        dataset = open_dataset(data_spec, data_dir=data_dir, download=download)
     options = TrainOptions(out=Path(out or dataset.backup or "backup"), epochs=epochs,
                            max_batches=max_batches, ema=ema, seed=seed, resume=resume,
                            threads=threads, weights=Path(weights) if weights else None,
@@ -87,7 +94,7 @@ def train(cfg, data_spec, data_dir, download, epochs, max_batches, ema, weights,
     stop = _Stop()
     try:
         with _ProgressListener(console) as listener:
-            trainer = Trainer(network, dataset, options, listener)
+            trainer = trainer_class(network, dataset, options, listener)
             if trainer.complete:
                 click.echo(f"the run in {trainer.out} is complete ({trainer.batch_num} of "
                            f"{trainer.total_batches} batches): nothing to train. Give a larger "
@@ -178,7 +185,7 @@ class _ProgressListener(TrainListener):
             self.console.print(f"darkbp: {chart.MISSING} (training goes on without "
                                f"{trainer.path('chart').name})", markup=False, soft_wrap=True)
         self.progress.start()
-        data = f"{trainer.dataset.name} ({len(trainer.dataset.train_labels):,} images)"
+        data = f"{trainer.dataset.name} ({trainer.train_size:,} images)"
         self.console.print(f"training {trainer.network.file} on {data}: {trainer.total_batches} "
                            f"batches of {trainer.batch}, {trainer.batches_per_epoch} per epoch"
                            + (f", EMA {trainer.ema_decay:g}" if trainer.ema else ""))
@@ -205,6 +212,7 @@ class _ProgressListener(TrainListener):
                                            else f" (top-{report.top} {100 * topk:.2f}%)")
         ema = ("" if report.ema_accuracy is None else
                f", EMA weights {accuracy(report.ema_accuracy, report.ema_top_accuracy)}")
-        self.console.print(f"epoch {report.epoch}: train loss {report.loss:.4f}, test accuracy "
+        self.console.print(f"epoch {report.epoch}: train loss {report.loss:.4f}, "
+                           f"test {report.metric} "
                            f"{accuracy(report.accuracy, report.top_accuracy)}{ema} "
                            f"({report.wall_time:.1f} s)")

@@ -123,7 +123,7 @@ class Layer:
     is_cost: bool = False              # may end the network as its cost (softmax, cost)
     must_be_last: bool = False         # only as the last section ([cost])
     runnable: bool = True              # False: parsed and tabulated only (recurrent layers)
-    trainable: bool = True             # False: darkbp runs it but can not train it yet
+    trainable: bool = True             # False: darkbp can not train it
     detects: bool = False              # a detection head: `detect` decodes its output to boxes
 
     # Set by the network builder.

@@ -23,7 +23,7 @@ class DetectionLayer(Head):
 
     Forward is Darknet's: the input unchanged, or with `softmax` a softmax over each
     cell's class scores. `boxes` decodes an output as get_detection_detections does. No
-    parameters; not trainable yet.
+    parameters; its training (`train_targets`, `cost`) is Darknet's delta and its loss.
     """
 
     sections = ("detection",)
@@ -148,8 +148,6 @@ class DetectionLayer(Head):
         lowest RMSE when no IoU is above 0): its confidence towards 1 (rescore: the IoU;
         object_scale) and its coordinates (coord_scale; sqrt: towards √w, √h)."""
         st, side, num, classes = self.settings, self.side, self.num, self.classes
-        if st["random"] or st["forced"]:
-            raise ValueError("[detection] random= and forced= are not trained by darkbp")
         cells = self.cell_truth(truth)
         s2 = side * side
         y = np.asarray(y).reshape(-1, self.outputs)
@@ -229,6 +227,13 @@ class DetectionLayer(Head):
                       F32(stats["no_obj"]) / F32(stats["predictions"])]
         return ("Detection Avg IOU: %f, Pos Cat: %f, All Cat: %f, Pos Obj: %f, Any Obj: %f, "
                 "count: %d" % (*values, count))
+
+    def training_refusal(self):
+        chosen = [key for key in ("random", "forced") if self.settings[key]]
+        if chosen:
+            return (f"{' and '.join(f'{key}=1' for key in chosen)}: darkbp picks the box "
+                    "responsible for a truth by IoU only; remove it")
+        return None
 
     def to_onnx(self, graph, inputs):
         shape = [0, *self.out_shape]                         # (N, outputs, 1, 1)

@@ -20,8 +20,11 @@ class Head(Layer):
     """Base class of the detection heads (not a section of its own)."""
 
     detects = True
-    trainable = False
     _found: Targets | None = None
+
+    def training_refusal(self) -> str | None:
+        """Why darkbp cannot train this head as the cfg sets it (None: it can)."""
+        return None
 
     def remember(self, x: np.ndarray, y: np.ndarray, ctx) -> None:
         """Keep a training forward's input and output (what the loss needs)."""

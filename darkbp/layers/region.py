@@ -26,7 +26,8 @@ class RegionLayer(Head):
     `background`), the classes a softmax (`softmax`) or each a logistic; w, h and any
     coordinates past the fourth stay raw. `boxes` decodes an output as
     get_region_detections does. A `tree` (yolo9000's hierarchical softmax) is tabulated
-    only. No parameters; not trainable yet.
+    only. No parameters; its training (`train_targets`, `cost`) is Darknet's delta and its
+    loss, passed back as Darknet's GPU backward does.
     """
 
     sections = ("region",)
@@ -271,6 +272,16 @@ class RegionLayer(Head):
                       F32(stats["recall50"]) / F32(count)]
         return ("Region Avg IOU: %f, Class: %f, Obj: %f, No Obj: %f, Avg Recall: %f,  "
                 "count: %d" % (*values, count))
+
+    def training_refusal(self):
+        st = self.settings
+        unsupported = [f"{key}={st[key]}" for key in ("background", "map") if st[key]]
+        if self.coords != 4:
+            unsupported.append(f"coords={self.coords}")
+        if unsupported:
+            return (f"{', '.join(unsupported)}: darkbp trains the [region] of coords=4 "
+                    "without background or a class map")
+        return None
 
     def to_onnx(self, graph, inputs):
         entries = self.coords + self.classes + 1

@@ -58,8 +58,8 @@ class YoloLayer(Head):
     the mask, 4 box coordinates, an objectness and `classes` scores, each an H x W plane.
 
     Forward is Darknet's: the logistic on x, y, the objectness and the classes; w and h
-    stay raw. `boxes` decodes an output as get_yolo_detections does. No parameters; not
-    trainable yet (Network.check_trainable refuses it).
+    stay raw. `boxes` decodes an output as get_yolo_detections does. No parameters; its
+    training (`train_targets`, `cost`) is Darknet's delta and the loss it descends.
     """
 
     sections = ("yolo",)
@@ -300,6 +300,11 @@ class YoloLayer(Head):
                       F32(stats["recall50"]) / F32(count), F32(stats["recall75"]) / F32(count)]
         return ("Region %d Avg IOU: %f, Class: %f, Obj: %f, No Obj: %f, .5R: %f, .75R: %f,  "
                 "count: %d" % (self.index, *values, count))
+    def training_refusal(self):
+        if self.settings["map"]:
+            return "map= (a class map file) is not trained by darkbp: remove it"
+        return None
+
     def to_onnx(self, graph, inputs):
         # every anchor's entries: x, y, w, h, objectness, classes; w and h stay raw
         entries = np.ones(self.classes + 5, bool)

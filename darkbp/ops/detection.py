@@ -44,9 +44,12 @@ class Truth:
         """(N, T) bool: the boxes Darknet reads, those before the first x == 0."""
         return np.cumprod(self.boxes[:, :, 0] != 0, axis=1).astype(bool)
 
-    def shard(self, start: int, stop: int) -> "Truth":
-        """The truth of images start..stop of the batch."""
-        return Truth(self.boxes[start:stop], self.netw, self.neth, self.seen)
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, images: slice) -> "Truth":
+        """The truth of some of the batch's images (a subdivision's, a shard's)."""
+        return Truth(self.boxes[images], self.netw, self.neth, self.seen, self.fixed)
 
     @classmethod
     def random(cls, rng: np.random.Generator, images: int, classes: int, netw: int, neth: int,

@@ -1,0 +1,143 @@
+"""Training a detector: darkbp.train's Trainer on Darknet's detection data, scored by mAP.
+
+    data = open_detection_data("mnist-det")        # or a Darknet .data file
+    trainer = DetectionTrainer(network, data, TrainOptions(epochs=10), listener)
+    trainer.run()
+
+The data is a `.data` file's `train=` and `valid=` lists with Darknet's label files
+(darkbp.labels), every label file checked before anything is decoded. Each batch is
+Darknet's load_data_detection of the images (darkbp.detdata), drawn from (seed, batch
+number) as the classifier's augmentation is, with the truth boxes the heads train on
+(darkbp.ops.detection.Truth). After each epoch the valid list is detected as `darkbp map`
+detects it (thresh .005, NMS .45) and scored: the epoch's "accuracy" is mAP@0.5.
+Everything else (SGD, EMA, checkpoints, --resume, signals) is the Trainer's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from darkbp import catalogue
+from darkbp.cfg import CfgWarning
+from darkbp.classifier import data_file_names
+from darkbp.detdata import DetectionAugment, DetectionList, load_list
+from darkbp.detector import NMS, check_detector, detect_files
+from darkbp.errors import DarkbpError
+from darkbp.imagedata import existing_file, read_data_file
+from darkbp.mapeval import Scorer, ValidList, as_arrays, image_paths, read_truths, valid_list
+from darkbp.mnistdet import make_mnist_det
+from darkbp.ops.detection import Truth
+from darkbp.train import Trainer
+
+MAP_THRESH = 0.005      # AlexeyAB's detector map: the detections scored
+
+
+@dataclass
+class DetectionData:
+    """A detection data set: the lists of a .data file, its names, where it came from."""
+
+    name: str
+    source: Path                 # the .data file
+    names: list[str]
+    train: DetectionList
+    valid: ValidList
+    backup: Path | None = None
+    notice: str | None = None    # one line the user should read (mnist-det from the sample)
+    warnings: tuple[CfgWarning, ...] = ()
+    is_sample: bool = False
+
+    @property
+    def classes(self) -> int:
+        return len(self.names)
+
+
+def open_detection_data(spec: str, data_dir: str | None = None) -> DetectionData:
+    """`mnist-det` (made in the dataset cache on first use, darkbp.mnistdet) or a Darknet
+    .data file with train=, valid= and names= (or labels=). Every label file of the train
+    list is read now: a bad line is a DarkbpError naming it."""
+    notice, is_sample = None, False
+    if spec == "mnist-det":
+        data_file = catalogue.cache_dir("mnist-det") / "mnist-det.data"
+        if not data_file.is_file():
+            made = make_mnist_det(data_file.parent.parent, data_dir=data_dir)
+            notice, data_file = made.notice, made.data_file
+        is_sample = "from the sample" in data_file.read_text().split("\n", 1)[0]
+        spec = str(data_file)
+    elif not spec.endswith(".data") or not Path(spec).is_file():
+        raise DarkbpError("a detector trains on a Darknet .data file (train=, valid=, names=) "
+                          "or on mnist-det", file=spec)
+    names, names_path, _, warnings = data_file_names(spec)
+    options, _ = read_data_file(spec)
+    if "train" not in options:
+        raise DarkbpError("no train= line: a detector trains on the images of the train list",
+                          file=spec)
+    train = load_list(existing_file(options["train"], "train", Path(spec).parent, spec),
+                      len(names))
+    valid = valid_list(spec, names, str(names_path))
+    backup = Path(options["backup"].value) if "backup" in options else None
+    return DetectionData(Path(spec).stem, Path(spec), names, train, valid, backup, notice,
+                         tuple(warnings), is_sample)
+
+
+class _MapEvaluation:
+    """What the Trainer reads of an evaluation: mAP@0.5 as its accuracy."""
+
+    def __init__(self, result):
+        self.result = result
+        self.accuracy = result.map50
+        self.top_accuracy = None
+
+
+class DetectionTrainer(Trainer):
+    """Trains a detector (a cfg with [yolo], [region] or [detection] heads) on DetectionData."""
+
+    metric = "mAP@0.5"
+
+    def _check_data(self) -> None:
+        classes = check_detector(self.network)
+        if classes != self.dataset.classes:
+            raise DarkbpError(f"the detection heads of {self.network.file} have "
+                              f"classes={classes}, but {self.dataset.source} names "
+                              f"{self.dataset.classes} classes", file=str(self.dataset.source))
+        self.top = None
+        self.augment_by_default = True
+
+    @property
+    def train_size(self) -> int:
+        return len(self.dataset.train)
+
+    def _decode_data(self) -> None:
+        self.augment = DetectionAugment.of_network(self.network)
+        channels = self.network.input_shape[0]
+        source = self.dataset.train.source
+        self.images = self.dataset.train.decode(
+            channels, lambda done, total: self.listener.decoding(source, done, total),
+            self.options.threads)
+        self.valid_truths, counts = read_truths(self.dataset.valid, self.dataset.classes)
+        self.valid_paths = image_paths(self.dataset.valid)
+        for line in self.dataset.train.counts.warnings() + counts.warnings():
+            self.listener.notice(line)
+
+    def _input(self, images: np.ndarray, batch_num: int):
+        x, boxes = self.augment.batch(self.images, self.dataset.train.labels, images,
+                                      self.options.seed, batch_num)
+        _, h, w = self.network.input_shape
+        # Darknet's *net->seen in the forward: this batch's images included.
+        return x, Truth(boxes, w, h, seen=(batch_num + 1) * self.batch)
+
+    def test_evaluation(self, ema: bool = False) -> _MapEvaluation:
+        """The valid list detected with the raw or the EMA weights and scored (mAP@0.5)."""
+        def run():
+            scorer = Scorer(self.dataset.classes)
+            found = detect_files(self.network, self.valid_paths, thresh=MAP_THRESH, hier=0,
+                                 nms=NMS, threads=self.options.threads)
+            for image, (boxes, classes) in zip(found, self.valid_truths):
+                scorer.add(*as_arrays(image["detections"], MAP_THRESH), boxes, classes)
+            return _MapEvaluation(scorer.result())
+        if not ema:
+            return run()
+        with self.ema.swapped_in():
+            return run()
