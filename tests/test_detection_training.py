@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from darkbp.cli import main
 from darkbp.gradcheck import gradcheck
@@ -23,6 +24,7 @@ from darkbp.network import parse_network
 from darkbp.ops.detection import Truth
 from darkbp.passes import EVAL, Noise, Pass
 from darkbp.sgd import SGD
+from darkbp.weights import load_weights
 from tests.golden import GOLDEN, Golden, arrays, relative
 from tests.test_ops_batchnorm import DarknetBatchnorm
 
@@ -174,11 +176,14 @@ def test_inference_forward_keeps_no_training_state():
 
 
 # --- Darknet's training steps ---------------------------------------------------------------
-def replay(name: str, steps: int, monkeypatch, cpu_region: bool = False):
+def replay(name: str, steps: int, monkeypatch, cpu_region: bool = False,
+           boxes: np.ndarray | None = None, shuffled: bool = False):
     """darkbp's SGD steps on the fixture's batch from init.weights, with Darknet's batch norm
     (tests/test_ops_batchnorm.py's transcription: darkbp's own differs on purpose, README
     "Where darkbp differs"); the heads' Darknet costs per step and the weights after 1 and 5.
-    cpu_region: the [region] passes no gradient, as pjreddie's CPU backward_region_layer."""
+    cpu_region: the [region] passes no gradient, as pjreddie's CPU backward_region_layer.
+    boxes: another truth than the fixture's (N, T, 5). shuffled: the images of step s in the
+    order `darkbp train --seed 0` takes them, its epoch s's permutation (darkbp.train)."""
     fixture = Golden(name)
     DarknetBatchnorm(fixture.batch).install(monkeypatch)
     if cpu_region:
@@ -188,11 +193,13 @@ def replay(name: str, steps: int, monkeypatch, cpu_region: bool = False):
     network = fixture.network()
     config = network.config
     sgd = SGD(network.layers, config.momentum, config.decay, config.batch)
-    boxes = golden_truth(fixture).boxes
+    boxes = golden_truth(fixture).boxes if boxes is None else boxes
     costs, weights = [], {}
     for step in range(1, steps + 1):
-        truth = Truth(boxes, 64, 64, seen=config.batch * step)    # train_network_datum's seen
-        network.run(fixture.input, Pass.training(Noise(0, step - 1)))
+        order = (np.random.default_rng([0, step]).permutation(config.batch) if shuffled
+                 else np.arange(config.batch))
+        truth = Truth(boxes[order], 64, 64, seen=config.batch * step)  # train_network_datum's
+        network.run(fixture.input[order], Pass.training(Noise(0, step - 1)))
         costs.append(np.mean([head.darknet_cost(truth) for head in network.heads]))
         network.backward(truth)
         sgd.step(config.schedule.learning_rate)
@@ -249,3 +256,73 @@ def test_cli_gradcheck_of_a_detector(tmp_path):
                                        "--max-elements", "8"])
     assert result.exit_code == 0, result.output
     assert "all gradients pass" in result.stdout
+
+
+# --- the same steps through `darkbp train` ----------------------------------------------------
+def write_fixture_data(fixture: Golden, folder: Path) -> tuple[Path, Path]:
+    """The fixture's batch as a Darknet data set: its 4 inputs as PNG files (every value is
+    k/255), its boxes as label files (k/256, written exactly), train and valid lists of the
+    4, and its cfg with flip=0 (pjreddie always flips; with jitter=0 and the default colours
+    nothing else changes the images or boxes). Returns (cfg, .data file)."""
+    (folder / "images").mkdir()
+    (folder / "labels").mkdir()
+    truth = golden_truth(fixture)
+    paths = []
+    for image, (pixels, boxes) in enumerate(zip(fixture.input, truth.boxes)):
+        path = folder / "images" / f"{image}.png"
+        Image.fromarray(np.round(pixels.transpose(1, 2, 0) * 255).astype(np.uint8)).save(path)
+        lines = [f"{int(b[4])} {b[0]:.8f} {b[1]:.8f} {b[2]:.8f} {b[3]:.8f}"
+                 for b in boxes[truth.valid[image]]]
+        (folder / "labels" / f"{image}.txt").write_text("\n".join(lines) + "\n")
+        paths.append(str(path))
+    (folder / "list.txt").write_text("\n".join(paths) + "\n")
+    (folder / "abc.names").write_text("a\nb\nc\n")
+    data = folder / "fixture.data"
+    data.write_text(f"classes=3\ntrain={folder / 'list.txt'}\nvalid={folder / 'list.txt'}\n"
+                    f"names={folder / 'abc.names'}\n")
+    cfg = folder / fixture.cfg.name
+    cfg.write_text(fixture.cfg.read_text().replace("[net]\n", "[net]\nflip=0\n", 1))
+    return cfg, data
+
+
+def clipped(truth: Truth) -> np.ndarray:
+    """The boxes as Darknet's data path (correct_boxes) leaves them at jitter 0 and no flip:
+    edges clipped to [0, 1], centre and size made again from them, in float32."""
+    boxes = truth.boxes.copy()
+    x, y, w, h = (boxes[:, :, k] for k in range(4))
+    half = np.float32(2)
+    left, right = np.clip(x - w / half, 0, 1), np.clip(x + w / half, 0, 1)
+    top, bottom = np.clip(y - h / half, 0, 1), np.clip(y + h / half, 0, 1)
+    boxes[:, :, 0], boxes[:, :, 1] = (left + right) / half, (top + bottom) / half
+    boxes[:, :, 2], boxes[:, :, 3] = right - left, bottom - top
+    return np.where(truth.valid[:, :, None], boxes, 0)
+
+
+@pytest.mark.parametrize("name", ["yolo", "detection"])
+@pytest.mark.parametrize("steps", [1, 5])
+def test_darkbp_train_replays_darknets_steps(name, steps, tmp_path, monkeypatch):
+    # Through files: PNGs, label files, the detection data path, the Trainer. Darknet's data
+    # path clips a box to the image, and one of the fixture's boxes (image 3, the third)
+    # reaches above it: the driver put it in net->truth as it is. So the run is compared
+    # with the library's replay of the clipped truth (test_one_and_five_steps_equal_darknets
+    # compares that replay with Darknet's own steps); the clip moves the weights by ~13 %.
+    fixture = Golden(name)
+    assert fixture.input.shape == (4, 3, 64, 64)          # images of the network's size
+    np.testing.assert_array_equal(np.round(fixture.input * 255) / 255, fixture.input)
+    cfg, data = write_fixture_data(fixture, tmp_path)
+    DarknetBatchnorm(fixture.batch).install(monkeypatch)
+    result = CliRunner().invoke(main, ["train", str(cfg), "--data", str(data), "--weights",
+                                       str(fixture.folder / "init.weights"), "--max-batches",
+                                       str(steps), "--out", str(tmp_path / "out"),
+                                       "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "test mAP@0.5" in result.stderr
+    network = parse_network(cfg).initialize(0, np.float32)
+    load_weights(tmp_path / "out" / f"{name}_final.weights", network.layers)
+    truth = golden_truth(fixture)
+    assert not np.array_equal(clipped(truth), truth.boxes)     # the box above the image
+    monkeypatch.undo()
+    _, _, weights = replay(name, steps, monkeypatch, boxes=clipped(truth), shuffled=True)
+    ours = arrays(network)
+    for key, value in weights[steps].items():
+        assert relative(ours[key], value) < STEP_TOL, key
