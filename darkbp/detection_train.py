@@ -128,6 +128,36 @@ class DetectionTrainer(Trainer):
         # Darknet's *net->seen in the forward: this batch's images included.
         return x, Truth(boxes, w, h, seen=(batch_num + 1) * self.batch)
 
+    # ------------------------------------------------------------------ Darknet's numbers
+    def _pass_done(self, truth: Truth) -> None:
+        """Darknet's cost of the pass (the mean of its heads' |delta|²) and the heads'
+        statistics, summed over the batch and over the log's window."""
+        heads = self.network.heads
+        self._batch_cost = getattr(self, "_batch_cost", 0.0) + float(
+            np.mean([head.darknet_cost(truth) for head in heads]))
+        window = getattr(self, "_window_stats", None) or [{} for _ in heads]
+        for sums, head in zip(window, heads):
+            for key, value in head.statistics(truth).items():
+                sums[key] = sums.get(key, 0) + value
+        self._window_stats = window
+
+    def _batch_done(self) -> float:
+        cost, self._batch_cost = self._batch_cost / self.batch, 0.0
+        self._window_costs = getattr(self, "_window_costs", []) + [cost]
+        return cost
+
+    def _log_extras(self) -> dict:
+        """Darknet's cost per image (mean over the window) and each head's statistics line
+        over the window, as Darknet prints them ("Region 16 Avg IOU: ..."); nothing for an
+        empty window."""
+        if not getattr(self, "_window_costs", None):
+            return {}
+        record = {"darknet_cost": float(np.mean(self._window_costs)),
+                  "heads": [head.stats_line(stats) for head, stats in
+                            zip(self.network.heads, self._window_stats)]}
+        self._window_costs, self._window_stats = [], None
+        return record
+
     def test_evaluation(self, ema: bool = False) -> _MapEvaluation:
         """The valid list detected with the raw or the EMA weights and scored (mAP@0.5)."""
         def run():

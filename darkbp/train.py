@@ -85,6 +85,7 @@ class BatchReport:
     loss: float             # mean cost over the batch's images
     lr: float
     images_per_s: float
+    darknet_cost: float | None = None   # a detector's: Darknet's printed cost, per image
 
 
 @dataclass
@@ -267,7 +268,8 @@ class Trainer:
             self.losses.append(loss)
             self.lrs.append(lr)
             report = BatchReport(self.batch_num, self.total_batches, epoch, loss, lr,
-                                 self.batch / (time.perf_counter() - tic))
+                                 self.batch / (time.perf_counter() - tic),
+                                 self._batch_done())
             self.listener.batch(report)
             if self.batch_num % LOG_EVERY == 0:
                 window = self.losses[logged:]
@@ -276,7 +278,7 @@ class Trainer:
                            "loss": float(np.mean(window)), "lr": lr,
                            **_per_batch(window, self.lrs[logged:]),
                            "images_per_s": len(window) * self.batch / (now - window_start),
-                           "wall_time": self.elapsed + now - started})
+                           "wall_time": self.elapsed + now - started, **self._log_extras()})
                 window_start, logged = now, len(self.losses)
             # The epoch's last update is followed by its test and checkpoint instead.
             if self.batch_num < end and self._checkpoint_if_due():
@@ -297,7 +299,8 @@ class Trainer:
                              metric=self.metric)
         self._log({"event": "epoch", **dataclasses.asdict(report), "lr": lr,
                    **_per_batch(self.losses[logged:], self.lrs[logged:]),
-                   "images_per_s": (last - first) * self.batch / epoch_time})
+                   "images_per_s": (last - first) * self.batch / epoch_time,
+                   **self._log_extras()})
         if self.batch_num % self.batches_per_epoch == 0:
             self.losses, self.lrs = [], []      # a run that ends mid-epoch keeps them
         self._checkpoint(final=self.batch_num == self.total_batches)
@@ -379,16 +382,32 @@ class Trainer:
 
         def passes():
             size = len(x) // config.subdivisions
-            return sum(self.runner.train_step(x[sub * size:(sub + 1) * size],
-                                              truth[sub * size:(sub + 1) * size],
-                                              Noise(self.options.seed, self.batch_num, sub))
-                       for sub in range(config.subdivisions))
+            total = 0.0
+            for sub in range(config.subdivisions):
+                part = truth[sub * size:(sub + 1) * size]
+                total += self.runner.train_step(x[sub * size:(sub + 1) * size], part,
+                                                Noise(self.options.seed, self.batch_num, sub))
+                self._pass_done(part)
+            return total
 
         def undo():
             self.network.zero_grads()
             for array, saved in state:
                 np.copyto(array, saved)
         return self._despite_worker_deaths(passes, f"batch {self.batch_num + 1}", undo)
+
+    # Hooks for what a kind of network reports beside its loss (a detector: Darknet's cost
+    # and its heads' statistics lines); a classifier has nothing more.
+    def _pass_done(self, truth) -> None:
+        """After each training pass (a subdivision) with this truth."""
+
+    def _batch_done(self) -> float | None:
+        """After a batch's passes: Darknet's cost per image of the batch, where it differs."""
+        return None
+
+    def _log_extras(self) -> dict:
+        """More of the metrics log's batch record, for the batches since the last."""
+        return {}
 
     def _despite_worker_deaths(self, work, what: str, undo=lambda: None):
         """work(), run again (after undo()) in new worker processes when one stops in it; at

@@ -10,6 +10,7 @@ in training differs from Darknet's by its epsilon, README "Where darkbp differs"
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -322,7 +323,19 @@ def test_darkbp_train_replays_darknets_steps(name, steps, tmp_path, monkeypatch)
     truth = golden_truth(fixture)
     assert not np.array_equal(clipped(truth), truth.boxes)     # the box above the image
     monkeypatch.undo()
-    _, _, weights = replay(name, steps, monkeypatch, boxes=clipped(truth), shuffled=True)
+    _, costs, weights = replay(name, steps, monkeypatch, boxes=clipped(truth), shuffled=True)
     ours = arrays(network)
     for key, value in weights[steps].items():
         assert relative(ours[key], value) < STEP_TOL, key
+    # The metrics log: Darknet's cost per image (what Darknet prints as the batch's loss)
+    # and each head's statistics line, per epoch here (one batch each).
+    records = [json.loads(line) for line in
+               (tmp_path / "out" / f"{name}_metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert [r["metric"] for r in epochs] == ["mAP@0.5"] * steps
+    np.testing.assert_allclose([r["darknet_cost"] for r in epochs], np.array(costs) / 4,
+                               rtol=COST_TOL)
+    prefix = {"yolo": ["Region 16 Avg IOU: ", "Region 23 Avg IOU: "],
+              "detection": ["Detection Avg IOU: "]}[name]
+    assert all([line[:len(p)] for line, p in zip(r["heads"], prefix)] == prefix
+               for r in epochs)

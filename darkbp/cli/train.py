@@ -166,8 +166,8 @@ class _ProgressListener(TrainListener):
         self.decoding = DecodeBars(console)
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.3g}  "
-                       "{task.fields[speed]:.0f} img/s"),
+            TextColumn("loss {task.fields[loss]:.4f}{task.fields[darknet]}  "
+                       "lr {task.fields[lr]:.3g}  {task.fields[speed]:.0f} img/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
         self.task = None
 
@@ -194,14 +194,17 @@ class _ProgressListener(TrainListener):
         epoch = trainer.batch_num // trainer.batches_per_epoch + 1
         self.task = self.progress.add_task("train", total=trainer.total_batches,
                                            completed=trainer.batch_num, epoch=epoch,
-                                           loss=float("nan"), lr=0.0, speed=0.0)
+                                           loss=float("nan"), lr=0.0, speed=0.0, darknet="")
         self.smoothed = None
 
     def batch(self, report):
         speed = report.images_per_s
         self.smoothed = speed if self.smoothed is None else 0.9 * self.smoothed + 0.1 * speed
+        darknet = ("" if report.darknet_cost is None else
+                   f" (Darknet's cost {report.darknet_cost:.2f})")
         self.progress.update(self.task, completed=report.batch_num, epoch=report.epoch,
-                             loss=report.loss, lr=report.lr, speed=self.smoothed)
+                             loss=report.loss, lr=report.lr, speed=self.smoothed,
+                             darknet=darknet)
 
     def notice(self, message):
         self.console.print(f"darkbp: {message}", markup=False, soft_wrap=True)
