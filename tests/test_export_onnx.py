@@ -180,10 +180,14 @@ def _all(path, attribute: str) -> bool:
     return all(getattr(layer, attribute) for layer in parse_network(path).layers)
 
 
-SHIPPED = sorted(CFG_DIR.glob("*.cfg"))
-# `trained` trains them; the detection heads' cfgs (run, not trained) are exported in
-# tests/test_export_detection.py.
-CONTRACT = sorted(path for path in LAYER_CFGS.glob("*.cfg") if _all(path, "trainable"))
+def _classifier(path) -> bool:
+    return _all(path, "trainable") and not parse_network(path).heads
+
+
+# `trained` trains these classifiers (one "output"); the detectors' cfgs, whose models have
+# an output per head, are exported in tests/test_export_detection.py.
+SHIPPED = sorted(path for path in CFG_DIR.glob("*.cfg") if _classifier(path))
+CONTRACT = sorted(path for path in LAYER_CFGS.glob("*.cfg") if _classifier(path))
 TABLE_ONLY = sorted(path for path in LAYER_CFGS.glob("*.cfg") if not _all(path, "runnable"))
 
 
