@@ -1,4 +1,5 @@
-"""Darknet's stock classifier cfgs (../shared/darknet-cfg/) build and train, through the library.
+"""Darknet's stock classifier and detector cfgs (../shared/darknet-cfg/) build and train,
+through the library.
 
 For each: the network builds, and one training step (forward, cost, backward, SGD) on a
 batch of 2 random images of the cfg's input shape runs and changes every parameter that
@@ -13,6 +14,7 @@ import pytest
 
 from darkbp.errors import DarkbpError
 from darkbp.network import parse_network
+from darkbp.ops.detection import Truth
 from darkbp.parallel import Runner
 from darkbp.sgd import SGD
 from tests.conftest import SHARED
@@ -24,6 +26,8 @@ CLASSIFIERS = ["alexnet", "cifar", "cifar.test", "darknet", "darknet19", "darkne
                "resnet101", "resnet152", "resnext50", "resnext101-32x4d", "resnext152-32x4d",
                "strided", "tiny", "vgg-16", "writing"]
 FEATURES = ["vgg-conv", "jnet-conv"]
+DETECTORS = ["yolov1-tiny", "yolov1", "yolov2-tiny-voc", "yolov2-tiny", "yolov2", "yolov2-voc",
+             "yolov3-tiny", "yolov3", "yolov3-voc", "yolov3-spp", "yolov3-openimages", "t1.test"]
 IMAGES = 2
 
 
@@ -35,13 +39,23 @@ def _random_batch(network, seed=0):
     return x, truth
 
 
-@pytest.mark.parametrize("name", CLASSIFIERS)
+def _random_boxes(network, seed=0):
+    """2 random images and 1 to 4 random boxes each, as a detector trains on them."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((IMAGES,) + network.input_shape, dtype=np.float32)
+    _, h, w = network.input_shape
+    truth = Truth.random(rng, IMAGES, network.heads[0].classes, w, h)
+    return x, Truth(truth.boxes, w, h, seen=IMAGES)
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS + DETECTORS)
 def test_one_training_step(name):
     network = parse_network(DARKNET_CFG / f"{name}.cfg").initialize(0, np.float32)
+    network.check_trainable()
     config = network.config
     before = {(layer.index, n): w.copy() for layer in network.layers
               for n, w, _ in layer.parameters()}
-    x, truth = _random_batch(network)
+    x, truth = (_random_boxes if network.heads else _random_batch)(network)
     cost = Runner(network, 1).train_step(x, truth)
     assert np.isfinite(cost)
     moved = {(layer.index, n): bool(g.any()) for layer in network.layers
@@ -66,6 +80,12 @@ def test_feature_extractors_run_forward_and_refuse_to_train(name):
     assert y.shape == (IMAGES, network.outputs) and np.all(np.isfinite(y))
     with pytest.raises(DarkbpError, match=r"need a \[softmax\] or a \[cost\] as the last layer"):
         network.check_trainable()
+
+
+def test_every_stock_detector_is_listed():
+    with_head = {path.stem for path in DARKNET_CFG.glob("*.cfg")
+                 if parse_network(path).heads}
+    assert with_head == set(DETECTORS) | {"yolo9000"}      # its [region] tree: table-only
 
 
 def test_the_hierarchical_softmax_of_darknet9000_is_tabulated_only():

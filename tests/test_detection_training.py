@@ -26,6 +26,7 @@ from darkbp.ops.detection import Truth
 from darkbp.passes import EVAL, Noise, Pass
 from darkbp.sgd import SGD
 from darkbp.weights import load_weights
+from tests.conftest import CFG_DIR
 from tests.golden import GOLDEN, Golden, arrays, relative
 from tests.test_ops_batchnorm import DarknetBatchnorm
 
@@ -339,3 +340,25 @@ def test_darkbp_train_replays_darknets_steps(name, steps, tmp_path, monkeypatch)
               "detection": ["Detection Avg IOU: "]}[name]
     assert all([line[:len(p)] for line, p in zip(r["heads"], prefix)] == prefix
                for r in epochs)
+
+
+def test_yolo_digits_trains_on_mnist_det_through_the_cli(tmp_path, monkeypatch):
+    # The README's detection job, small: mnist-det of 64 + 8 images, two updates.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = CliRunner().invoke(main, ["data", "make", "mnist-det", "--train", "64",
+                                     "--valid", "8"])
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(main, ["train", str(CFG_DIR / "yolo-digits.cfg"), "--data",
+                                       "mnist-det", "--max-batches", "2", "--out",
+                                       str(tmp_path / "out"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "on mnist-det (64 images)" in result.stderr
+    assert "test mAP@0.5" in result.stderr and "EMA weights" in result.stderr
+    records = [json.loads(line) for line in
+               (tmp_path / "out" / "yolo-digits_metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert len(epochs) == 2                                   # one batch per epoch
+    epoch = epochs[-1]
+    assert epoch["metric"] == "mAP@0.5" and 0 <= epoch["accuracy"] <= 1
+    assert len(epoch["heads"]) == 2 and epoch["darknet_cost"] > 0
+    assert (tmp_path / "out" / "yolo-digits_final.weights").is_file()
