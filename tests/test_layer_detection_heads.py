@@ -237,7 +237,7 @@ def test_yolo_output_is_its_input_with_mask_times_classes_plus_5_channels(write_
     """, write_cfg)
     yolo = network.layers[1]
     assert yolo.in_shape == yolo.out_shape == (3 * (2 + 5), 9, 13)
-    assert not yolo.flat and not yolo.trainable and yolo.parameter_count() == 0
+    assert not yolo.flat and yolo.trainable and yolo.parameter_count() == 0
     assert yolo.mask == (0, 4, 5) and yolo.param_shapes() == {} and yolo.bflops == 0
 
 
@@ -261,7 +261,7 @@ def test_region_output_is_its_input_with_num_times_classes_coords_1(write_cfg):
                    "coords=4\n", write_cfg)
     region = network.layers[0]
     assert region.in_shape == region.out_shape == (2 * (3 + 4 + 1), 3, 5)
-    assert not region.trainable and region.parameter_count() == 0
+    assert region.trainable and region.parameter_count() == 0
 
 
 def test_detection_output_is_its_inputs_flat(write_cfg):
@@ -272,7 +272,7 @@ def test_detection_output_is_its_inputs_flat(write_cfg):
     detection = network.layers[0]
     assert detection.in_shape == (13, 2, 2)
     assert detection.out_shape == (2 * 2 * ((1 + 4) * 2 + 3), 1, 1)
-    assert detection.flat and not detection.trainable and detection.parameter_count() == 0
+    assert detection.flat and detection.trainable and detection.parameter_count() == 0
 
 
 # Every option pjreddie's parser reads for the section (src/parser.c parse_yolo,
@@ -433,22 +433,28 @@ YOLOV3 = STOCK / "yolov3.cfg"
 FIRST_YOLO_LINE = YOLOV3.read_text().splitlines().index("[yolo]") + 1
 
 
-@pytest.mark.parametrize("command", ["train", "eval"])
-def test_train_and_eval_refuse_yolov3_before_any_work(tmp_path, command):
+def test_eval_refuses_yolov3_before_any_work(tmp_path):
     # The dataset named does not exist: were it read before the cfg is refused, that would
-    # be the error. eval gets a weights file that exists (empty: never read).
+    # be the error. The weights file exists (empty: never read).
     weights = tmp_path / "yolov3.weights"
     weights.write_bytes(b"")
-    missing = str(tmp_path / "no-such-dataset")
-    args = {"train": ["train", str(YOLOV3), "--data", missing, "--out", str(tmp_path / "out")],
-            "eval": ["eval", str(YOLOV3), str(weights), "--data", missing]}[command]
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, ["eval", str(YOLOV3), str(weights), "--data",
+                                       str(tmp_path / "no-such-dataset")])
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
+    assert "Traceback" not in result.output and result.stdout == ""
     errors = [line for line in result.stderr.splitlines() if ": warning: " not in line]
     assert len(errors) == 1
     assert errors[0].startswith(f"darkbp: error: {YOLOV3}:{FIRST_YOLO_LINE}: [yolo] ")
+    assert "use darkbp detect (or darkbp map)" in errors[0]
+
+
+def test_train_of_yolov3_wants_detection_data_before_any_work(tmp_path):
+    result = CliRunner().invoke(main, ["train", str(YOLOV3), "--data", "mnist", "--out",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if ": warning: " not in line]
+    assert errors == ["darkbp: error: mnist: a detector trains on a Darknet .data file "
+                      "(train=, valid=, names=) or on mnist-det"]
     assert not (tmp_path / "out").exists()
 
 

@@ -24,85 +24,15 @@ from darkbp.network import parse_network
 from darkbp.parallel import PROCESSES_AVAILABLE
 from darkbp.train import Trainer, TrainListener, TrainOptions
 from tests.conftest import ROOT, SAMPLE
+from tests.test_train import SMALL_CFG
+from tests.test_train_graph import GRAPH_CFG as GRAPH
 
-LENET_CFG = """
-[net]
-batch=32
-subdivisions=2
-width=28
-height=28
-channels=1
-learning_rate=0.05
-momentum=0.9
-decay=0.0005
-policy=steps
-steps=60,130
-scales=.5,.5
-
-[convolutional]
-filters=4
-size=5
-stride=2
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[connected]
-output=10
-activation=linear
-
-[softmax]
-"""
-
-# Batch norm (its rolling statistics change in every pass), a shortcut, a route, dropout.
-GRAPH_CFG = """
-[net]
-batch=32
-subdivisions=2
-width=28
-height=28
-channels=1
-learning_rate=0.05
-momentum=0.9
-decay=0.0005
-
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-pad=1
-activation=linear
-
-[shortcut]
-from=-2
-activation=leaky
-
-[route]
-layers=-1,-3
-
-[maxpool]
-size=2
-stride=2
-
-[dropout]
-probability=.3
-
-[connected]
-output=10
-activation=linear
-
-[softmax]
-"""
+# test_train.py's LeNet with its steps within these runs, and test_train_graph.py's graph cfg
+# (batch norm, whose rolling statistics change in every pass, a shortcut, a route, dropout)
+# at half the width.
+LENET_CFG = SMALL_CFG.replace("steps=100,150", "steps=60,130")
+GRAPH_CFG = GRAPH.replace("filters=8", "filters=4")
+assert LENET_CFG != SMALL_CFG and GRAPH_CFG != GRAPH
 
 CFGS = {"lenet": LENET_CFG, "graph": GRAPH_CFG}
 BATCHES = 160               # 125 to an epoch of the sample: the runs cross an epoch's end
