@@ -4,14 +4,14 @@
 momentum buffers, the EMA accumulators or the counters. One `.npz` holds all of
 it, parameters included, so that it can never disagree with itself:
 
-    format, darkbp, network, batch, seed, ema_decay          what the run is (RunIdentity)
+    format, darkbp, network, batch, seed, ema_decay, data    what the run is (RunIdentity)
     batch_num, epoch, elapsed, losses, lrs                   where it is (Progress)
     net.<layer>.<name>                                       parameters and state
     sgd.<layer>.<name>, ema.<layer>.<name>, ema.t            optimiser and EMA
 
 A state is resumed only by the run it belongs to: the same darkbp version, the
-same network (layer by layer, as Darknet's table prints it), batch, seed and
-EMA decay; anything else is refused with one line naming the difference. The
+same network (layer by layer, as Darknet's table prints it), batch, seed, EMA decay
+and training data (its name and size); anything else is refused with one line naming the difference. The
 zip members carry CRC-32s, so a truncated or bit-flipped file is refused too.
 """
 
@@ -43,11 +43,13 @@ class RunIdentity:
     batch: int                  # images per update, all subdivisions
     seed: int
     ema_decay: float
+    data: str = ""              # the training data: its name and number of images
     version: str = __version__
 
     @classmethod
-    def of(cls, network: Network, batch: int, seed: int, ema_decay: float) -> "RunIdentity":
-        return cls(describe(network), batch, seed, ema_decay)
+    def of(cls, network: Network, batch: int, seed: int, ema_decay: float,
+           data: str = "") -> "RunIdentity":
+        return cls(describe(network), batch, seed, ema_decay, data)
 
 
 @dataclass
@@ -85,6 +87,7 @@ def save_state(path: Path, network: Network, sgd: SGD, ema: EMA | None,
     state = {"format": np.array(STATE_FORMAT), "darkbp": np.array(identity.version),
              "network": np.array(identity.network), "batch": np.array(identity.batch),
              "seed": np.array(identity.seed), "ema_decay": np.array(identity.ema_decay),
+             "data": np.array(identity.data),
              "batch_num": np.array(progress.batch_num), "epoch": np.array(progress.epoch),
              "elapsed": np.array(progress.elapsed),
              "losses": np.array(progress.losses, np.float64),
@@ -161,6 +164,10 @@ def _check_identity(state: dict, expected: RunIdentity, cfg: str, path: Path) ->
         raise refuse(f"trained with --seed {seed}, not {expected.seed}")
     if decay != expected.ema_decay:
         raise refuse(f"trained with --ema {decay:g}, not {expected.ema_decay:g}")
+    # (a state written before the data was recorded has none to compare)
+    data = str(state["data"]) if "data" in state else expected.data
+    if data != expected.data:
+        raise refuse(f"trained on {data}, not on {expected.data}")
 
 
 def _network_difference(saved: tuple[str, ...], now: tuple[str, ...], cfg: str) -> str:

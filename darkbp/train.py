@@ -135,7 +135,8 @@ class Trainer:
         self.ema_decay = config.ema if options.ema is None else options.ema
         if not 0 <= self.ema_decay < 1:
             raise DarkbpError(f"--ema must be in [0, 1), got {self.ema_decay:g}")
-        self.identity = RunIdentity.of(network, self.batch, options.seed, self.ema_decay)
+        self.identity = RunIdentity.of(network, self.batch, options.seed, self.ema_decay,
+                                       f"{dataset.name} ({self.train_size:,} images)")
 
         network.initialize(options.seed, np.float32)
         if options.weights is not None:

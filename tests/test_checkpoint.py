@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 from click.testing import CliRunner
 
 from darkbp.cli import main
@@ -113,6 +114,23 @@ def test_a_state_of_another_cfg_is_refused_naming_the_difference(run, sample, tm
 def test_a_state_of_other_options_is_refused(run, sample, options, words):
     with pytest.raises(DarkbpError, match=words):
         _resume(*run, sample, **options)
+
+
+def test_a_state_of_other_data_is_refused(run, tmp_path):
+    # The run trained on the sample's IDX copy; another data set (a folder of 20 PNG digits
+    # per class) under the same --out would otherwise look like a longer or shorter run.
+    cfg, out = run
+    folder = tmp_path / "digits"
+    for split in ("train", "val"):
+        for digit in range(10):
+            (folder / split / str(digit)).mkdir(parents=True)
+            for k in range(20 if split == "train" else 2):
+                Image.fromarray(np.full((28, 28), 25 * digit, np.uint8)).save(
+                    folder / split / str(digit) / f"{k}.png")
+    line = _one_line_error(_cli("train", cfg, "--data", folder, "--max-batches", 8, "--ema",
+                                0.9, "--seed", 2, "--out", out, "--resume"))
+    assert "(200 images); resume with what the run used" in line
+    assert line.startswith(f"darkbp: error: {out / 'net_last.state.npz'}: trained on ")
 
 
 def _rewritten(state_path, target, **changes):
