@@ -2,6 +2,7 @@
 
     DARKBP_DATA=/work/shared/data python bench/bench.py
     python bench/bench.py --cfg residual --threads 1 --windows 5 --json bench.json
+    python bench/bench.py --cfg yolo-digits --windows 3          # the detector
     python bench/bench.py --no-torch
     DARKBP_DATA=/work/shared/data python bench/bench.py --time-to-accuracy
 
@@ -50,6 +51,21 @@ checked before any timing, on float64 copies of both (in float32 rounding parts
 them on batch-normalised networks): same forward output, same weights after two
 SGD steps.  The timed runs are float32.
 
+A detector (--cfg yolo-digits: cfg/yolo-digits.cfg, two [yolo] heads) trains on random
+pixels and random boxes (Truth.random: 1 to 4 per image).  darkbp's step is the
+Trainer's: Runner.train_step(x, truth, noise), which for each head assigns the
+targets (the box matching of Darknet's forward_yolo_layer), computes the loss and
+backward, then SGD; its Runner keeps a detector in one process, the threads working
+in the matrix products.  The twin's step is its forward, darkbp's [yolo] loss
+(s·BCE-with-logits on x, y, objectness, classes, ½·s·(t − z)² on w, h) at darkbp's
+scale s and target t, backward and SGD: the box matching is NOT in the torch step.
+The parent assigns each pool batch's targets once, with darkbp's heads on its
+initial weights, and the twin scatters them into dense arrays in its step (as
+darkbp's head fills its own); the train figure thus compares the network's forward
+and backward and the loss arithmetic, and darkbp's also pays for the matching.
+Forward: the heads' outputs, the logistic included.  The float64 check before
+timing gives the twin, at each of its two steps, the targets darkbp assigned.
+
 --time-to-accuracy trains cfg/residual.cfg (or the --cfg given) on full MNIST with
 the library's `Trainer`, as `darkbp train cfg/residual.cfg --data mnist` does (the
 cfg's batch, schedule and max_batches, which is the cap; seed 0; without the cfg's
@@ -82,6 +98,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BENCH_CFGS = ("cfg/mnist.cfg", "cfg/grouped.cfg", "cfg/batchnorm.cfg", "cfg/residual.cfg",
               "cfg/resnet_cifar.cfg", "cfg/tiny_cifar.cfg")
+DETECTOR_CFG = "cfg/yolo-digits.cfg"   # --cfg yolo-digits: a detector, not among the defaults
 TTA_CFG = "cfg/residual.cfg"
 TTA_THREADS = "2"
 TORCH_VERSION = "2.13.0"          # SPEC 9: the bar, and the only torch these machines install
@@ -290,9 +307,13 @@ class _Pools:
 
     def pool(self, network) -> tuple[Path, str]:
         """The pool file for `network`'s input, and what its images are."""
-        key = (network.input_shape, network.outputs)
+        # A detector's pool holds the targets its own heads assign: one pool per cfg.
+        key = (network.input_shape, network.outputs, network.file if network.heads else None)
         if key not in self.paths:
             self.paths[key] = self._write(network, self.folder / f"pool{len(self.paths)}.npz")
+        if network.heads:
+            return self.paths[key], "random {2}x{1}x{0} input, random boxes".format(
+                *network.input_shape)
         if network.input_shape == MNIST_INPUT:
             return self.paths[key], "MNIST sample" if self.sample else "MNIST"
         return self.paths[key], "random {2}x{1}x{0} input".format(*network.input_shape)
@@ -308,8 +329,11 @@ class _Pools:
             x = rng.integers(0, 256, (size, *network.input_shape)).astype(np.float32)
             x /= np.float32(255)
             labels = rng.integers(0, network.outputs, size)
-        np.savez(path, x=x.reshape(POOL_BATCHES, self.batch, *network.input_shape),
-                 labels=labels.reshape(POOL_BATCHES, self.batch))
+        x = x.reshape(POOL_BATCHES, self.batch, *network.input_shape)
+        if network.heads:
+            np.savez(path, x=x, **_detector_pool(network, x))
+        else:
+            np.savez(path, x=x, labels=labels.reshape(POOL_BATCHES, self.batch))
         return path
 
     def _mnist(self, network, size: int):
@@ -329,6 +353,33 @@ class _Pools:
         picked = np.random.default_rng(SEED).permutation(len(dataset.train_labels))[:size]
         return (network_input(dataset.train_images[picked], network.input_shape),
                 dataset.train_labels[picked])
+
+
+def _detector_pool(network, x) -> dict:
+    """A detector pool's boxes (P, B, 90, 5), random, and for the twin the targets darkbp's
+    heads assign them on x (P, B, C, H, W) at the initial weights: "t{batch}.{head}.index"
+    (and .scale, .target), bench/twin.py's sparse_targets."""
+    import numpy as np
+
+    from darkbp.network import parse_network
+    from darkbp.ops.detection import Truth
+    from darkbp.passes import Noise, Pass
+
+    network = parse_network(network.file).initialize(SEED, np.float32)
+    _, neth, netw = network.input_shape
+    rng = np.random.default_rng(SEED)
+    boxes = np.stack([Truth.random(rng, x.shape[1], network.heads[0].classes, netw,
+                                   neth).boxes for _ in x])
+    pool = {"boxes": boxes}
+    for i, (images, image_boxes) in enumerate(zip(x, boxes)):
+        truth = Truth(image_boxes, netw, neth, seen=(i + 1) * len(images))
+        with np.errstate(over="ignore", invalid="ignore"):
+            network.run(images, Pass.training(Noise(SEED, i)))
+        for k, head in enumerate(network.heads):
+            for name, value in zip(("index", "scale", "target"),
+                                   _twin().sparse_targets(head.assign(truth))):
+                pool[f"t{i}.{k}.{name}"] = value
+    return pool
 
 
 def _render_throughput(report: dict) -> None:
@@ -657,20 +708,38 @@ class _DarkbpRunner:
         self.sgd = SGD(self.network.layers, config.momentum, config.decay, job["batch"])
         self.lr = config.schedule.learning_rate
         self.x = pool["x"].astype(dtype, copy=False)                         # (P, B, C, H, W)
-        self.truth = np.eye(self.network.outputs, dtype=dtype)[pool["labels"]]   # (P, B, K)
+        self.heads = self.network.heads
+        if self.heads:
+            self.boxes = pool["boxes"]                                   # (P, B, 90, 5)
+        else:
+            self.truth = np.eye(self.network.outputs, dtype=dtype)[pool["labels"]]  # (P, B, K)
         self.train_index = self.forward_index = 0
-        self.last_loss = None
+        self.last_loss = self.last_truth = None
 
     def train_step(self) -> None:
         i = self.train_index % len(self.x)
         self.train_index += 1
         with self.np.errstate(over="ignore", invalid="ignore"):     # as Trainer.run
-            self.last_loss = self.runner.train_step(self.x[i], self.truth[i])
+            if self.heads:                     # as DetectionTrainer: a Truth, the pass's noise
+                from darkbp.ops.detection import Truth
+                from darkbp.passes import Noise
+                _, neth, netw = self.network.input_shape
+                self.last_truth = Truth(self.boxes[i], netw, neth,
+                                        seen=self.train_index * len(self.x[i]))
+                self.last_loss = self.runner.train_step(
+                    self.x[i], self.last_truth, Noise(SEED, self.train_index - 1, 0))
+            else:
+                self.last_loss = self.runner.train_step(self.x[i], self.truth[i])
             self.sgd.step(self.lr)
 
     def forward_step(self):
         i = self.forward_index % len(self.x)
         self.forward_index += 1
+        if self.heads:
+            # Every head's output. The Runner keeps a detector in this process: its forward
+            # is this same network.run, of which it returns the last output only.
+            outputs = self.network.run(self.x[i])
+            return [outputs[head.index] for head in self.heads]
         return self.runner.forward(self.x[i])
 
     def params(self) -> dict[str, "object"]:
@@ -690,16 +759,30 @@ class _TorchRunner:
         self.model = _twin().Twin(network)
         self.optimizer = self.model.sgd(network.config, job["batch"])
         self.x = torch.from_numpy(pool["x"].astype(dtype, copy=False))  # float32: the pool's memory
-        self.labels = torch.from_numpy(pool["labels"].astype("int64"))
+        if network.heads:      # per batch, per head: the targets darkbp assigned (_detector_pool)
+            self.labels = [[self.targets([pool[f"t{i}.{k}.{name}"]
+                                          for name in ("index", "scale", "target")])
+                            for k in range(len(network.heads))] for i in range(len(self.x))]
+        else:
+            self.labels = torch.from_numpy(pool["labels"].astype("int64"))
         self.train_index = self.forward_index = 0
         self.last_loss = None
 
-    def train_step(self) -> None:
+    def targets(self, found) -> list:
+        """sparse_targets' (index, scale, target) as tensors, the values in the twin's dtype."""
+        index, scale, target = found
+        dtype = self.model.tensors[next(iter(self.model.tensors))].dtype
+        return [self.torch.from_numpy(index.astype("int64")),
+                self.torch.from_numpy(scale).to(dtype), self.torch.from_numpy(target).to(dtype)]
+
+    def train_step(self, labels=None) -> None:
+        """One step on the next batch; `labels`: a detector's targets in place of the pool's
+        (the float64 check's, assigned by darkbp at this step)."""
         i = self.train_index % len(self.x)
         self.train_index += 1
         if not self.model.training:
             self.model.train()
-        loss = self.model.loss(self.model(self.x[i]), self.labels[i])
+        loss = self.model.loss(self.model(self.x[i]), self.labels[i] if labels is None else labels)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -731,13 +814,19 @@ def _check_twins(job: dict, pool: dict) -> None:
         return np.allclose(a, b, rtol=1e-7, atol=1e-9 * max(1.0, float(np.abs(b).max())))
 
     ours, theirs = _DarkbpRunner(job, pool, "float64"), _TorchRunner(job, pool, "float64")
-    p_ours, p_theirs = ours.forward_step(), theirs.forward_step().numpy()
-    if p_ours.shape != p_theirs.shape or not close(p_theirs, p_ours):
-        raise SystemExit("bench: the torch network's forward differs from darkbp's: "
-                         "the twin is not the same network")
+    p_ours, p_theirs = ours.forward_step(), theirs.forward_step()
+    pairs = (zip(p_ours, p_theirs) if ours.heads else [(p_ours, p_theirs)])
+    for a, b in pairs:
+        b = b.numpy()
+        if a.shape != b.shape or not close(b, a):
+            raise SystemExit("bench: the torch network's forward differs from darkbp's: "
+                             "the twin is not the same network")
+    sparse = _twin().sparse_targets
     for _ in range(2):
         ours.train_step()
-        theirs.train_step()
+        # a detector's: the targets darkbp assigned at this step, from the same weights
+        theirs.train_step([theirs.targets(sparse(head.assign(ours.last_truth)))
+                           for head in ours.heads] if ours.heads else None)
     a, b = ours.params(), theirs.params()
     for key in a:
         if not close(b[key], a[key]):

@@ -7,6 +7,14 @@
     optimizer.zero_grad(); loss.backward(); optimizer.step()
     p = twin.predict(x)                       # (N, classes) probabilities, evaluation mode
 
+A detector ([yolo] heads, as cfg/yolo-digits.cfg) is twinned too. Its twin returns, per
+head, the head's input z (training) or its output (evaluation), and its loss is darkbp's
+[yolo] loss at the targets darkbp's head assigns (the box matching is darkbp's, done
+outside the twin):
+
+    found = [sparse_targets(head.assign(truth)) for head in network.heads]
+    loss = twin.loss(twin(x), [[torch.from_numpy(a) for a in f] for f in found])
+
 bench/bench.py times it against darkbp; tests/test_bench_twin.py checks in float64 that it
 computes what darkbp computes (forward, loss, every gradient, weights after SGD steps).
 
@@ -25,6 +33,11 @@ Layer by layer, as darkbp and Darknet define them (SPEC 3, 5):
                    values by 1/(1 − probability)), torch's own random draws
   [softmax]        last, plain (groups=1, temperature=1): the twin outputs its logits;
                    the cost is darkbp's cross-entropy −Σ truth·log p, summed over the batch
+  [upsample]       stride s > 0: every value copied into an s×s block, times scale
+  [yolo]           evaluation: the logistic on x, y, the objectness and the classes, w and
+                   h raw; training: its input z, for the loss s·BCE-with-logits(t, z) on x,
+                   y, objectness, classes and ½·s·(t − z)² on w, h (YoloLayer.loss), with
+                   darkbp's scale s and target t. A network with heads needs no [softmax].
 
 Activations: those torch has exactly (Darknet's leaky slope is 0.1). Anything else is
 `unsupported(network)`, a reason, before any twin is built.
@@ -48,7 +61,7 @@ ROLLING = 0.01                   # rolling = .99·rolling + .01·batch statistic
 
 def unsupported(network) -> str | None:
     """Why `network` has no twin (a layer this module does not build), or None."""
-    *layers, last = network.layers
+    layers = network.layers if network.heads else network.layers[:-1]
     for layer in layers:
         if layer.type not in BLOCKS:
             return f"layer {layer.index}: [{layer.type}]"
@@ -56,16 +69,34 @@ def unsupported(network) -> str | None:
             return f"layer {layer.index}: activation={layer.activation}"
         if layer.type == "route" and layer.groups != 1:
             return f"layer {layer.index}: [route] groups={layer.groups}"
-    if last.type != "softmax" or last.groups != 1 or last.temperature != 1:
+        if layer.type == "upsample" and layer.stride < 0:
+            return f"layer {layer.index}: [upsample] stride={layer.stride}"
+    last = network.layers[-1]
+    if not network.heads and (last.type != "softmax" or last.groups != 1
+                              or last.temperature != 1):
         return "the last layer is not a plain [softmax]"
     return None
 
 
-class Twin(nn.Module):
-    """`network`'s layers (all but the final [softmax]) as torch modules, in its dtype.
+def sparse_targets(found) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A [yolo] head's Targets (scale, target: (N, A, E, H, W)) as the flat indexes and
+    values of the entries that differ from the default (scale 1 on the objectness, 0
+    elsewhere; target 0): (index (k,) int64, scale (k,), target (k,)). `_Yolo.loss` makes
+    them dense again; a batch's are a few thousand numbers instead of two arrays its size."""
+    scale, target = found.scale, found.target
+    default = np.zeros(scale.shape[1:], scale.dtype)
+    default[:, 4] = 1
+    index = np.flatnonzero((scale != default) | (target != 0))
+    return index, scale.reshape(-1)[index], target.reshape(-1)[index]
 
-    forward(x (N, C, H, W)) -> logits (N, classes). tensors[(layer index, name)] is the
-    tensor holding darkbp's array `name` of that layer (parameters and rolling statistics).
+
+class Twin(nn.Module):
+    """`network`'s layers (all but a classifier's final [softmax]) as torch modules, in its
+    dtype.
+
+    forward(x (N, C, H, W)) -> logits (N, classes); for a detector, a list with each head's
+    input z (training) or output (evaluation), (N, C, H, W). tensors[(layer index, name)] is
+    the tensor holding darkbp's array `name` of that layer (parameters, rolling statistics).
     """
 
     def __init__(self, network):
@@ -74,7 +105,8 @@ class Twin(nn.Module):
         if problem:
             raise ValueError(f"{network.file}: no torch twin for {problem}")
         dtype = getattr(torch, np.dtype(network.dtype).name)
-        layers = network.layers[:-1]
+        layers = network.layers if network.heads else network.layers[:-1]
+        self.heads = [head.index for head in network.heads]
         self.blocks = nn.ModuleList(BLOCKS[layer.type](layer, dtype) for layer in layers)
         self.sources = [layer.sources for layer in layers]
         # A layer's output is dropped once its last reader has run, as darkbp's pass does.
@@ -97,17 +129,26 @@ class Twin(nn.Module):
             for source in self.sources[i]:
                 if self.last_reader.get(source) == i:
                     outputs[source] = None
+        if self.heads:
+            return [outputs[i] for i in self.heads]
         return outputs[-1].flatten(1)
 
-    @staticmethod
-    def loss(logits, labels):
-        """darkbp's [softmax] cost with one-hot truth: −Σ_images log p[label]."""
-        return F.cross_entropy(logits, labels, reduction="sum")
+    def loss(self, outputs, truth):
+        """A classifier: darkbp's [softmax] cost with one-hot truth, −Σ_images log p[label],
+        truth the labels (N,). A detector: the sum of its heads' losses, truth a
+        (index, scale, target) of `sparse_targets` per head."""
+        if not self.heads:
+            return F.cross_entropy(outputs, truth, reduction="sum")
+        return sum(self.blocks[i].loss(z, *found)
+                   for i, z, found in zip(self.heads, outputs, truth))
 
     def predict(self, x):
-        """Evaluation mode (rolling statistics, no dropout): softmax probabilities."""
+        """Evaluation mode (rolling statistics, no dropout): softmax probabilities (N,
+        classes); for a detector, the list of its heads' outputs."""
         self.eval()
         with torch.inference_mode():
+            if self.heads:
+                return self(x)
             return torch.softmax(self(x), dim=1)
 
     def sgd(self, config, batch: int) -> torch.optim.SGD:
@@ -270,5 +311,52 @@ class _Dropout(_Stateless):
         return self.dropout(x)
 
 
+class _Upsample(_Stateless):
+    """stride > 0: y[n, c, j, i] = scale·x[n, c, j div s, i div s]."""
+
+    def __init__(self, layer, dtype):
+        super().__init__(layer, dtype)
+        self.stride, self.scale = layer.stride, layer.scale
+
+    def forward(self, x):
+        y = F.interpolate(x, scale_factor=self.stride, mode="nearest")
+        return y if self.scale == 1 else y * self.scale
+
+
+class _Yolo(_Stateless):
+    """[yolo]: training passes its input z on, for `loss`; evaluation gives the head's output,
+    the logistic on x, y, the objectness and the classes (entries 0, 1, 4, 5...)."""
+
+    def __init__(self, layer, dtype):
+        super().__init__(layer, dtype)
+        _, h, w = layer.in_shape
+        self.entries = (len(layer.mask), layer.classes + 5, h, w)      # (A, E, H, W)
+
+    def forward(self, z):
+        if self.training:
+            return z
+        y = z.view(len(z), *self.entries).clone()
+        y[:, :, 0:2] = torch.sigmoid(y[:, :, 0:2])
+        y[:, :, 4:] = torch.sigmoid(y[:, :, 4:])
+        return y.view_as(z)
+
+    def loss(self, z, index, scale, target):
+        """YoloLayer.loss summed over the images: z (N, C, H, W) the head's input; index,
+        scale, target those of `sparse_targets`, written into dense (N, A, E, H, W) arrays
+        here (as darkbp's head fills its own in train_targets)."""
+        n = len(z)
+        s = z.new_zeros((n, *self.entries))
+        s[:, :, 4] = 1
+        s.view(-1)[index] = scale
+        t = z.new_zeros((n, *self.entries))
+        t.view(-1)[index] = target
+        z = z.view(n, *self.entries)
+        wh = s[:, :, 2:4].clone()
+        s[:, :, 2:4] = 0                       # w and h: squared error, not BCE
+        bce = F.binary_cross_entropy_with_logits(z, t, weight=s, reduction="sum")
+        return bce + (wh * (t[:, :, 2:4] - z[:, :, 2:4]) ** 2).sum() / 2
+
+
 BLOCKS = {"convolutional": _convolutional, "connected": _connected, "maxpool": _Maxpool,
-          "avgpool": _Avgpool, "route": _Route, "shortcut": _Shortcut, "dropout": _Dropout}
+          "avgpool": _Avgpool, "route": _Route, "shortcut": _Shortcut, "dropout": _Dropout,
+          "upsample": _Upsample, "yolo": _Yolo}

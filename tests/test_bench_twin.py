@@ -1,7 +1,8 @@
 """bench/twin.py, the torch twin the benchmark times darkbp against, computes what darkbp
-computes: for every bench cfg, in float64, the training forward, the loss, every parameter
-gradient, the rolling statistics, the evaluation forward, and the weights after SGD steps
-with Darknet's rule (darkbp/sgd.py) in torch's optimizer."""
+computes: for every bench cfg and the detector cfg/yolo-digits.cfg, in float64, the
+training forward, the loss, every parameter gradient (and a detector's input gradient),
+the rolling statistics, the evaluation forward, and the weights after SGD steps with
+Darknet's rule (darkbp/sgd.py) in torch's optimizer."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.bench import BENCH_CFGS
-from bench.twin import Twin, _Dropout, unsupported
+from bench.bench import BENCH_CFGS, DETECTOR_CFG
+from bench.twin import Twin, _Dropout, sparse_targets, unsupported
 from darkbp.network import parse_network
-from darkbp.passes import Pass
+from darkbp.ops.detection import Truth
+from darkbp.passes import Noise, Pass
 from darkbp.sgd import SGD
 from tests.conftest import ROOT
 
@@ -74,6 +76,62 @@ def test_twin_computes_what_darkbp_computes(name):
         if step == 0:          # from the same weights: the pass itself
             close(p, torch.softmax(logits, dim=1), "training forward")
             assert loss == pytest.approx(twin_loss.item(), rel=1e-12)
+            for layer in network.layers:
+                for param, _, grad in layer.parameters():
+                    close(grad, twin.tensors[(layer.index, param)].grad,
+                          f"layer {layer.index} {param} gradient")
+        sgd.step(lr)
+        optimizer.step()
+    for (index, array), tensor in twin.tensors.items():
+        close(getattr(network.layers[index], array), tensor,
+              f"layer {index} {array} after {STEPS} SGD steps")
+
+
+def test_the_detector_twin_computes_what_darkbp_computes():
+    """yolo-digits at batch 4: the heads' outputs (evaluation and training), the loss at
+    darkbp's assignment, every parameter gradient, the input gradient, and the weights after
+    SGD steps (each step's targets assigned by darkbp from the same weights)."""
+    rng = np.random.default_rng(17)
+    network = _network(DETECTOR_CFG.split("/")[-1], rng)
+    twin = Twin(network)
+    config = network.config
+    sgd = SGD(network.layers, config.momentum, config.decay, BATCH)
+    optimizer = twin.sgd(config, BATCH)
+    lr = config.schedule.learning_rate
+    heads = network.heads
+    assert [head.type for head in heads] == ["yolo", "yolo"]
+    _, h, w = network.input_shape
+
+    x = rng.random((BATCH,) + network.input_shape)
+    outputs = network.run(x)
+    for head, theirs in zip(heads, twin.predict(torch.from_numpy(x))):
+        close(outputs[head.index], theirs, f"layer {head.index} evaluation output")
+
+    twin.train()
+    for step in range(STEPS):
+        x = rng.random((BATCH,) + network.input_shape)
+        truth = Truth.random(rng, BATCH, heads[0].classes, w, h)
+        outputs = network.run(x, Pass.training(Noise(0, step)))
+        loss = float(network.cost(truth).sum())
+        dx = network.backward(truth, input_grad=True)
+        tx = torch.from_numpy(x).requires_grad_()
+        zs = twin(tx)
+        found = [[torch.from_numpy(a) for a in sparse_targets(head.assign(truth))]
+                 for head in heads]
+        twin_loss = twin.loss(zs, found)
+        optimizer.zero_grad()
+        twin_loss.backward()
+        if step == 0:
+            # The assignment matches boxes to some predictions and ignores none at the
+            # initial weights: the loss has box, class and objectness terms.
+            assert all(len(f[0]) > 0 for f in found)
+            for head, z, block in zip(heads, zs, (twin.blocks[h.index] for h in heads)):
+                close(head._x, z, f"layer {head.index} input")
+                close(outputs[head.index], block.eval()(z.detach()),
+                      f"layer {head.index} training output")
+                block.train()
+            assert loss == pytest.approx(twin_loss.item(), rel=1e-12)
+            close(dx, tx.grad, "input gradient")
             for layer in network.layers:
                 for param, _, grad in layer.parameters():
                     close(grad, twin.tensors[(layer.index, param)].grad,
