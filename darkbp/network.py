@@ -15,6 +15,7 @@ The last layer is the cost (a [softmax] or a [cost]); a detector's are its heads
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 from darkbp.cfg import DARKNET_SECTIONS, CfgWarning, Section, read_cfg
 from darkbp.errors import DarkbpError
 from darkbp.layers import REGISTRY
-from darkbp.layers.base import INPUT, Input, Layer
+from darkbp.layers.base import INPUT, Input, Layer, grad_name
 from darkbp.passes import EVAL, Pass
 from darkbp.schedule import Schedule
 
@@ -94,6 +95,7 @@ class Network:
     file: str = ""
     warnings: list[CfgWarning] = field(default_factory=list)
     dtype: np.dtype | None = None
+    sections: list[Section] = field(default_factory=list, repr=False)   # the cfg, for resize
 
     def __post_init__(self):
         # last_reader[i]: the last layer that reads output i (the final output: past the end).
@@ -114,6 +116,37 @@ class Network:
     @property
     def outputs(self) -> int:
         return self.layers[-1].outputs
+
+    def resize(self, width: int, height: int) -> None:
+        """Darknet's resize_network: the input becomes width x height. Every layer's shapes
+        are recomputed from the cfg as if it had said this size; its parameters, gradients
+        and state stay the same arrays (an optimiser's and EMA's hold on them stays good).
+
+        A DarkbpError when the cfg can not take that size (a layer whose parameters depend
+        on it, as [connected]'s do, or shapes that no longer fit); the network is then as
+        it was.
+        """
+        config = self.config
+        if (width, height) == (config.width, config.height):
+            return
+        config = dataclasses.replace(config, width=width, height=height,
+                                     inputs=width * height * config.channels)
+        try:
+            layers = _build_layers(self.sections, config, self.file, [])
+        except DarkbpError as error:
+            raise DarkbpError(f"at {width} x {height} input: {error.message}", file=error.file,
+                              line=error.line) from None
+        for old, new in zip(self.layers, layers):
+            if new.param_shapes() != old.param_shapes():
+                raise DarkbpError(f"[{old.header}] has parameters whose shape depends on the "
+                                  f"input size: the network can not take {width} x {height} "
+                                  f"input", file=self.file, line=old.line)
+        for old, new in zip(self.layers, layers):
+            arrays = {*old.param_names, *map(grad_name, old.param_names), *old.state_names}
+            kept = {name: value for name, value in vars(old).items() if name in arrays}
+            vars(old).clear()
+            vars(old).update(vars(new), **kept)
+        self.config = config
 
     def initialize(self, seed: int | None = 0, dtype=np.float32) -> "Network":
         """Allocate and initialise every parameter as Darknet does (SPEC section 5)."""
@@ -268,6 +301,15 @@ def parse_network(path: str | Path) -> Network:
 def build_network(sections: list[Section], file: str) -> Network:
     config = _parse_net(sections[0])
     warnings = sections[0].warnings(NET_OPTIONS, NET_IGNORED)
+    layers = _build_layers(sections, config, file, warnings)
+    return Network(config=config, layers=layers, file=file, warnings=warnings,
+                   sections=sections)
+
+
+def _build_layers(sections: list[Section], config: NetConfig, file: str,
+                  warnings: list[CfgWarning]) -> list[Layer]:
+    """The layers of sections[1:] for an input of config's shape; their warnings are added
+    to `warnings`."""
     net_input = Input(INPUT, config.input_shape, not (config.height and config.width
                                                       and config.channels), "net")
     layers: list[Layer] = []
@@ -295,7 +337,7 @@ def build_network(sections: list[Section], file: str) -> Network:
         if layer.must_be_last:
             raise DarkbpError(f"[{layer.header}] must be the last section",
                               file=file, line=layer.line, section=layer.header)
-    return Network(config=config, layers=layers, file=file, warnings=warnings)
+    return layers
 
 
 def _layer_class(section: Section) -> type[Layer]:
