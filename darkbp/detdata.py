@@ -79,7 +79,8 @@ from darkbp.imagedata import SHOWN, ImageList, Progress, read_image, read_lines,
 from darkbp.labels import LabelCounts, find_label_file, read_label_file
 
 F32 = np.float32
-STREAM = 4      # the first word of the seed: order [seed, epoch], lr 1, noise 2, augment 3
+STREAM = 4      # the first word of the seed: order [seed, epoch], lr 1, noise 2, augment 3,
+                # multi-scale 5
 # The columns of the draws, in Darknet's order of rand() calls: one uniform each.
 JITTER_W, JITTER_H, DX, DY, HUE, SAT, SAT_COIN, EXP, EXP_COIN, FLIP = range(10)
 DRAWS = 10

@@ -15,6 +15,7 @@ Everything else (SGD, EMA, checkpoints, --resume, signals) is the Trainer's.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,79 @@ def open_detection_data(spec: str, data_dir: str | None = None) -> DetectionData
                          tuple(warnings), is_sample)
 
 
+@dataclass(frozen=True)
+class MultiScale:
+    """`random=1` in the last head ([yolo] or [region]): every PERIOD batches the network
+    input becomes a random size, as AlexeyAB's train_detector draws it: a scale r from
+    rand_scale(coef) (uniform in [1, coef], inverted half the time; coef 1.4 for random=1,
+    else the value itself), the cfg's width and height times r rounded to multiples of
+    STEP. The first PERIOD batches and the last LAST are at the largest size (AlexeyAB's
+    memory check, and the batch-norm statistics the weights end with). Each period's draw
+    comes from (seed, period), so --resume stays exact.
+
+    AlexeyAB rounds r·size/32 + 1, which keeps every r < 1 at the cfg's size; darkbp rounds
+    r·size/32, so the sizes do span 1/coef to coef times the cfg's.
+    """
+
+    PERIOD = 10
+    STEP = 32
+    LAST = 100
+    STREAM = 5               # the first word of the draws' seed (detdata.STREAM: the others)
+
+    width: int
+    height: int
+    coef: float
+
+    @classmethod
+    def of_network(cls, network) -> "MultiScale | None":
+        """The cfg's multi-scale training; None without it. A DarkbpError when the network
+        can not take the sizes (a layer whose parameters depend on them)."""
+        head = network.layers[-1]
+        random = head.settings.get("random", 0) if head.type in ("yolo", "region") else 0
+        if not random:
+            return None
+        if random < 0:
+            raise DarkbpError(f"random={random:g}: expected 0, 1 (sizes from 1/1.4 to 1.4 "
+                              "times the cfg's) or the largest scale", file=network.file,
+                              line=head.line)
+        config = network.config
+        scales = cls(config.width, config.height, 1.4 if random == 1 else max(random,
+                                                                              1 / random))
+        for size in (scales.scaled(1 / scales.coef), scales.largest, scales.cfg_size):
+            network.resize(*size)
+        return scales
+
+    @property
+    def cfg_size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    @property
+    def largest(self) -> tuple[int, int]:
+        return self.scaled(self.coef)
+
+    def scaled(self, r: float) -> tuple[int, int]:
+        return tuple(max(self.STEP, round(r * side / self.STEP) * self.STEP)
+                     for side in (self.width, self.height))
+
+    def size(self, seed: int, batch_num: int, total_batches: int) -> tuple[int, int]:
+        """The (width, height) of batch `batch_num` (counted from 0) of a run of
+        total_batches."""
+        period = batch_num // self.PERIOD
+        if period == 0 or period * self.PERIOD >= total_batches - self.LAST:
+            return self.largest
+        scale, invert = np.random.default_rng([seed, self.STREAM, period]).random(2)
+        r = 1 + scale * (self.coef - 1)
+        return self.scaled(1 / r if invert < 0.5 else r)
+
+    def describe(self) -> str:
+        """One line for the start of training."""
+        low, high = self.scaled(1 / self.coef), self.largest
+        return (f"multi-scale (random): every {self.PERIOD} batches the input becomes "
+                f"{low[0]} x {low[1]} to {high[0]} x {high[1]}, the last {self.LAST} "
+                f"batches at {high[0]} x {high[1]}; mAP at the cfg's {self.width} x "
+                f"{self.height}")
+
+
 class _MapEvaluation:
     """What the Trainer reads of an evaluation: mAP@0.5 as its accuracy."""
 
@@ -104,6 +178,7 @@ class DetectionTrainer(Trainer):
                               f"{self.dataset.classes} classes", file=str(self.dataset.source))
         self.top = None
         self.augment_by_default = True
+        self.scales = MultiScale.of_network(self.network)
 
     @property
     def train_size(self) -> int:
@@ -120,13 +195,32 @@ class DetectionTrainer(Trainer):
         self.valid_paths = image_paths(self.dataset.valid)
         for line in self.dataset.train.counts.warnings() + counts.warnings():
             self.listener.notice(line)
+        if self.scales:
+            self.listener.notice(self.scales.describe())
 
     def _input(self, images: np.ndarray, batch_num: int):
-        x, boxes = self.augment.batch(self.images, self.dataset.train.labels, images,
-                                      self.options.seed, batch_num)
-        _, h, w = self.network.input_shape
+        """Batch batch_num's input and truth, at its size (this runs in a background
+        thread while the network trains at another: it reads no network shape)."""
+        augment = self.augment
+        if self.scales:
+            w, h = self.scales.size(self.options.seed, batch_num, self.total_batches)
+            augment = dataclasses.replace(augment, width=w, height=h)
+        x, boxes = augment.batch(self.images, self.dataset.train.labels, images,
+                                 self.options.seed, batch_num)
         # Darknet's *net->seen in the forward: this batch's images included.
-        return x, Truth(boxes, w, h, seen=(batch_num + 1) * self.batch)
+        return x, Truth(boxes, augment.width, augment.height,
+                        seen=(batch_num + 1) * self.batch)
+
+    def _batch_passes(self, x: np.ndarray, truth: Truth) -> float:
+        self.network.resize(truth.netw, truth.neth)
+        return super()._batch_passes(x, truth)
+
+    def run(self):
+        try:
+            return super().run()
+        finally:
+            if self.scales:
+                self.network.resize(*self.scales.cfg_size)
 
     # ------------------------------------------------------------------ Darknet's numbers
     def _pass_done(self, truth: Truth) -> None:
@@ -159,7 +253,11 @@ class DetectionTrainer(Trainer):
         return record
 
     def test_evaluation(self, ema: bool = False) -> _MapEvaluation:
-        """The valid list detected with the raw or the EMA weights and scored (mAP@0.5)."""
+        """The valid list detected with the raw or the EMA weights and scored (mAP@0.5), at
+        the cfg's input size."""
+        if self.scales:
+            self.network.resize(*self.scales.cfg_size)
+
         def run():
             scorer = Scorer(self.dataset.classes)
             found = detect_files(self.network, self.valid_paths, thresh=MAP_THRESH, hier=0,
