@@ -11,6 +11,11 @@ in training differs from Darknet's by its epsilon, README "Where darkbp differs"
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +31,7 @@ from darkbp.ops.detection import Truth
 from darkbp.passes import EVAL, Noise, Pass
 from darkbp.sgd import SGD
 from darkbp.weights import load_weights
-from tests.conftest import CFG_DIR
+from tests.conftest import CFG_DIR, ROOT
 from tests.golden import GOLDEN, Golden, arrays, relative
 from tests.test_ops_batchnorm import DarknetBatchnorm
 
@@ -383,3 +388,41 @@ def test_a_resumed_detector_run_ends_with_the_same_weights(tmp_path, monkeypatch
     train("parts", 3, "--resume")
     whole = (tmp_path / "whole" / "yolo-digits_final.weights").read_bytes()
     assert (tmp_path / "parts" / "yolo-digits_final.weights").read_bytes() == whole
+
+
+def test_a_detector_stopped_by_sigterm_at_2_threads_resumes_to_the_1_thread_weights(
+        tmp_path, monkeypatch):
+    # A detector trains in one process, its --threads in BLAS, whose products split rows
+    # and columns among the threads, never a sum: 2 threads give 1 thread's bits. A SIGTERM
+    # after the checkpoint of batch 1 (the update under way finishes, then a checkpoint, exit
+    # 143), then --resume, ends with the weights of a run that never stopped.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert CliRunner().invoke(main, ["data", "make", "mnist-det", "--train", "128",
+                                     "--valid", "4"]).exit_code == 0
+    args = [sys.executable, "-m", "darkbp", "train", str(CFG_DIR / "yolo-digits.cfg"),
+            "--data", "mnist-det", "--max-batches", "4"]
+
+    def train(out, threads, *more):
+        return subprocess.Popen([*args, "--out", str(tmp_path / out), "--threads",
+                                 str(threads), *more], cwd=ROOT, env=os.environ.copy(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(run, code=0):
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == code and "Traceback" not in stderr, stderr
+        return stderr
+
+    finish(train("whole", 1))
+    state = tmp_path / "parts" / "yolo-digits_last.state.npz"
+    run = train("parts", 2, "--checkpoint-every", "0.0001")
+    deadline = time.monotonic() + 120
+    while not state.is_file():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.002)
+    os.kill(run.pid, signal.SIGTERM)
+    assert "darkbp: stopped by SIGTERM after batch" in finish(run, 143)
+    with np.load(state) as saved:
+        assert int(saved["batch_num"]) < 4
+    finish(train("parts", 2, "--resume"))
+    name = "yolo-digits_final.weights"
+    assert (tmp_path / "parts" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
