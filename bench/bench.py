@@ -77,6 +77,15 @@ needed and, for each, the training time (the sum of the steps' times: evaluation
 and darkbp's checkpoints excluded) and the wall time (everything).  Needs full
 MNIST: DARKBP_DATA=/work/shared/data (a folder holding mnist/).
 
+BLAS kernels. Some machines set OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (older OpenBLAS
+builds compute wrong results or crash on some processors), which force an older kernel
+than OpenBLAS would pick (Haswell's AVX2 on an AVX-512 CPU, about half the speed on large
+products); a user's machine sets neither, and torch's oneDNN ignores both. So the children
+run without those two variables (only them; the tests and CI keep the environment as it
+is), and --blas-env keep measures with them as set here. Each speed child reports the
+kernel each framework actually ran: threadpoolctl's `architecture` of numpy's OpenBLAS,
+and torch.backends.cpu.get_cpu_capability().
+
 --json FILE saves every number, the windows included.
 """
 
@@ -103,6 +112,7 @@ TTA_CFG = "cfg/residual.cfg"
 TTA_THREADS = "2"
 TORCH_VERSION = "2.13.0"          # SPEC 9: the bar, and the only torch these machines install
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")   # removed for the children (--blas-env)
 POOL_BATCHES = 16                 # distinct batches every child cycles through
 MNIST_INPUT = (1, 28, 28)         # cfgs with this input get MNIST batches, others random ones
 # Idle OpenBLAS workers spin ~0.1 s (2^28 cycles) after their last job before they
@@ -120,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         _run_child(Path(args.child))
         return 0
+    if args.blas_env == "unset":              # the children inherit this environment
+        for var in BLAS_VARS:
+            os.environ.pop(var, None)
     try:
         threads = _thread_list(args.threads or (TTA_THREADS if args.time_to_accuracy
                                                 else "1,2"))
@@ -167,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="length of a window, seconds (default: 1.0)")
     parser.add_argument("--no-torch", action="store_true", help="measure darkbp only")
     parser.add_argument("--json", metavar="FILE", help="save the raw numbers to FILE")
+    parser.add_argument("--blas-env", choices=("unset", "keep"), default="unset",
+                        help="unset (default): the children run without OPENBLAS_CORETYPE and "
+                             "OPENBLAS_L2_SIZE, as users' machines do; keep: as set here")
     parser.add_argument("--time-to-accuracy", action="store_true",
                         help="time `darkbp train` and torch to 99.3%% test accuracy on "
                              "full MNIST (needs DARKBP_DATA)")
@@ -427,6 +443,9 @@ def _render_throughput(report: dict) -> None:
             table.add_row(figure, *cells)
         console.print(table)
     console.print(_machine_line(report["machine"]))
+    kernels = _kernels_line(report["results"])
+    if kernels:
+        console.print(kernels)
     if report["sample"]:
         console.print("(batches from the MNIST sample shipped with darkbp; speed does not "
                       "depend on which digits)")
@@ -549,9 +568,39 @@ def _busy_cores(seconds: float = 0.3) -> float:
 
 def _machine_line(machine: dict) -> str:
     torch = f", torch {machine['torch']}" if "torch" in machine else ""
+    blas_env = ", ".join(f"{var}={value}" for var, value in machine["blas_env"].items())
     return (f"{machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, "
             f"numpy {machine['numpy']} ({machine['blas']}){torch}; "
+            f"{blas_env or ' and '.join(BLAS_VARS) + ' unset'}; "
             f"{machine['busy_cores']:.1f} cores busy with other work at the start")
+
+
+def _kernels_line(results: list[dict]) -> str | None:
+    """The kernels the speed children ran, e.g. "darkbp: OpenBLAS SkylakeX; torch: AVX512"."""
+    found: dict[str, set] = {}
+    for row in results:
+        for framework, kernel in row["speed"].get("kernels", {}).items():
+            found.setdefault(framework, set()).add(kernel)
+    if not found:
+        return None
+    return "kernels run: " + "; ".join(f"{framework} {', '.join(sorted(kernels))}"
+                                        for framework, kernels in found.items())
+
+
+def _kernels(torch_too: bool) -> dict[str, str]:
+    """The kernel each framework runs in this process: OpenBLAS's core type (threadpoolctl,
+    after numpy has loaded it; "unknown" without threadpoolctl) and torch's CPU capability."""
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [f"{info['internal_api']} {info.get('architecture')}"
+                for info in threadpool_info() if info["user_api"] == "blas"]
+    except ImportError:
+        blas = []
+    kernels = {"darkbp": ", ".join(blas) or "unknown (pip install threadpoolctl)"}
+    if torch_too:
+        import torch
+        kernels["torch"] = f"oneDNN/ATen {torch.backends.cpu.get_cpu_capability()}"
+    return kernels
 
 
 def _machine() -> dict:
@@ -567,7 +616,8 @@ def _machine() -> dict:
     from darkbp.threads import blas_library
     machine = {"cpu": cpu, "cores": os.cpu_count(), "busy_cores": _busy_cores(),
                "python": platform.python_version(), "numpy": np.__version__,
-               "blas": Path(blas_library()).name}
+               "blas": Path(blas_library()).name,
+               "blas_env": {var: os.environ[var] for var in BLAS_VARS if var in os.environ}}
     from importlib.metadata import PackageNotFoundError, version
     try:
         machine["torch"] = version("torch")
@@ -678,6 +728,7 @@ def _child_speed(job: dict) -> dict:
         order.reverse()                        # who goes first alternates
     for name, runner in runners.items():
         speeds[name]["final_loss"] = runner.last_loss
+    speeds["kernels"] = _kernels(job["torch"])
     return speeds
 
 
