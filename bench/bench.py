@@ -3,6 +3,7 @@
     DARKBP_DATA=/work/shared/data python bench/bench.py
     python bench/bench.py --cfg residual --threads 1 --windows 5 --json bench.json
     python bench/bench.py --cfg yolo-digits --windows 3          # the detector
+    python bench/bench.py --profile --cfg residual    # per operation: bench/bench_profile.py
     python bench/bench.py --no-torch
     DARKBP_DATA=/work/shared/data python bench/bench.py --time-to-accuracy
 
@@ -147,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from darkbp.errors import DarkbpError
     try:
-        if args.time_to_accuracy:
+        if args.profile:
+            cfgs = [_find_cfg(c) for c in (args.cfg or BENCH_CFGS)]
+            report = _profile().run(sys.modules[__name__], cfgs, args, use_torch)
+        elif args.time_to_accuracy:
             cfgs = [_find_cfg(c) for c in (args.cfg or [TTA_CFG])]
             report = _time_to_accuracy(cfgs, threads, use_torch)
         else:
@@ -186,6 +190,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-to-accuracy", action="store_true",
                         help="time `darkbp train` and torch to 99.3%% test accuracy on "
                              "full MNIST (needs DARKBP_DATA)")
+    parser.add_argument("--profile", action="store_true",
+                        help="where one training step's time goes, per operation, at 1 thread, "
+                             "beside torch's profiler; --windows profiled steps "
+                             "(bench/bench_profile.py)")
     parser.add_argument("--child", metavar="JOB", help=argparse.SUPPRESS)
     return parser
 
@@ -635,6 +643,8 @@ def _run_child(job_path: Path) -> None:
         result = _child_memory(job, framework)
     elif kind == "speed":
         result = _child_speed(job)
+    elif kind == "profile":
+        result = _profile().child(sys.modules[__name__], job)
     else:
         result = _child_accuracy(job, framework)
     Path(job["result"]).write_text(json.dumps(result))
@@ -683,6 +693,12 @@ def _twin():
     """bench/twin.py, beside this script (which runs as a script: its folder is on sys.path)."""
     import twin
     return twin
+
+
+def _profile():
+    """bench/bench_profile.py, beside this script."""
+    import bench_profile
+    return bench_profile
 
 
 def _child_memory(job: dict, framework: str) -> dict:
