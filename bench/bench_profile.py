@@ -42,8 +42,8 @@ between the layers, Runner, reshapes, layers without a category such as [local] 
   depthwise conv         the direct depthwise kernel (no GEMM)
   batch-norm tail        AffineLayer's tail and [batchnorm]: normalisation, scale, bias
   activations            every activation's forward and backward (darkbp/ops/activations)
-  shortcut / route       [shortcut], [route], [upsample] and the sums of gradients where
-                         outputs branch (Network.backward)
+  shortcut / route       [shortcut], [route], [upsample], and Network.backward's own time:
+                         the sums of gradients where outputs branch (and its loop)
   pooling                [maxpool], [avgpool]
   layout changes         ops/layout.py's `ordered`: NCHW <-> CHWN copies
   cost                   [softmax], [cost] and the detection heads: forward, cost, gradient
