@@ -76,7 +76,11 @@ the same loop in PyTorch runs next: the twin with the same initial weights, data
 order, batches, learning-rate schedule and evaluations.  It reports the batches
 needed and, for each, the training time (the sum of the steps' times: evaluation
 and darkbp's checkpoints excluded) and the wall time (everything).  Needs full
-MNIST: DARKBP_DATA=/work/shared/data (a folder holding mnist/).
+MNIST: DARKBP_DATA=/work/shared/data (a folder holding mnist/).  With a detector
+(--cfg yolo-digits) it is bench/tta_detect.py instead: darkbp and the twin train the
+cfg's whole schedule on mnist-det side by side (two processes advanced one epoch at a
+time, alternately), the twin's targets assigned from its own outputs, and both report
+mAP@0.5 on the valid split after each epoch.
 
 BLAS kernels. Some machines set OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (older OpenBLAS
 builds compute wrong results or crash on some processors), which force an older kernel
@@ -189,7 +193,9 @@ def _parser() -> argparse.ArgumentParser:
                              "OPENBLAS_L2_SIZE, as users' machines do; keep: as set here")
     parser.add_argument("--time-to-accuracy", action="store_true",
                         help="time `darkbp train` and torch to 99.3%% test accuracy on "
-                             "full MNIST (needs DARKBP_DATA)")
+                             "full MNIST (needs DARKBP_DATA); with a detector (--cfg "
+                             "yolo-digits), darkbp and its twin trained on mnist-det, "
+                             "interleaved, mAP@0.5 after each epoch (bench/tta_detect.py)")
     parser.add_argument("--profile", action="store_true",
                         help="where one training step's time goes, per operation, at 1 thread, "
                              "beside torch's profiler; --windows profiled steps "
@@ -482,6 +488,8 @@ def _time_to_accuracy(cfgs: list[Path], threads: list[int], use_torch: bool) -> 
     from darkbp.evaluate import check_fits
     from darkbp.network import parse_network
 
+    if any(parse_network(cfg).heads for cfg in cfgs):     # a detector: time to mAP@0.5
+        return _time_to_map(cfgs, threads, use_torch)
     dataset = load_dataset("mnist")
     if dataset.is_sample:
         where = os.environ.get("DARKBP_DATA")
@@ -516,6 +524,20 @@ def _time_to_accuracy(cfgs: list[Path], threads: list[int], use_torch: bool) -> 
               "target": TARGET_ACCURACY, "eval_every": EVAL_EVERY, "runs": runs}
     _render_accuracy(report)
     return report
+
+
+def _time_to_map(cfgs: list[Path], threads: list[int], use_torch: bool) -> dict:
+    """A detector's time to mAP on mnist-det beside its twin (bench/tta_detect.py)."""
+    import tta_detect
+    runs = []
+    for cfg in cfgs:
+        for n in threads:
+            run = tta_detect.time_to_map(cfg, n, use_torch, _console())
+            tta_detect.render(run)
+            runs.append(run)
+    machine = _machine()
+    print(_machine_line(machine))
+    return {"mode": "time_to_map", "machine": machine, "runs": runs}
 
 
 def _render_accuracy(report: dict) -> None:
