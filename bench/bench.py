@@ -529,13 +529,13 @@ def _time_to_accuracy(cfgs: list[Path], threads: list[int], use_torch: bool) -> 
 def _time_to_map(cfgs: list[Path], threads: list[int], use_torch: bool) -> dict:
     """A detector's time to mAP on mnist-det beside its twin (bench/tta_detect.py)."""
     import tta_detect
+    machine = _machine()              # before the runs, as _time_to_accuracy: its busy cores
     runs = []
     for cfg in cfgs:
         for n in threads:
             run = tta_detect.time_to_map(cfg, n, use_torch, _console())
             tta_detect.render(run)
             runs.append(run)
-    machine = _machine()
     print(_machine_line(machine))
     return {"mode": "time_to_map", "machine": machine, "runs": runs}
 
