@@ -1,10 +1,11 @@
-"""Shared test helpers: the repository's folders, a cfg writer, small real layers, the check
-of a bad cfg's one-line error, a fuzz loop over one cfg value, and the comparison of a
-network with its torch twin."""
+"""Shared test helpers: the repository's folders, a cfg writer and a cfg at another [net]
+setting, a small mnist-det, small real layers, the check of a bad cfg's one-line error, a
+fuzz loop over one cfg value, and the comparison of a network with its torch twin."""
 
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -36,6 +37,26 @@ def write_cfg(tmp_path):
         path.write_text(textwrap.dedent(text).lstrip("\n"))
         return path
     return write
+
+
+def cfg_with(path: Path, folder: Path, **net) -> Path:
+    """A copy of the cfg in `folder` with these [net] options' lines replaced
+    (cfg_with(path, tmp_path, width=32, height=32))."""
+    text = path.read_text()
+    for key, value in net.items():
+        text, count = re.subn(rf"(?m)^{key}\s*=.*$", f"{key}={value}", text, count=1)
+        assert count == 1, f"{path} has no {key}= line"
+    out = folder / f"{path.stem}-{'-'.join(f'{k}{v}' for k, v in net.items())}.cfg"
+    out.write_text(text)
+    return out
+
+
+def make_mnist_det(tmp_path: Path, monkeypatch, train: int, valid: int) -> None:
+    """A small mnist-det in a dataset cache of its own under tmp_path (--data mnist-det)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = CliRunner().invoke(main, ["data", "make", "mnist-det", "--train", str(train),
+                                     "--valid", str(valid)])
+    assert made.exit_code == 0, made.output
 
 
 @pytest.fixture(scope="module")

@@ -83,10 +83,8 @@ activation=linear
 
 
 @pytest.fixture
-def cfg(tmp_path):
-    path = tmp_path / "profiled.cfg"
-    path.write_text(CFG)
-    return path
+def cfg(write_cfg):
+    return write_cfg(CFG, "profiled.cfg")
 
 
 def _trainer(cfg):

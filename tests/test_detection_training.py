@@ -31,7 +31,7 @@ from darkbp.ops.detection import Truth
 from darkbp.passes import EVAL, Noise, Pass
 from darkbp.sgd import SGD
 from darkbp.weights import load_weights
-from tests.conftest import CFG_DIR, ROOT
+from tests.conftest import CFG_DIR, ROOT, make_mnist_det
 from tests.golden import GOLDEN, Golden, arrays, relative
 from tests.test_ops_batchnorm import DarknetBatchnorm
 
@@ -347,34 +347,36 @@ def test_darkbp_train_replays_darknets_steps(name, steps, tmp_path, monkeypatch)
                for r in epochs)
 
 
-def test_yolo_digits_trains_on_mnist_det_through_the_cli(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, heads", [
+    ("yolo-digits", ["Region 12 Avg IOU: ", "Region 19 Avg IOU: "]),
+    ("yolov2-digits", ["Region Avg IOU: "]),
+])
+def test_the_digits_detectors_train_on_mnist_det_through_the_cli(name, heads, tmp_path,
+                                                                 monkeypatch):
     # The README's detection job, small: mnist-det of 64 + 8 images, two updates.
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    made = CliRunner().invoke(main, ["data", "make", "mnist-det", "--train", "64",
-                                     "--valid", "8"])
-    assert made.exit_code == 0, made.output
-    result = CliRunner().invoke(main, ["train", str(CFG_DIR / "yolo-digits.cfg"), "--data",
+    make_mnist_det(tmp_path, monkeypatch, 64, 8)
+    result = CliRunner().invoke(main, ["train", str(CFG_DIR / f"{name}.cfg"), "--data",
                                        "mnist-det", "--max-batches", "2", "--out",
                                        str(tmp_path / "out"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "on mnist-det (64 images)" in result.stderr
     assert "test mAP@0.5" in result.stderr and "EMA weights" in result.stderr
     records = [json.loads(line) for line in
-               (tmp_path / "out" / "yolo-digits_metrics.jsonl").read_text().splitlines()]
+               (tmp_path / "out" / f"{name}_metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["event"] == "epoch"]
     assert len(epochs) == 2                                   # one batch per epoch
+    assert all(0 < r["loss"] < float("inf") for r in epochs)
     epoch = epochs[-1]
     assert epoch["metric"] == "mAP@0.5" and 0 <= epoch["accuracy"] <= 1
-    assert len(epoch["heads"]) == 2 and epoch["darknet_cost"] > 0
-    assert (tmp_path / "out" / "yolo-digits_final.weights").is_file()
+    assert [line[:len(p)] for line, p in zip(epoch["heads"], heads)] == heads
+    assert len(epoch["heads"]) == len(heads) and epoch["darknet_cost"] > 0
+    assert (tmp_path / "out" / f"{name}_final.weights").is_file()
 
 
 def test_a_resumed_detector_run_ends_with_the_same_weights(tmp_path, monkeypatch):
     # Darknet's detection data with jitter and colour draws from (seed, 4, batch): a run
     # stopped after batch 1 and resumed equals one that never stopped, byte for byte.
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert CliRunner().invoke(main, ["data", "make", "mnist-det", "--train", "128",
-                                     "--valid", "4"]).exit_code == 0
+    make_mnist_det(tmp_path, monkeypatch, 128, 4)
 
     def train(out, batches, *more):
         result = CliRunner().invoke(main, ["train", str(CFG_DIR / "yolo-digits.cfg"), "--data",
@@ -396,9 +398,7 @@ def test_a_detector_stopped_by_sigterm_at_2_threads_resumes_to_the_1_thread_weig
     # and columns among the threads, never a sum: 2 threads give 1 thread's bits. A SIGTERM
     # after the checkpoint of batch 1 (the update under way finishes, then a checkpoint, exit
     # 143), then --resume, ends with the weights of a run that never stopped.
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert CliRunner().invoke(main, ["data", "make", "mnist-det", "--train", "128",
-                                     "--valid", "4"]).exit_code == 0
+    make_mnist_det(tmp_path, monkeypatch, 128, 4)
     args = [sys.executable, "-m", "darkbp", "train", str(CFG_DIR / "yolo-digits.cfg"),
             "--data", "mnist-det", "--max-batches", "4"]
 

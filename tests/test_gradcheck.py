@@ -11,7 +11,7 @@ from darkbp.gradcheck import gradcheck
 from darkbp.layers.connected import ConnectedLayer
 from darkbp.layers.convolutional import ConvolutionalLayer
 from darkbp.network import parse_network
-from tests.conftest import CFG_DIR
+from tests.conftest import CFG_DIR, cfg_with
 
 # yolo-digits.cfg at its 128 x 128: among the ~600,000 leaky pre-activations of a batch of
 # 2 some always lie within 10·eps of the kink, so no input can be drawn; its layers and
@@ -129,9 +129,7 @@ def test_batch_norm_with_one_value_per_channel_is_a_clear_error():
 
 
 def test_yolo_digits_passes_at_32x32(tmp_path):
-    text = (CFG_DIR / "yolo-digits.cfg").read_text()
-    small = tmp_path / "yolo-digits-32.cfg"
-    small.write_text(text.replace("width=128", "width=32").replace("height=128", "height=32"))
+    small = cfg_with(CFG_DIR / "yolo-digits.cfg", tmp_path, width=32, height=32)
     network = parse_network(small)
     assert [layer.out_shape for layer in network.heads] == [(45, 2, 2), (45, 4, 4)]
     report = gradcheck(network, batch=2, seed=0, max_elements=16)

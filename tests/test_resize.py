@@ -8,7 +8,6 @@ size, end at the cfg's size, and resume bit for bit across a period boundary.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +21,12 @@ from darkbp.network import parse_network
 from darkbp.ops.detection import Truth
 from darkbp.passes import Noise, Pass
 from darkbp.train import TrainListener, TrainOptions
-from tests.conftest import CFG_DIR, ROOT
+from tests.conftest import CFG_DIR, ROOT, cfg_with, make_mnist_det
 from tests.golden import GOLDEN
 
 DETECTORS = [GOLDEN / "cfg_det" / "yolo.cfg", GOLDEN / "cfg_det" / "region.cfg",
              CFG_DIR / "yolo-digits.cfg", ROOT / "tests" / "detector_cfgs" /
              "yolov3-tiny-160x96.cfg"]
-
-
-def at_size(path: Path, width: int, height: int, tmp_path: Path, **net) -> Path:
-    """The cfg's text with [net] width and height (and any other [net] option) replaced."""
-    text = path.read_text()
-    for key, value in {"width": width, "height": height, **net}.items():
-        text, count = re.subn(rf"(?m)^{key}\s*=.*$", f"{key}={value}", text, count=1)
-        assert count == 1, key
-    out = tmp_path / f"{path.stem}-{width}x{height}.cfg"
-    out.write_text(text)
-    return out
 
 
 def copy_params(source, target) -> None:
@@ -63,7 +51,7 @@ def test_a_resized_network_computes_what_its_cfg_at_that_size_computes(path, tmp
     rng = np.random.default_rng(0)
     for w, h in [(width + 64, height + 32), (width - 32, height), (width, height)]:
         network.resize(w, h)
-        written = parse_network(at_size(path, w, h, tmp_path)).initialize(seed=2)
+        written = parse_network(cfg_with(path, tmp_path, width=w, height=h)).initialize(seed=2)
         copy_params(network, written)
         assert [layer.out_shape for layer in network.layers] == \
                [layer.out_shape for layer in written.layers]
@@ -145,11 +133,9 @@ class SizeListener(TrainListener):
 def small_digits(tmp_path: Path, monkeypatch) -> Path:
     """yolo-digits at 64 x 64 with random=1 (sizes 32 to 96), batch 4, on mnist-det of 48
     training images."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    made = CliRunner().invoke(main, ["data", "make", "mnist-det", "--train", "48",
-                                     "--valid", "4"])
-    assert made.exit_code == 0, made.output
-    cfg = at_size(CFG_DIR / "yolo-digits.cfg", 64, 64, tmp_path, batch=4, burn_in=0)
+    make_mnist_det(tmp_path, monkeypatch, 48, 4)
+    cfg = cfg_with(CFG_DIR / "yolo-digits.cfg", tmp_path, width=64, height=64, batch=4,
+                   burn_in=0)
     cfg.write_text(cfg.read_text().replace("random=0", "random=1"))
     return cfg
 
