@@ -320,41 +320,36 @@ def _targets(twin, head, z, truth) -> list:
             torch.from_numpy(target).to(z.dtype)]
 
 
-def twin_detect(model, network, paths, thresh: float, nms: float) -> list[list[dict]]:
-    """detect_files' detections of `paths` with the twin's forward in place of darkbp's:
-    the same letterboxed inputs and passes, darkbp's decoding (network_boxes, detections)."""
-    import numpy as np
+def twin_forward(model):
+    """The twin's heads' outputs of a batch (float32 numpy in, numpy out), for
+    darkbp.detector.detect_files' `forward`."""
     import torch
 
-    from darkbp.classifier import MAX_PASS, PASS_BYTES, letterboxed
-    from darkbp.detector import detections, network_boxes
-    shape = network.input_shape
-    per_pass = max(1, min(MAX_PASS, PASS_BYTES // (4 * int(np.prod(shape)))))
-    found = []
-    for start in range(0, len(paths), per_pass):
-        inputs = [letterboxed(path, shape, with_size=True)
-                  for path in paths[start:start + per_pass]]
-        x = torch.from_numpy(np.stack([image for image, _ in inputs]))
-        outputs = [y.numpy() for y in model.predict(x.to(_dtype(model)))]
-        sizes = [size for _, size in inputs]
-        for (w, h), image in zip(sizes, network_boxes(network, outputs, sizes, thresh, 0, nms)):
-            found.append(detections(*image, w, h, thresh))
+    def forward(x):
+        return [y.numpy() for y in model.predict(torch.from_numpy(x).to(_dtype(model)))]
+    return forward
+
+
+def twin_detect(model, network, paths, thresh: float, nms: float) -> list[list[dict]]:
+    """detect_files' detections of `paths` with the twin's forward in place of darkbp's:
+    the same letterboxed inputs and passes, darkbp's decoding."""
+    import torch
+
+    from darkbp.detector import detect_files
+    found = [image["detections"] for image in
+             detect_files(network, paths, thresh, hier=0, nms=nms,
+                          threads=torch.get_num_threads(), forward=twin_forward(model))]
     model.train()
     return found
 
 
 def twin_map(model, trainer) -> float:
     """mAP@0.5 of the twin on the trainer's valid list, as DetectionTrainer scores darkbp."""
-    from darkbp.detection_train import MAP_THRESH
-    from darkbp.detector import NMS
-    from darkbp.mapeval import Scorer, as_arrays
     import numpy as np
-    scorer = Scorer(trainer.dataset.classes)
     with np.errstate(over="ignore", invalid="ignore"):      # as Trainer.run: early weights
-        found = twin_detect(model, trainer.network, trainer.valid_paths, MAP_THRESH, NMS)
-    for image, (boxes, classes) in zip(found, trainer.valid_truths):
-        scorer.add(*as_arrays(image, MAP_THRESH), boxes, classes)
-    return scorer.result().map50
+        result = trainer.valid_scores(forward=twin_forward(model))
+    model.train()
+    return result.map50
 
 
 def _twin():

@@ -257,15 +257,18 @@ class DetectionTrainer(Trainer):
         the cfg's input size."""
         if self.scales:
             self.network.resize(*self.scales.cfg_size)
-
-        def run():
-            scorer = Scorer(self.dataset.classes)
-            found = detect_files(self.network, self.valid_paths, thresh=MAP_THRESH, hier=0,
-                                 nms=NMS, threads=self.options.threads)
-            for image, (boxes, classes) in zip(found, self.valid_truths):
-                scorer.add(*as_arrays(image["detections"], MAP_THRESH), boxes, classes)
-            return _MapEvaluation(scorer.result())
         if not ema:
-            return run()
+            return _MapEvaluation(self.valid_scores())
         with self.ema.swapped_in():
-            return run()
+            return _MapEvaluation(self.valid_scores())
+
+    def valid_scores(self, forward=None):
+        """The valid list detected as `darkbp map` detects it (thresh .005, NMS .45) and
+        scored (darkbp.mapeval's result); `forward`: the heads' outputs of a batch in place
+        of the network's (darkbp.detector.detect_files), e.g. a twin's in another framework."""
+        scorer = Scorer(self.dataset.classes)
+        found = detect_files(self.network, self.valid_paths, thresh=MAP_THRESH, hier=0,
+                             nms=NMS, threads=self.options.threads, forward=forward)
+        for image, (boxes, classes) in zip(found, self.valid_truths):
+            scorer.add(*as_arrays(image["detections"], MAP_THRESH), boxes, classes)
+        return scorer.result()

@@ -21,7 +21,7 @@ them. Pure library code: `darkbp detect` and `darkbp map` render or score the re
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -118,13 +118,15 @@ def detections(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, wid
 
 def detect_passes(network: Network, paths: Sequence[str], thresh: float = THRESH,
                   hier: float = HIER, nms: float = NMS, threads: int = 1,
-                  names: Sequence[str] | None = None, pjreddie_batchnorm: bool = False
+                  names: Sequence[str] | None = None, pjreddie_batchnorm: bool = False,
+                  forward: Callable[[np.ndarray], list[np.ndarray]] | None = None
                   ) -> Iterator[tuple[list[dict], float]]:
     """(the images of one forward pass as `detect_files` gives them, the seconds of that
     pass), pass by pass: as many letterboxed images as fit in darkbp.classifier's
     PASS_BYTES (at most MAX_PASS) go through the network at once; `threads` threads work
     in its matrix products. Only the detections are kept, so memory stays bounded over
-    any number of images."""
+    any number of images. `forward`: the heads' outputs of a batch in place of the
+    network's own (`head_outputs`), e.g. another framework's twin of it."""
     check_detector(network)
     shape = network.input_shape
     per_pass = max(1, min(MAX_PASS, PASS_BYTES // (4 * int(np.prod(shape)))))
@@ -135,7 +137,8 @@ def detect_passes(network: Network, paths: Sequence[str], thresh: float = THRESH
         x = np.stack([image for image, _ in inputs])
         sizes = [size for _, size in inputs]
         started = time.perf_counter()
-        outputs = head_outputs(network, x, pjreddie_batchnorm)
+        outputs = (forward(x) if forward is not None else
+                   head_outputs(network, x, pjreddie_batchnorm))
         seconds = time.perf_counter() - started
         found = network_boxes(network, outputs, sizes, thresh, hier, nms)
         yield [{"path": path, "width": w, "height": h,
@@ -145,10 +148,12 @@ def detect_passes(network: Network, paths: Sequence[str], thresh: float = THRESH
 
 def detect_files(network: Network, paths: Sequence[str], thresh: float = THRESH,
                  hier: float = HIER, nms: float = NMS, threads: int = 1,
-                 names: Sequence[str] | None = None, pjreddie_batchnorm: bool = False
+                 names: Sequence[str] | None = None, pjreddie_batchnorm: bool = False,
+                 forward: Callable[[np.ndarray], list[np.ndarray]] | None = None
                  ) -> Iterator[dict]:
     """Per image, in order: {"path", "width", "height", "detections": [...]} (see
-    `detections`), one element of `darkbp detect --format json`'s "images"."""
+    `detections`), one element of `darkbp detect --format json`'s "images"; `forward` as
+    for detect_passes."""
     for images, _ in detect_passes(network, paths, thresh, hier, nms, threads, names,
-                                   pjreddie_batchnorm):
+                                   pjreddie_batchnorm, forward):
         yield from images
