@@ -1,6 +1,6 @@
 """Darknet's own numbers (../shared/darknet-golden/, see its README) and darkbp's run of the same.
 
-    fixture = Golden("lenet")
+    fixture = Golden("lenet")              # or Golden("alexeyab-new/sam"): AlexeyAB's fork
     run = fixture.replay()                 # darkbp repeats Darknet's run from init.weights
     run.forward, run.train_forward         # (8, outputs) float32
     run.losses                             # [(net_cost, loss_per_image)] for steps 1..5
@@ -76,7 +76,7 @@ class Golden:
             if os.environ.get("CI") or SHARED.is_dir():
                 pytest.fail(message)
             pytest.skip(message + " (no ../shared/ on this machine)")
-        self.cfg = self.folder / f"{name}.cfg"
+        self.cfg = self.folder / f"{self.folder.name}.cfg"   # "alexeyab-new/sam": sam.cfg
 
     def f32(self, name: str, rows: int | None = None) -> np.ndarray:
         values = np.fromfile(self.folder / name, dtype="<f4")
