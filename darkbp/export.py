@@ -65,9 +65,10 @@ class Graph:
     "0.convolutional/weights". Small constants (scalars, shapes) are shared.
     """
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, opset: int = DEFAULT_OPSET):
         self.onnx = _onnx()
         self.file = file                 # the cfg, for errors naming a section's line
+        self.opset = opset               # the model's: which operators exist (Mish from 18)
         self.nodes: list = []
         self.initializers: list = []
         self.prefix = "input"
@@ -236,6 +237,14 @@ def _stair(g: Graph, x: str) -> str:
     return g.node("Add", [half, rise])
 
 
+def _mish(g: Graph, x: str) -> str:
+    # x·tanh(softplus(x)): opset 18's Mish, composed before it (the same function: darkbp's
+    # softplus threshold 20 changes no float32 bit, tanh(softplus(20)) = 1 there)
+    if g.opset >= 18:
+        return g.node("Mish", [x])
+    return g.node("Mul", [x, g.node("Tanh", [g.node("Softplus", [x])])])
+
+
 _ACTIVATIONS = {
     "linear": lambda g, x: x,
     "logistic": lambda g, x: g.node("Sigmoid", [x]),
@@ -253,6 +262,13 @@ _ACTIVATIONS = {
     "stair": _stair,
     "hardtan": lambda g, x: g.node("Clip", [x, g.scalar(-1), g.scalar(1)]),
     "lhtan": _lhtan,
+    "mish": _mish,
+    # x/(1 + e^{−x}): onnxruntime's Sigmoid loses its relative digits below about −10 (5%
+    # at −16), which x·Sigmoid(x) would scale up by |x|
+    "swish": lambda g, x: g.node("Div", [x, g.node("Add", [g.node("Exp", [g.node("Neg", [x])]),
+                                                            g.scalar(1)])]),
+    # x·clip(x/2 + 1, 0, 1): x above 0, x²/2 + x on (−2, 0], 0 below
+    "hard_mish": lambda g, x: g.node("Mul", [x, g.node("HardSigmoid", [x], alpha=0.5, beta=1.0)]),
 }
 
 
@@ -279,7 +295,7 @@ def onnx_model(network: Network, opset: int = DEFAULT_OPSET, batch: int | None =
     if network.dtype is None:
         raise DarkbpError("the network has no parameters yet: initialise it or load weights",
                           file=network.file)
-    graph = Graph(network.file)
+    graph = Graph(network.file, opset)
     c, h, w = network.input_shape
     image = bool(network.config.height and network.config.width and network.config.channels)
     n = batch if batch is not None else "N"

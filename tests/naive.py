@@ -245,6 +245,59 @@ DARKNET_GRADIENT_OF_OUTPUT = {
 }
 
 
+# --- AlexeyAB's activations, transcribed from its src/activations.h/.c ---------------
+# Its forward functions of x; ALEXEYAB_GRADIENT is the factor its backward multiplies the
+# delta by, a function of (x, y) as its code evaluates it: mish and hard_mish from the kept
+# input (activation_input), swish from the output and the kept sigmoid.
+
+def _softplus(x, threshold=20.0):
+    if x > threshold:
+        return x
+    if x < -threshold:
+        return math.exp(x)
+    return math.log(math.exp(x) + 1)
+
+
+def _tanh_activate(x):            # AlexeyAB's tanh_activate: 2/(1 + e^{−2x}) − 1
+    return 2 / (1 + math.exp(-2 * x)) - 1
+
+
+def _hard_mish(x):
+    if x > 0:
+        return x
+    if x > -2:
+        return x * x / 2 + x
+    return 0.0
+
+
+def _hard_mish_gradient(x):
+    if x > 0:
+        return 1.0
+    if x > -2:
+        return x + 1
+    return 0.0
+
+
+def _mish_gradient(x):
+    sp = _softplus(x)
+    grad_sp = 1 - math.exp(-sp)
+    tsp = math.tanh(sp)
+    return x * (1 - tsp * tsp) * grad_sp + tsp
+
+
+ALEXEYAB_ACTIVATE = {
+    "mish": lambda x: x * _tanh_activate(_softplus(x)),
+    "swish": lambda x: x / (1 + math.exp(-x)),
+    "hard_mish": _hard_mish,
+}
+
+ALEXEYAB_GRADIENT = {
+    "mish": lambda x, y: _mish_gradient(x),
+    "swish": lambda x, y: y + (1 / (1 + math.exp(-x))) * (1 - y),
+    "hard_mish": lambda x, y: _hard_mish_gradient(x),
+}
+
+
 # --- finite differences ------------------------------------------------------------
 
 def numeric_grad(loss, x, eps=1e-6):

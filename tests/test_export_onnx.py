@@ -348,23 +348,42 @@ def test_other_opsets_compute_the_same(tmp_path, opset, name):
     compare(network, model, images(network))
 
 
-@pytest.mark.parametrize("name", list(ACTIVATIONS))
-def test_activation_nodes_equal_darkbps_activation(name):
-    # Every kink and step (integers for stair), both sides of each, and a wide range.
-    x = np.concatenate([np.arange(-6, 6.01, 0.125), [-4, 4, -1, 1, 0, -0.0, 1e-7, -1e-7],
-                        np.random.default_rng(0).normal(0, 8, 2000), [-60, 60]]).astype(np.float32)
-    graph = Graph("activation.cfg")
+def activation_model(name: str, length: int, opset: int = DEFAULT_OPSET):
+    """A model of one activation node(s) of a vector input, as export.Graph writes them."""
+    graph = Graph("activation.cfg", opset)
     graph.node("Identity", [graph.activation(name, "input")], output="output")
-    value = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [len(x)])
-    out = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [len(x)])
+    value = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [length])
+    out = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [length])
     model = onnx.helper.make_model(
         onnx.helper.make_graph(graph.nodes, name, [value], [out], graph.initializers),
-        opset_imports=[onnx.helper.make_opsetid("", DEFAULT_OPSET)])
+        opset_imports=[onnx.helper.make_opsetid("", opset)])
     model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     onnx.checker.check_model(model, full_check=True)
-    y = session(model, layer_outputs=False).run(None, {"input": x})[0]
+    return model
+
+
+# Every kink and step (integers for stair), both sides of each, and a wide range.
+ACTIVATION_INPUTS = np.concatenate([
+    np.arange(-6, 6.01, 0.125), [-4, 4, -2, -1, 1, 0, -0.0, 1e-7, -1e-7],
+    np.random.default_rng(0).normal(0, 8, 2000), [-60, 60]]).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation_nodes_equal_darkbps_activation(name):
+    x = ACTIVATION_INPUTS
+    y = session(activation_model(name, len(x)), layer_outputs=False).run(None, {"input": x})[0]
     # onnxruntime's exp, sigmoid and tanh round differently from NumPy's: a few float32 ulps
     np.testing.assert_allclose(y, ACTIVATIONS[name].forward(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_mish_is_opset_18s_mish_node_and_composed_before(opset):
+    x = ACTIVATION_INPUTS
+    model = activation_model("mish", len(x), opset)
+    ops = [node.op_type for node in model.graph.node]
+    assert ops == (["Mish", "Identity"] if opset >= 18 else ["Softplus", "Tanh", "Mul", "Identity"])
+    y = session(model, layer_outputs=False).run(None, {"input": x})[0]
+    np.testing.assert_allclose(y, ACTIVATIONS["mish"].forward(x), rtol=1e-6, atol=1e-6)
 
 
 def test_a_maxpool_window_outside_the_input_gives_minus_infinity(tmp_path):

@@ -43,7 +43,7 @@ def test_every_shipped_cfg_passes(path, seed):
 
 def test_every_activation_passes(write_cfg):
     for activation in ["linear", "logistic", "relu", "leaky", "tanh", "elu", "selu", "relie",
-                       "ramp", "plse", "hardtan", "lhtan", "loggy"]:
+                       "ramp", "plse", "hardtan", "lhtan", "loggy", "mish", "swish", "hard_mish"]:
         path = write_cfg(f"""
             [net]
             width=5

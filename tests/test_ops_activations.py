@@ -1,4 +1,5 @@
-"""Activations (darkbp/ops/activations.py) against Darknet's formulas and finite differences."""
+"""Activations (darkbp/ops/activations.py) against Darknet's and AlexeyAB's formulas and
+finite differences."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ NAMES = sorted(ACTIVATIONS)
 KINKS = {
     "relu": [0.0], "leaky": [0.0], "relie": [0.0], "ramp": [0.0], "elu": [0.0], "selu": [0.0],
     "hardtan": [-1.0, 1.0], "lhtan": [0.0, 1.0], "plse": [-4.0, 4.0],
-    "stair": [float(k) for k in range(-7, 8)],
+    "stair": [float(k) for k in range(-7, 8)], "hard_mish": [-2.0],
 }
+FORMULA = {**naive.DARKNET_ACTIVATE, **naive.ALEXEYAB_ACTIVATE}
 
 
 def smooth_points(name, n=160, seed=0):
@@ -28,11 +30,13 @@ def smooth_points(name, n=160, seed=0):
     return x
 
 
-def test_registry_has_darknets_fourteen_names():
-    assert set(ACTIVATIONS) == {"linear", "logistic", "relu", "leaky", "tanh", "elu", "selu", "relie",
-                                "ramp", "plse", "hardtan", "lhtan", "loggy", "stair"}
-    assert set(ACTIVATIONS) == set(naive.DARKNET_ACTIVATE)
-    assert is_activation("leaky") and not is_activation("swish")
+def test_registry_has_darknets_fourteen_names_and_alexeyabs():
+    assert set(naive.DARKNET_ACTIVATE) == {"linear", "logistic", "relu", "leaky", "tanh", "elu",
+                                           "selu", "relie", "ramp", "plse", "hardtan", "lhtan",
+                                           "loggy", "stair"}
+    assert set(naive.ALEXEYAB_ACTIVATE) == {"mish", "swish", "hard_mish"}
+    assert set(ACTIVATIONS) == set(FORMULA)
+    assert is_activation("leaky") and is_activation("swish") and not is_activation("sigmoid")
     assert activation("tanh") is ACTIVATIONS["tanh"]
     with pytest.raises(ValueError, match="logistic"):
         activation("sigmoid")
@@ -41,11 +45,11 @@ def test_registry_has_darknets_fourteen_names():
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_equals_darknet_formula(name):
     x = np.concatenate([smooth_points(name), KINKS.get(name, [])])
-    expected = np.array([naive.DARKNET_ACTIVATE[name](v) for v in x], dtype=float)
+    expected = np.array([FORMULA[name](v) for v in x], dtype=float)
     np.testing.assert_allclose(ACTIVATIONS[name].forward(x), expected, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sorted(naive.DARKNET_ACTIVATE))
 def test_backward_equals_darknet_gradient_of_output(name):
     # Darknet evaluates its gradients at the output y; they must agree with ours,
     # at the kinks too (darkbp takes Darknet's one-sided value there).
@@ -55,6 +59,30 @@ def test_backward_equals_darknet_gradient_of_output(name):
     dy = np.random.default_rng(1).uniform(0.5, 2, x.shape)
     expected = np.array([naive.DARKNET_GRADIENT_OF_OUTPUT[name](v) for v in y], dtype=float) * dy
     np.testing.assert_allclose(act.backward(x, y, dy), expected, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(naive.ALEXEYAB_GRADIENT))
+def test_backward_equals_alexeyabs_gradient(name):
+    # AlexeyAB's backward evaluates these from the kept input (mish, hard_mish) or from
+    # the output and the kept sigmoid (swish): the true derivative, as ours. Beyond ±20
+    # (mish's softplus threshold) its formula cancels (1 − e^{−softplus(x)} with softplus
+    # ≈ 1e-9), hence an absolute tolerance on these O(1) factors.
+    x = np.concatenate([smooth_points(name), KINKS.get(name, []), [-25.0, -20.0, 0.0, 20.0, 25.0]])
+    act = ACTIVATIONS[name]
+    y = act.forward(x)
+    dy = np.random.default_rng(1).uniform(0.5, 2, x.shape)
+    expected = np.array([naive.ALEXEYAB_GRADIENT[name](a, b) for a, b in zip(x, y)]) * dy
+    np.testing.assert_allclose(act.backward(x, y, dy), expected, rtol=1e-10, atol=1e-13)
+
+
+def test_mish_keeps_its_digits_far_below_zero():
+    # log(1 + eˣ) rounds to 0 in float32 for x < −17 (AlexeyAB's CPU mish gives 0 there);
+    # tanh(softplus(x)) ≈ eˣ, so mish(x) ≈ x·eˣ.
+    x = np.array([-19.0, -25.0, -60.0], dtype=np.float32)
+    np.testing.assert_allclose(ACTIVATIONS["mish"].forward(x), x * np.exp(x.astype(float)),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(ACTIVATIONS["mish"].forward(np.float32([21.0, 1e4])),
+                                  [21.0, 1e4])
 
 
 @pytest.mark.parametrize("name", NAMES)

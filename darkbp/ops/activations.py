@@ -1,4 +1,5 @@
-"""Darknet's activation functions (src/activations.h), each with its true derivative.
+"""Darknet's activation functions (src/activations.h) and AlexeyAB's fork's, each with its
+true derivative.
 
     act = ACTIVATIONS["leaky"]            # or activation("leaky")
     y = act.forward(x)                    # x: any shape, float32 or float64
@@ -20,6 +21,12 @@ the same derivative from x, which is more accurate where y loses digits
 Darknet's formula gives there (noted per function).  Two forwards differ
 from Darknet's C on purpose: tanh uses np.tanh (Darknet's
 (e²ˣ − 1)/(e²ˣ + 1) is nan for x > 44 in float32), and elu/selu use expm1.
+
+AlexeyAB's fork (src/activations.c, activation_kernels.cu) adds mish, swish and hard_mish;
+its backward evaluates them from the kept input (mish, hard_mish) or from the output and
+the kept sigmoid (swish), each the true derivative.  mish's softplus uses its threshold 20
+and GPU's exact tanh(log(1 + e)) = n/(n + 2), n = e(e + 2), where the CPU's log(1 + eˣ)
+rounds to 0 below x ≈ −17 in float32.
 """
 
 from __future__ import annotations
@@ -227,6 +234,62 @@ def _selu_back(x, y, dy):  # λ·(x ≥ 0 ? 1 : α·eˣ); λ at 0
     return g
 
 
+# --- AlexeyAB's smooth ones (src/activations.c, activation_kernels.cu) -------------------
+
+MISH_THRESHOLD = 20.0   # AlexeyAB's softplus threshold: softplus(x) = x above it
+
+
+def _mish_parts(x):
+    """tanh(softplus(x)) and σ(x) (softplus' derivative), from e = eˣ: with n = e(e + 2),
+    tanh(log(1 + e)) = n/(n + 2) exactly, which keeps its digits far below 0 (AlexeyAB's
+    GPU form) where log(1 + eˣ) rounds to 0; e is capped at e^20 (the threshold: above it
+    tanh(softplus(x)) = 1 to the last bit, so y = x)."""
+    e = np.exp(np.minimum(x, MISH_THRESHOLD))
+    n = e * (e + 2)
+    return n / (n + 2), e / (e + 1)
+
+
+def _mish(x):  # x·tanh(softplus(x))
+    t, _ = _mish_parts(x)
+    t *= x
+    return t
+
+
+def _mish_back(x, y, dy):  # tanh(sp) + x·(1 − tanh²(sp))·σ(x), AlexeyAB's (from x)
+    t, s = _mish_parts(x)
+    g = 1 - t * t
+    g *= s
+    g *= x
+    g += t
+    g *= dy
+    return g
+
+
+def _swish(x):  # x·σ(x)
+    y = _logistic(x)
+    y *= x
+    return y
+
+
+def _swish_back(x, y, dy):  # σ + y(1 − σ), AlexeyAB's y + σ(1 − y) rearranged
+    s = _logistic(x)
+    g = 1 - s
+    g *= x * s
+    g += s
+    g *= dy
+    return g
+
+
+def _hard_mish(x):  # x > 0 ? x : x > −2 ? x²/2 + x : 0
+    return np.where(x > 0, x, np.where(x > -2, x * x / 2 + x, x.dtype.type(0)))
+
+
+def _hard_mish_back(x, y, dy):  # 1 above 0, x + 1 on (−2, 0], 0 at −2 and below
+    g = np.where(x > 0, x.dtype.type(1), np.where(x > -2, x + 1, x.dtype.type(0)))
+    g *= dy
+    return g
+
+
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a for a in (
         Activation("linear", _linear, _linear_back, _linear, _linear_back, from_output=True),
@@ -248,6 +311,10 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("hardtan", _hardtan, _hardtan_back, lambda x: np.clip(x, -1, 1, out=x),
                    kinks=(-1.0, 1.0), from_output=True),
         Activation("lhtan", _lhtan, _lhtan_back, kinks=(0.0, 1.0), from_output=True),
+        # AlexeyAB's fork
+        Activation("mish", _mish, _mish_back),
+        Activation("swish", _swish, _swish_back),
+        Activation("hard_mish", _hard_mish, _hard_mish_back, kinks=(-2.0,)),
     )
 }
 
