@@ -54,8 +54,8 @@ BAD_CFGS = [
     ("maxpool after connected", NET + "[connected]\noutput=10\n[maxpool]\nsize=2\n", 7,
      "[maxpool] needs an image input, but the layer before it ([connected])"),
     ("no input size", "[net]\nbatch=1\n[connected]\noutput=2\n", 1, "no input size"),
-    ("unknown activation", NET + "[convolutional]\nactivation=swish\n", 6,
-     "unknown activation 'swish'"),
+    ("unknown activation", NET + "[convolutional]\nactivation=bogus\n", 6,
+     "unknown activation 'bogus'"),
     ("net twice", NET + "[net]\n", 5, "may only be the first section"),
     ("no layers", NET, 1, "no layers"),
     ("subdivisions above batch", "[net]\nwidth=2\nheight=2\nchannels=1\nbatch=2\n"

@@ -274,7 +274,7 @@ def test_darknets_defaults():
      "hidden=8 differs from output=4: pjreddie's Darknet, which darkbp follows, ignores "
      "'hidden'"),
     ("[rnn]\nhidden=0\n", 5, "rnn", "'hidden' must be at least 1, got 0"),
-    ("[rnn]\nactivation=swish\n", 5, "rnn", "unknown activation 'swish'"),
+    ("[rnn]\nactivation=bogus\n", 5, "rnn", "unknown activation 'bogus'"),
     ("[rnn]\nbatch_normalize=-1\n", 5, "rnn", "'batch_normalize' must be at least 0, got -1"),
     ("[rnn]\nshortcut=yes\n", 5, "rnn", "'shortcut' must be a whole number, got 'yes'"),
     ("[gru]\noutput=many\n", 5, "gru", "'output' must be a whole number, got 'many'"),

@@ -457,8 +457,8 @@ BAD = [
      "'from' must be a whole number, got '-1,-2'"),
     ("bad alpha", NET + CONV + CONV + "[shortcut]\nfrom=-2\nalpha=x\n", 15,
      "'alpha' must be a number, got 'x'"),
-    ("unknown activation", NET + CONV + CONV + "[shortcut]\nfrom=-2\nactivation=mish\n", 15,
-     "unknown activation 'mish'"),
+    ("unknown activation", NET + CONV + CONV + "[shortcut]\nfrom=-2\nactivation=bogus\n", 15,
+     "unknown activation 'bogus'"),
     # 7 x 4 -> 4 x 2 by a stride-2 conv: widths 7 // 4 = 1 apart, heights 4 // 2 = 2
     ("ratios disagree", "[net]\nwidth=7\nheight=4\nchannels=1\n" + CONV
      + "[convolutional]\nfilters=2\nsize=3\nstride=2\npad=1\n[shortcut]\nfrom=-2\n", 15,
