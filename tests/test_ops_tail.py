@@ -186,11 +186,27 @@ def test_x_hat_buffer_is_reused_when_it_fits():
     assert cache.x_hat is not buffer and cache.x_hat.shape == (1, 3, 4)
 
 
-@pytest.mark.parametrize("name", ["linear", "leaky"])
+@pytest.mark.parametrize("name", FUSED)
 def test_only_an_activation_whose_derivative_needs_it_keeps_the_output(name):
-    """A linear tail's output may go once the next layer has read it; leaky's act' is read
-    off it in backward, so it stays (and backward still equals the unfused steps, above)."""
+    """A piecewise-linear tail's output may go once the next layer has read it (backward
+    makes the pre-activation again from x̂); tanh's act' is read off its output, so it stays
+    (and backward still equals the unfused steps, above, either way)."""
     _, z, p = make((2, 3, 4), seed=2)
     y, cache = bn_tail_forward(z, p["scales"], p["biases"], p["rolling_mean"].copy(),
                                p["rolling_variance"].copy(), ACTIVATIONS[name], True)
-    assert (cache.y is None) if name == "linear" else (cache.y is y)
+    assert (cache.y is None) if name in tail.FROM_PRE_ACTIVATION else (cache.y is y)
+    assert (name in tail.FROM_PRE_ACTIVATION) == (name != "tanh")
+
+
+@pytest.mark.parametrize("name", sorted(tail.FROM_PRE_ACTIVATION))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_piecewise_linear_derivatives_read_the_same_off_the_pre_activation(name, dtype):
+    # Every kink, both signs of zero, subnormals (0.1·t may round to 0), a wide range.
+    act = ACTIVATIONS[name]
+    tiny = np.finfo(dtype).smallest_subnormal
+    t = np.concatenate([[0.0, -0.0, 1.0, -1.0, tiny, -tiny, 5 * tiny, -5 * tiny],
+                        np.nextafter(np.array([0, 0, 1, 1, -1, -1], dtype),
+                                     np.array([1, -1, 2, 0, 0, -2], dtype)),
+                        np.random.default_rng(0).normal(0, 3, 500)]).astype(dtype)
+    dy = np.random.default_rng(1).normal(0, 1, t.size).astype(dtype)
+    np.testing.assert_array_equal(act.backward(t, t, dy), act.backward(t, act.forward(t), dy))
