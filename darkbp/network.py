@@ -228,6 +228,7 @@ class Network:
                 continue
             need_dx = input_grad or any(source != INPUT for source in layer.sources)
             dxs = layer.backward(dy, need_dx)
+            layer.drop_backward_cache()
             if need_dx:
                 for source, dx in zip(layer.sources, [dxs] if layer.arity == 1 else dxs):
                     add(source, dx)

@@ -22,7 +22,7 @@ from darkbp.layers import REGISTRY
 from darkbp.network import parse_network
 from darkbp.ops.detection import Truth
 from darkbp.parallel import Runner
-from darkbp.passes import Noise
+from darkbp.passes import Noise, Pass
 from darkbp.weights import load_weights, save_weights
 
 CFGS = sorted((Path(__file__).parent / "layer_cfgs").glob("*.cfg"))
@@ -81,6 +81,38 @@ def test_a_split_pass_equals_the_whole_batch(path):
                                        err_msg=str(key))
         np.testing.assert_allclose(runner.forward(x), whole.forward(x), rtol=1e-10,
                                    atol=1e-13)
+
+
+# Arrays a layer reuses from one pass to the next (their memory, not this pass's values).
+REUSED = {"_buffers", "_x_hat"}
+
+
+def _private_arrays(layer) -> list[str]:
+    """The private attributes of `layer` that hold arrays (directly or in a tuple or dict)."""
+    def arrays(value) -> bool:
+        if isinstance(value, np.ndarray):
+            return True
+        if isinstance(value, dict):
+            value = list(value.values())
+        return isinstance(value, (tuple, list)) and any(map(arrays, value))
+    return [name for name, value in vars(layer).items()
+            if name.startswith("_") and name not in REUSED and arrays(value)]
+
+
+@pytest.mark.parametrize("path", TRAINABLE, ids=_ids(TRAINABLE))
+def test_a_layer_keeps_nothing_of_a_pass_after_its_backward(path):
+    # What forward kept for backward goes once backward has used it (Layer.backward_cache),
+    # not when the next step's forward replaces it: a training step's peak memory.
+    network = parse_network(path).initialize(3, np.float32)
+    x, truth = _batch(network, 4)
+    network.run(x, Pass.training(Noise(seed=5)))
+    network.cost(truth)
+    kept = {layer.index: _private_arrays(layer) for layer in network.layers}
+    network.backward(truth)
+    costs = network.cost_layers()           # a cost layer's cache serves the cost, not backward
+    assert any(kept[layer.index] for layer in network.layers if layer not in costs)
+    assert {layer.index: _private_arrays(layer) for layer in network.layers
+            if layer not in costs and _private_arrays(layer)} == {}
 
 
 @pytest.mark.parametrize("path", CFGS, ids=_ids(CFGS))

@@ -23,6 +23,8 @@ BATCH_NORM_STATE = ("rolling_mean", "rolling_variance")
 class AffineLayer(Layer):
     """Base of the layers with weights, biases and optionally batch-norm scales."""
 
+    backward_cache = ("_tail", "_bn_cache", "_z", "_y")     # _tail_forward's
+
     def __init__(self, in_shape, out_shape, activation: str, batch_normalize: bool,
                  file_order: tuple[str, ...]):
         """file_order: the arrays in `.weights` files, with the batch-norm ones where Darknet

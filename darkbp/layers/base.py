@@ -125,6 +125,7 @@ class Layer:
     runnable: bool = True              # False: parsed and tabulated only (recurrent layers)
     trainable: bool = True             # False: darkbp can not train it
     detects: bool = False              # a detection head: `detect` decodes its output to boxes
+    backward_cache: tuple[str, ...] = ()   # attributes forward keeps for backward alone
 
     # Set by the network builder.
     index: int = 0
@@ -267,6 +268,13 @@ class Layer:
 
     def backward(self, dy, need_dx: bool = True):
         raise NotImplementedError
+
+    def drop_backward_cache(self) -> None:
+        """Let go of what forward kept for backward (`backward_cache`), once backward has
+        used it: a training step then holds each cache from the layer's forward to its
+        backward only, not until the next step's forward replaces it."""
+        for name in self.backward_cache:
+            setattr(self, name, None)
 
     def margin(self, xs: list[np.ndarray]) -> float:
         """After a training forward of `xs`: how far its values are from a point where the

@@ -21,6 +21,7 @@ class BatchnormLayer(Layer):
     sections = ("batchnorm",)
     param_names = ("biases", "scales")
     state_names = ("rolling_mean", "rolling_variance")
+    backward_cache = ("_cache",)
 
     def __init__(self, in_shape, flat: bool):
         super().__init__(in_shape, in_shape)

@@ -23,6 +23,7 @@ class ConnectedLayer(AffineLayer):
     sections = ("connected", "conn")
     options = frozenset({"output", "activation", "batch_normalize"})
     transposed = ("weights",)
+    backward_cache = AffineLayer.backward_cache + ("_xt",)
     flat = True
 
     def __init__(self, in_shape, output: int, activation: str, batch_normalize: bool):

@@ -23,6 +23,7 @@ class ConvolutionalLayer(AffineLayer):
     options = frozenset({"filters", "size", "stride", "pad", "padding", "groups", "activation",
                          "batch_normalize"})
     ignored = AffineLayer.ignored | {"binary", "xnor", "flipped", "dot"}
+    backward_cache = AffineLayer.backward_cache + ("_conv_cache",)
 
     def __init__(self, in_shape, filters: int, size: int, stride: int, padding: int,
                  groups: int, activation: str, batch_normalize: bool):

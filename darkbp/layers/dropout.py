@@ -21,6 +21,7 @@ class DropoutLayer(Layer):
 
     sections = ("dropout",)
     options = frozenset({"probability"})
+    backward_cache = ("_mask",)
 
     def __init__(self, in_shape, probability: float, flat: bool):
         super().__init__(in_shape, in_shape)

@@ -33,6 +33,7 @@ class LocalLayer(AffineLayer):
 
     sections = ("local",)
     options = frozenset({"filters", "size", "stride", "pad", "activation"})
+    backward_cache = AffineLayer.backward_cache + ("_cache",)
 
     def __init__(self, in_shape, filters: int, size: int, stride: int, pad: int,
                  activation: str):

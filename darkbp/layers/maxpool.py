@@ -17,6 +17,7 @@ class MaxpoolLayer(Layer):
 
     sections = ("maxpool", "max")
     options = frozenset({"size", "stride", "padding"})
+    backward_cache = ("_cache",)
 
     def __init__(self, in_shape, size: int, stride: int, padding: int):
         c, h, w = in_shape

@@ -24,6 +24,7 @@ class ShortcutLayer(Layer):
     sections = ("shortcut",)
     options = frozenset({"from", "activation", "alpha", "beta"})
     arity = None
+    backward_cache = ("_z", "_y")
 
     def __init__(self, in_shape, from_shape, source: int, activation: str, alpha: float,
                  beta: float, flat: bool = False):

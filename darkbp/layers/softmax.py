@@ -20,6 +20,7 @@ class SoftmaxLayer(Layer):
 
     sections = ("softmax", "soft")
     options = frozenset({"groups", "temperature", "tree"})
+    backward_cache = ("_p",)      # before a [cost]; as the cost, its input_grad reads _p
     ignored = Layer.ignored | {"spatial", "noloss"}
     flat = True
     is_cost = True
