@@ -30,7 +30,7 @@ from darkbp.classifier import MAX_PASS, PASS_BYTES, check_input, letterboxed
 from darkbp.errors import DarkbpError
 from darkbp.network import Network
 from darkbp.passes import EVAL, PJREDDIE_EVAL
-from darkbp.threads import set_threads
+from darkbp.threads import get_threads, set_threads
 
 THRESH, HIER, NMS = 0.5, 0.5, 0.45      # test_detector's defaults
 
@@ -124,26 +124,31 @@ def detect_passes(network: Network, paths: Sequence[str], thresh: float = THRESH
     """(the images of one forward pass as `detect_files` gives them, the seconds of that
     pass), pass by pass: as many letterboxed images as fit in darkbp.classifier's
     PASS_BYTES (at most MAX_PASS) go through the network at once; `threads` threads work
-    in its matrix products. Only the detections are kept, so memory stays bounded over
+    in its matrix products (and after the last pass BLAS has its thread count of before:
+    a training Runner's workers run beside it). Only the detections are kept, so memory stays bounded over
     any number of images. `forward`: the heads' outputs of a batch in place of the
     network's own (`head_outputs`), e.g. another framework's twin of it."""
     check_detector(network)
     shape = network.input_shape
     per_pass = max(1, min(MAX_PASS, PASS_BYTES // (4 * int(np.prod(shape)))))
+    before = get_threads()
     set_threads(threads)
-    for start in range(0, len(paths), per_pass):
-        chunk = paths[start:start + per_pass]
-        inputs = [letterboxed(path, shape, with_size=True) for path in chunk]
-        x = np.stack([image for image, _ in inputs])
-        sizes = [size for _, size in inputs]
-        started = time.perf_counter()
-        outputs = (forward(x) if forward is not None else
-                   head_outputs(network, x, pjreddie_batchnorm))
-        seconds = time.perf_counter() - started
-        found = network_boxes(network, outputs, sizes, thresh, hier, nms)
-        yield [{"path": path, "width": w, "height": h,
-                "detections": detections(*image, w, h, thresh, names)}
-               for path, (w, h), image in zip(chunk, sizes, found)], seconds
+    try:
+        for start in range(0, len(paths), per_pass):
+            chunk = paths[start:start + per_pass]
+            inputs = [letterboxed(path, shape, with_size=True) for path in chunk]
+            x = np.stack([image for image, _ in inputs])
+            sizes = [size for _, size in inputs]
+            started = time.perf_counter()
+            outputs = (forward(x) if forward is not None else
+                       head_outputs(network, x, pjreddie_batchnorm))
+            seconds = time.perf_counter() - started
+            found = network_boxes(network, outputs, sizes, thresh, hier, nms)
+            yield [{"path": path, "width": w, "height": h,
+                    "detections": detections(*image, w, h, thresh, names)}
+                   for path, (w, h), image in zip(chunk, sizes, found)], seconds
+    finally:
+        set_threads(before)
 
 
 def detect_files(network: Network, paths: Sequence[str], thresh: float = THRESH,
