@@ -223,15 +223,15 @@ class DetectionTrainer(Trainer):
                 self.network.resize(*self.scales.cfg_size)
 
     # ------------------------------------------------------------------ Darknet's numbers
-    def _pass_done(self, truth: Truth) -> None:
+    def _pass_done(self) -> None:
         """Darknet's cost of the pass (the mean of its heads' |delta|²) and the heads'
-        statistics, summed over the batch and over the log's window."""
-        heads = self.network.heads
+        statistics, summed over the batch (the runner's shards) and over the log's window."""
+        numbers = self.runner.head_numbers
         self._batch_cost = getattr(self, "_batch_cost", 0.0) + float(
-            np.mean([head.darknet_cost(truth) for head in heads]))
-        window = getattr(self, "_window_stats", None) or [{} for _ in heads]
-        for sums, head in zip(window, heads):
-            for key, value in head.statistics(truth).items():
+            np.mean([cost for cost, _ in numbers]))
+        window = getattr(self, "_window_stats", None) or [{} for _ in numbers]
+        for sums, (_, stats) in zip(window, numbers):
+            for key, value in stats.items():
                 sums[key] = sums.get(key, 0) + value
         self._window_stats = window
 

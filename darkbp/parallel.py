@@ -17,6 +17,11 @@ share the interpreter's lock, which each holds between NumPy's calls, and a
 small network's pass is hundreds of short calls: two threads ran grouped.cfg's
 training ~1.15x as fast as one thread, two processes run it ~1.9x as fast.
 
+A detector's shards are split the same way, each with its images' boxes (a Truth's
+slice): its heads' deltas are per image. What Darknet prints beside the loss, each head's
+cost and statistics line, is made of sums over the images, which the workers send back
+with their cost (`Runner.head_numbers`).
+
 Batch normalisation in training needs the statistics of the whole pass: with
 worker processes each batch-norm layer adds up its per-channel sums across the
 shards (the workers send theirs to the caller, which sends back the totals;
@@ -131,10 +136,24 @@ def _pass(network: Network, x: np.ndarray, truth: np.ndarray, ctx: Pass) -> floa
     return cost
 
 
-def _worker_pass(network: Network, x: np.ndarray, truth: np.ndarray, ctx: Pass) -> float:
-    """A worker's shard: its gradients start from zero (the caller adds them up)."""
+def _worker_pass(network: Network, x: np.ndarray, truth, ctx: Pass) -> tuple[float, list]:
+    """A worker's shard: its gradients start from zero (the caller adds them up). Its cost,
+    and its heads' numbers (a detector's input takes the size of the caller's: multi-scale
+    training resizes the network every few batches)."""
     network.zero_grads()
-    return _pass(network, x, truth, ctx)
+    if x.shape[2:] != network.input_shape[1:]:
+        network.resize(x.shape[3], x.shape[2])
+    return _pass(network, x, truth, ctx), head_numbers(network, truth)
+
+
+def head_numbers(network: Network, truth) -> list[tuple[float, dict]]:
+    """Each detection head's Darknet cost and statistics sums over the pass just run."""
+    return [(head.darknet_cost(truth), head.statistics(truth)) for head in network.heads]
+
+
+def _add_numbers(mine: list, theirs: list) -> list:
+    return [(cost + other_cost, {key: stats[key] + other[key] for key in stats})
+            for (cost, stats), (other_cost, other) in zip(mine, theirs)]
 
 
 def _gradients(network: Network) -> list[np.ndarray]:
@@ -157,9 +176,8 @@ class Runner:
         self.threads = max(1, int(threads))
         self.batch_norm = any(layer.batch_statistics for layer in network.layers)
         self.workers: list = []
-        # A detector's heads keep per-pass statistics and take boxes as truth: it runs in
-        # this process, its threads in the matrix products.
-        count = 0 if network.heads else self.threads - 1
+        self.head_numbers: list[tuple[float, dict]] = []    # of the last training pass
+        count = self.threads - 1
         if count and (PROCESSES_AVAILABLE if processes is None else processes):
             try:
                 # Polling while waiting pays only when no process waits for a core.
@@ -208,25 +226,32 @@ class Runner:
         bounds = np.linspace(0, count, min(self.threads, count) + 1).round().astype(int).tolist()
         return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def train_step(self, x: np.ndarray, truth: np.ndarray, noise: Noise | None = None) -> float:
+    def train_step(self, x: np.ndarray, truth, noise: Noise | None = None) -> float:
         """Forward, cost and backward of one training pass with `noise` (its random numbers);
-        gradients are added into the network's.
+        gradients are added into the network's. truth: (N, outputs), or a detector's Truth.
 
-        Returns the summed cost over the images.
+        Returns the summed cost over the images; a detector's heads' Darknet costs and
+        statistics over the pass are then in `head_numbers`.
         """
         ctx = Pass.training(noise)
         # With batch norm every shard needs 2 images (a connected layer's statistics).
         if not self.split or (self.batch_norm and len(x) < 2 * self.threads):
-            return _pass(self.network, x, truth, ctx)
+            cost = _pass(self.network, x, truth, ctx)
+            self.head_numbers = head_numbers(self.network, truth)
+            return cost
         first, *rest = self._shards(len(x))
         busy = self.workers[:len(rest)]
         replies = [worker.train(x[part], truth[part], ctx.shard(part.start, len(x), None))
                    for worker, part in zip(busy, rest)]
         shards = _CallerShards(busy, len(x), first.stop - first.start)
+        own = truth[first]
         with _answered(replies, busy):
-            costs = [_pass(self.network, x[first], truth[first],
-                           ctx.shard(first.start, len(x), shards))]
-        costs += _results(replies)
+            costs = [_pass(self.network, x[first], own, ctx.shard(first.start, len(x), shards))]
+        numbers = head_numbers(self.network, own)
+        for cost, theirs in _results(replies):
+            costs.append(cost)
+            numbers = _add_numbers(numbers, theirs)
+        self.head_numbers = numbers
         mine = _gradients(self.network)
         for worker in busy:
             for grad, theirs in zip(mine, worker.gradients):
@@ -575,7 +600,7 @@ def serve(connection_fd: int, shared_fd: int, size: int) -> None:
     """A worker process's loop: build the network on the shared memory, then run what
     the parent asks until it sends None or goes away.
 
-    parent: ("train", errstate, x, truth, ctx)     ->  worker: ("done", True, cost)
+    parent: ("train", errstate, x, truth, ctx)     ->  worker: ("done", True, (cost, heads))
             ("forward", errstate, x)               ->          ("done", True, y)
     or ("done", False, error) if that failed. Within a training pass, at each batch
     norm the worker sends ("sum", sums) and gets ("total", totals) or ("abort",).

@@ -388,7 +388,7 @@ class Trainer:
                 part = truth[sub * size:(sub + 1) * size]
                 total += self.runner.train_step(x[sub * size:(sub + 1) * size], part,
                                                 Noise(self.options.seed, self.batch_num, sub))
-                self._pass_done(part)
+                self._pass_done()
             return total
 
         def undo():
@@ -399,8 +399,8 @@ class Trainer:
 
     # Hooks for what a kind of network reports beside its loss (a detector: Darknet's cost
     # and its heads' statistics lines); a classifier has nothing more.
-    def _pass_done(self, truth) -> None:
-        """After each training pass (a subdivision) with this truth."""
+    def _pass_done(self) -> None:
+        """After each training pass (a subdivision): the runner holds its numbers."""
 
     def _batch_done(self) -> float | None:
         """After a batch's passes: Darknet's cost per image of the batch, where it differs."""

@@ -392,12 +392,11 @@ def test_a_resumed_detector_run_ends_with_the_same_weights(tmp_path, monkeypatch
     assert (tmp_path / "parts" / "yolo-digits_final.weights").read_bytes() == whole
 
 
-def test_a_detector_stopped_by_sigterm_at_2_threads_resumes_to_the_1_thread_weights(
+def test_a_detector_stopped_by_sigterm_at_2_threads_resumes_to_the_same_weights(
         tmp_path, monkeypatch):
-    # A detector trains in one process, its --threads in BLAS, whose products split rows
-    # and columns among the threads, never a sum: 2 threads give 1 thread's bits. A SIGTERM
-    # after the checkpoint of batch 1 (the update under way finishes, then a checkpoint, exit
-    # 143), then --resume, ends with the weights of a run that never stopped.
+    # At --threads 2 a detector's batch is split between two processes. A SIGTERM after the
+    # checkpoint of batch 1 (the update under way finishes, then a checkpoint, exit 143),
+    # then --resume, ends with the weights of a 2-thread run that never stopped.
     make_mnist_det(tmp_path, monkeypatch, 128, 4)
     args = [sys.executable, "-m", "darkbp", "train", str(CFG_DIR / "yolo-digits.cfg"),
             "--data", "mnist-det", "--max-batches", "4"]
@@ -412,7 +411,7 @@ def test_a_detector_stopped_by_sigterm_at_2_threads_resumes_to_the_1_thread_weig
         assert run.returncode == code and "Traceback" not in stderr, stderr
         return stderr
 
-    finish(train("whole", 1))
+    finish(train("whole", 2))
     state = tmp_path / "parts" / "yolo-digits_last.state.npz"
     run = train("parts", 2, "--checkpoint-every", "0.0001")
     deadline = time.monotonic() + 120

@@ -70,12 +70,17 @@ def test_a_split_pass_equals_the_whole_batch(path):
     whole = parse_network(path).initialize(3, np.float64)
     x, truth = _batch(whole, 8)
     noise = Noise(seed=5, batch_num=7)
-    cost = Runner(whole, 1).train_step(x, truth, noise)
+    one = Runner(whole, 1)
+    cost = one.train_step(x, truth, noise)
     split = parse_network(path).initialize(3, np.float64)
     with Runner(split, 2) as runner:
-        # A detector trains in one process (darkbp.parallel.Runner): nothing to split.
-        assert runner.split == (not split.heads)
+        assert runner.split
         assert runner.train_step(x, truth, noise) == pytest.approx(cost, rel=1e-12)
+        # A detector's heads: Darknet's cost and statistics sums, over the whole batch.
+        assert len(runner.head_numbers) == len(whole.heads)
+        for (ours, stats), (theirs, whole_stats) in zip(runner.head_numbers, one.head_numbers):
+            assert ours == pytest.approx(theirs, rel=1e-5)
+            assert stats == pytest.approx(whole_stats, rel=1e-5)
         for key, grad in _grads(whole).items():
             np.testing.assert_allclose(_grads(split)[key], grad, rtol=1e-10, atol=1e-12,
                                        err_msg=str(key))

@@ -18,6 +18,7 @@ from darkbp.cli import main
 from darkbp.detection_train import DetectionTrainer, MultiScale, open_detection_data
 from darkbp.errors import DarkbpError
 from darkbp.network import parse_network
+from darkbp.parallel import Runner
 from darkbp.ops.detection import Truth
 from darkbp.passes import Noise, Pass
 from darkbp.train import TrainListener, TrainOptions
@@ -65,6 +66,29 @@ def test_a_resized_network_computes_what_its_cfg_at_that_size_computes(path, tmp
     kept = [getattr(layer, name) for layer in network.layers
             for name in (*layer.param_names, *layer.state_names)]
     assert all(a is b for a, b in zip(arrays, kept))       # the same arrays, not copies
+
+
+def test_worker_processes_follow_the_network_to_each_new_size():
+    # Multi-scale training at --threads 2: the workers' copies resize with the caller's.
+    path = ROOT / "tests" / "detector_cfgs" / "yolov3-tiny-160x96.cfg"
+    whole, split = (parse_network(path).initialize(3, np.float64) for _ in range(2))
+    one = Runner(whole, 1)
+    rng = np.random.default_rng(0)
+    with Runner(split, 2) as two:
+        assert two.split
+        for w, h in [(128, 64), (96, 96), (160, 96)]:
+            whole.resize(w, h)
+            split.resize(w, h)
+            x = rng.random((4, 3, h, w))
+            truth = Truth.random(rng, 4, whole.heads[0].classes, w, h)
+            whole.zero_grads()
+            split.zero_grads()
+            noise = Noise(0, w)
+            assert two.train_step(x, truth, noise) == pytest.approx(
+                one.train_step(x, truth, noise), rel=1e-12)
+            for a, b in zip(whole.layers, split.layers):
+                for (name, _, ga), (_, _, gb) in zip(a.parameters(), b.parameters()):
+                    np.testing.assert_allclose(gb, ga, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
 def test_a_size_the_cfg_can_not_take_is_refused_and_changes_nothing():
