@@ -716,3 +716,95 @@ def dropout_backward(draws, dy, probability=0.5):
     for e in range(flat_dx.size):
         flat_dx[e] = 0.0 if flat_r[e] < probability else flat_dy[e] * scale
     return dx
+
+
+# --- [sam] (AlexeyAB/darknet src/sam_layer.c) -------------------------------------------------
+
+def sam_forward(prev, src):
+    """prev, src (N, C, H, W), the same shape -> z: forward_sam_layer's loop over the flat
+    index i of the batch, output[i] = state.input[i] · from_output[i] (before activate_array).
+    """
+    if prev.shape != src.shape:
+        raise ValueError(f"make_sam_layer asserts equal shapes: {prev.shape} vs {src.shape}")
+    size = prev.size
+    flat_prev, flat_src = np.asarray(prev, float).reshape(size), np.asarray(src, float).reshape(size)
+    z = np.zeros(size)
+    for i in range(size):
+        z[i] = flat_prev[i] * flat_src[i]
+    return z.reshape(prev.shape)
+
+
+def sam_backward(prev, src, dz):
+    """dz (the gradient at z) -> (d_prev, d_src), the exact adjoint of sam_forward.
+
+    backward_sam_layer: state.delta[i] += l.delta[i]·from_output[i], and
+    from_delta[i] = state.input[i]·l.delta[i]: it ASSIGNS the `from` layer's delta (a
+    gradient a later reader of that layer already added there is lost); its GPU kernel adds.
+    """
+    size = prev.size
+    flat_prev, flat_src = np.asarray(prev, float).reshape(size), np.asarray(src, float).reshape(size)
+    flat_dz = np.asarray(dz, float).reshape(size)
+    d_prev, d_src = np.zeros(size), np.zeros(size)
+    for i in range(size):
+        d_prev[i] += flat_dz[i] * flat_src[i]
+        d_src[i] += flat_prev[i] * flat_dz[i]
+    return d_prev.reshape(prev.shape), d_src.reshape(src.shape)
+
+
+# --- [scale_channels] (AlexeyAB/darknet src/scale_channels_layer.c) ---------------------------
+
+def _scale_index(i, out_shape, scale_wh):
+    """The flat index into the scales (the previous layer's output) of output value i:
+    i / channel_size per channel, i % channel_size + (i / batch_size)·channel_size per
+    position (channel_size = out_w·out_h, batch_size = out_c·out_w·out_h)."""
+    _, c, h, w = out_shape
+    channel_size, batch_size = w * h, c * w * h
+    if scale_wh:
+        return i % channel_size + (i // batch_size) * channel_size
+    return i // channel_size
+
+
+def _scale_check(scales_shape, src_shape, scale_wh):
+    n, c, h, w = scales_shape
+    if scale_wh and (c != 1 or (h, w) != tuple(src_shape[2:])):
+        raise ValueError(f"scale_wh=1 asserts scales (N, 1, H, W) of src's H, W: {scales_shape}")
+    if not scale_wh and ((h, w) != (1, 1) or c != src_shape[1]):
+        raise ValueError(f"scale_wh=0 asserts scales (N, C, 1, 1) of src's C: {scales_shape}")
+
+
+def scale_channels_forward(scales, src, scale_wh=False):
+    """scales (N, C, 1, 1) (scale_wh: (N, 1, H, W)), src (N, C, H, W) -> z (N, C, H, W).
+
+    forward_scale_channels_layer, over the flat index i of the batch:
+    output[i] = state.input[_scale_index(i)] · from_output[i] (before activate_array).
+    """
+    _scale_check(scales.shape, src.shape, scale_wh)
+    size = src.size
+    flat_scales = np.asarray(scales, float).reshape(-1)
+    flat_src = np.asarray(src, float).reshape(size)
+    z = np.zeros(size)
+    for i in range(size):
+        z[i] = flat_scales[_scale_index(i, src.shape, scale_wh)] * flat_src[i]
+    return z.reshape(src.shape)
+
+
+def scale_channels_backward(scales, src, dz, scale_wh=False):
+    """dz -> (d_scales, d_src), the exact adjoint of scale_channels_forward.
+
+    backward_scale_channels_layer (CPU) does exactly this:
+    state.delta[_scale_index(i)] += l.delta[i]·from_output[i] and
+    from_delta[i] += state.input[_scale_index(i)]·l.delta[i]. Its GPU kernel divides the
+    scale_wh=1 scales' part by channel_size (out_w·out_h).
+    """
+    _scale_check(scales.shape, src.shape, scale_wh)
+    size = src.size
+    flat_scales = np.asarray(scales, float).reshape(-1)
+    flat_src = np.asarray(src, float).reshape(size)
+    flat_dz = np.asarray(dz, float).reshape(size)
+    d_scales, d_src = np.zeros(flat_scales.size), np.zeros(size)
+    for i in range(size):
+        k = _scale_index(i, src.shape, scale_wh)
+        d_scales[k] += flat_dz[i] * flat_src[i]
+        d_src[i] += flat_scales[k] * flat_dz[i]
+    return d_scales.reshape(scales.shape), d_src.reshape(src.shape)
+
