@@ -808,3 +808,61 @@ def scale_channels_backward(scales, src, dz, scale_wh=False):
         d_src[i] += flat_scales[k] * flat_dz[i]
     return d_scales.reshape(scales.shape), d_src.reshape(src.shape)
 
+
+# --- [local_avgpool] (AlexeyAB/darknet src/maxpool_layer.c, parse_local_avgpool) -------------
+
+def local_avgpool_out_size(h, w, size, stride_x, stride_y, padding):
+    """make_maxpool_layer's (out_h, out_w): (in + padding − size) / stride + 1."""
+    return (h + padding - size) // stride_y + 1, (w + padding - size) // stride_x + 1
+
+
+def _local_avgpool_windows(x_shape, size, stride_x, stride_y, padding):
+    """Per output (k, i, j) of one image: the (cur_h, cur_w) of its window's valid cells,
+    forward_local_avgpool_layer's loops (w_offset = h_offset = −pad/2)."""
+    _, chans, h, w = x_shape
+    out_h, out_w = local_avgpool_out_size(h, w, size, stride_x, stride_y, padding)
+    offset = -_c_div(padding, 2)
+    windows = {}
+    for k in range(chans):
+        for i in range(out_h):
+            for j in range(out_w):
+                cells = []
+                for n in range(size):
+                    for m in range(size):
+                        cur_h = offset + i * stride_y + n
+                        cur_w = offset + j * stride_x + m
+                        if 0 <= cur_h < h and 0 <= cur_w < w:
+                            cells.append((cur_h, cur_w))
+                windows[k, i, j] = cells
+    return (out_h, out_w), windows
+
+
+def local_avgpool_forward(x, size, stride_x, stride_y, padding):
+    """x (N, C, H, W) -> (N, C, OH, OW): each window's sum of its valid cells / their count
+    (`avg / counter`, float32 in AlexeyAB, summed in window order)."""
+    (out_h, out_w), windows = _local_avgpool_windows(x.shape, size, stride_x, stride_y, padding)
+    y = np.zeros((x.shape[0], x.shape[1], out_h, out_w))
+    for b in range(x.shape[0]):
+        for (k, i, j), cells in windows.items():
+            total = 0.0
+            for cur_h, cur_w in cells:
+                total += x[b, k, cur_h, cur_w]
+            y[b, k, i, j] = total / len(cells)
+    return y
+
+
+def local_avgpool_backward(x_shape, dy, size, stride_x, stride_y, padding, *, darknet=False):
+    """dy (N, C, OH, OW) -> dx (x_shape): each window's dy / count to each of its valid cells,
+    the exact adjoint of local_avgpool_forward.
+
+    darknet=True: backward_local_avgpool_layer (CPU) instead, dy / size² to each valid cell,
+    which is the adjoint only where every window lies inside the input.
+    """
+    _, windows = _local_avgpool_windows(x_shape, size, stride_x, stride_y, padding)
+    dx = np.zeros(x_shape)
+    for b in range(x_shape[0]):
+        for (k, i, j), cells in windows.items():
+            share = dy[b, k, i, j] / (size * size if darknet else len(cells))
+            for cur_h, cur_w in cells:
+                dx[b, k, cur_h, cur_w] += share
+    return dx
