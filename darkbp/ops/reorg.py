@@ -11,6 +11,10 @@ space_to_depth of the input's memory read as A, i.e. as C/s² channels of (H·s)
 pixels, its result's memory then read as (C·s², H/s, W/s): not the usual per-channel
 space-to-depth (AlexeyAB's fork passes the output sizes and gets that one).
 
+AlexeyAB's [reorg3d] (its reorg_layer.c) calls the same reorg_cpu with the OUTPUT sizes:
+reverse=0 is then space_to_depth of x itself, and reverse=1 depth_to_space of x's memory
+read as (C/s², H·s, W·s), its result's memory read as (C/s², H·s, W·s) (`reorg3d_forward`).
+
 `flatten(x, size, layers, ...)` moves an image between channel-major (C, H·W) and
 pixel-major (H·W, C) memory. All functions take (N, ...) batches in any memory layout
 (reshape works on the logical C order) and return new C-contiguous arrays.
@@ -55,6 +59,27 @@ def reorg_backward(dy: np.ndarray, stride: int, reverse: bool,
     if reverse:
         return space_to_depth(dy, stride)
     return depth_to_space(dy.reshape((n,) + in_shape), stride).reshape((n,) + in_shape)
+
+
+def reorg3d_forward(x: np.ndarray, stride: int, reverse: bool) -> np.ndarray:
+    """AlexeyAB's [reorg3d]. x: (N, C, H, W) -> (N, C·s², H/s, W/s) (space_to_depth), or
+    reversed (N, C/s², H·s, W·s), C a multiple of s⁴."""
+    n, c, h, w = x.shape
+    s = stride
+    if not reverse:
+        return space_to_depth(x, s)
+    as_b = x.reshape(n, c // (s * s), h * s, w * s)             # reorg_cpu's "in" array
+    return depth_to_space(as_b, s).reshape(n, c // (s * s), h * s, w * s)
+
+
+def reorg3d_backward(dy: np.ndarray, stride: int, reverse: bool) -> np.ndarray:
+    """dy: reorg3d_forward's output shape -> dx: its input's, the inverse permutation."""
+    n, c, h, w = dy.shape
+    s = stride
+    if not reverse:
+        return depth_to_space(dy, s)
+    as_a = dy.reshape(n, c // (s * s), h * s, w * s)            # reorg_cpu's "out" array
+    return space_to_depth(as_a, s).reshape(n, c * s * s, h // s, w // s)
 
 
 def flatten(x: np.ndarray, image: tuple[int, int, int], pixel_major: bool) -> np.ndarray:
