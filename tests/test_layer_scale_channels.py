@@ -177,6 +177,31 @@ def test_table_lines(write_cfg):
     assert lines[-1] == "avg_outputs = %d " % ((120 + 4 + 30 + 120) // 4)
 
 
+def test_swish_is_applied_and_the_user_told_alexeyab_outputs_zeros(write_cfg):
+    # As [sam] (tests/test_layer_sam.py): AlexeyAB's activate_array has no swish case.
+    path = write_cfg("""
+        [net]
+        width=3
+        height=3
+        channels=2
+        [convolutional]
+        filters=2
+        size=1
+        [avgpool]
+        [scale_channels]
+        from=0
+        activation=swish
+        """)
+    network = parse_network(path)
+    (warning,) = network.warnings
+    assert warning.message.startswith("[scale_channels] activation=swish: AlexeyAB's Darknet "
+                                      "outputs 0 for it in this layer")
+    network.initialize(0, np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 3))
+    conv, avg, scaled = network.run(x, keep=True)
+    np.testing.assert_allclose(scaled, ACTIVATIONS["swish"].forward(conv * avg), rtol=1e-14)
+
+
 HEAD = ("[net]\nwidth=4\nheight=4\nchannels=2\n[convolutional]\nfilters=2\nsize=1\n"
         "[avgpool]\n")
 

@@ -49,6 +49,7 @@ class SamLayer(Layer):
     sections = ("sam",)
     options = frozenset({"from", "activation"})
     arity = None
+    backward_cache = ("_prev", "_src", "_z", "_y")
 
     def __init__(self, shape, source: int, activation: str):
         super().__init__(shape, shape)

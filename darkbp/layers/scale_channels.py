@@ -26,6 +26,7 @@ class ScaleChannelsLayer(Layer):
     sections = ("scale_channels",)
     options = frozenset({"from", "scale_wh", "activation"})
     arity = None
+    backward_cache = ("_scales", "_src", "_z", "_y")
 
     def __init__(self, in_shape, from_shape, source: int, scale_wh: bool, activation: str):
         super().__init__(in_shape, from_shape)
