@@ -10,8 +10,9 @@ from darkbp.ops.local_avgpool import (local_avgpool_backward, local_avgpool_forw
 
 @register
 class LocalAvgpoolLayer(Layer):
-    """x: (N, C, H, W) -> (N, C, (H + padding − size)/stride_y + 1, (W + padding − size)/stride_x + 1),
-    each output the mean of its window's cells inside the input (ops/local_avgpool.py).
+    """x: (N, C, H, W) -> (N, C, OH, OW), OH = (H + padding − size)/stride_y + 1 and
+    OW = (W + padding − size)/stride_x + 1, each output the mean of its window's cells
+    inside the input (ops/local_avgpool.py).
 
     AlexeyAB's parse_local_avgpool: stride (1), stride_x and stride_y (stride), size
     (stride), padding (size − 1), as its [maxpool].

@@ -1,4 +1,4 @@
-"""[sam]: AlexeyAB's spatial attention, the previous output times the `from` layer's, elementwise."""
+"""[sam]: AlexeyAB's spatial attention, the previous output times the `from` layer's."""
 
 from __future__ import annotations
 
