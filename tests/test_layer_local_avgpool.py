@@ -138,7 +138,7 @@ def test_table_lines(write_cfg):
     assert (first.padding, first.out_shape, second.out_shape) == (2, (32, 7, 7), (32, 6, 3))
     assert darknet_text(network).splitlines()[1:] == [
         "    0 avg          3 x 3 / 2    13 x  13 x  32   ->     7 x   7 x  32",
-        "    1 avg          2 x 2 / 2     7 x   7 x  32   ->     3 x   6 x  32"]
+        "    1 avg          2 x 2 /2x1    7 x   7 x  32   ->     3 x   6 x  32"]
     # make_maxpool_layer (avgpool=1): "avg               %2dx%2d/%2d   %4d x%4d x%4d -> %4d
     # x%4d x%4d %5.3f BF\n", its stride_x ≠ stride_y twin, and l.bflops = size²·c·out_h·out_w
     # / 1e9 (3·3·32·7·7 = 14112: 0.000 BF, summed into Total BFLOPS).

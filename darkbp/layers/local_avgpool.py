@@ -49,11 +49,14 @@ class LocalAvgpoolLayer(Layer):
         return layer
 
     def darknet_line(self):
-        # pjreddie's Darknet has no [local_avgpool]: its [maxpool] line, "avg" for "max".
+        # pjreddie's Darknet has no [local_avgpool]: its [maxpool] line, "avg" for "max", and
+        # " /2x1 " for its " / 2  " where the strides along x and y differ.
         c, h, w = self.in_shape
         oc, oh, ow = self.out_shape
-        return ("avg          %d x %d / %d  %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
-                % (self.size, self.size, self.stride_x, w, h, c, ow, oh, oc))
+        stride = ("/ %d " % self.stride_x if self.stride_x == self.stride_y
+                  else "/%dx%d" % (self.stride_x, self.stride_y))
+        return ("avg          %d x %d %s %4d x%4d x%4d   ->  %4d x%4d x%4d\n"
+                % (self.size, self.size, stride, w, h, c, ow, oh, oc))
 
     def alexeyab_line(self):
         c, h, w = self.in_shape

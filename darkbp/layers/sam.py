@@ -32,7 +32,7 @@ def read_linear_activation(s) -> tuple[str, tuple[str, ...]]:
     advice = ()
     if name in ZERO_IN_ALEXEYAB:
         advice = (f"activation={name}: AlexeyAB's Darknet outputs 0 for it in this layer, "
-                  f"on CPU and GPU alike (it warns that it does not support it); darkbp "
+                  f"on CPU and GPU alike (activate_array has no case for it); darkbp "
                   f"applies {name}",)
     return name, advice
 
