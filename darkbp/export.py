@@ -35,7 +35,7 @@ from darkbp.atomic import atomic_write
 from darkbp.errors import DarkbpError
 from darkbp.layers.base import INPUT, Layer
 from darkbp.network import Network
-from darkbp.ops.activations import SELU_ALPHA, SELU_LAMBDA
+from darkbp.ops.activations import NORM_EPS, SELU_ALPHA, SELU_LAMBDA
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -155,8 +155,16 @@ class Graph:
 
     # ------------------------------------------------------------------ activations
     def activation(self, name: str, x: str) -> str:
-        """Darknet's activation `name` of x (ops/activations.py), elementwise."""
+        """Darknet's or AlexeyAB's activation `name` of x (ops/activations.py): elementwise,
+        or per pixel across axis 1 (normalize_channels*)."""
         return _ACTIVATIONS[name](self, x)
+
+    def channel_reduce(self, op: str, x: str) -> str:
+        """ReduceSum/ReduceMax of x over axis 1, kept: (N, 1, ...). Their axes are an input
+        from opset 13 (ReduceSum) and 18 (ReduceMax), an attribute before."""
+        if op == "ReduceSum" or self.opset >= 18:
+            return self.node(op, [x, self.ints([1])], keepdims=1)
+        return self.node(op, [x], axes=[1], keepdims=1)
 
     def where(self, condition: str, a: str, b: str, output: str | None = None) -> str:
         return self.node("Where", [condition, a, b], output)
@@ -245,6 +253,32 @@ def _mish(g: Graph, x: str) -> str:
     return g.node("Mul", [x, g.node("Tanh", [g.node("Softplus", [x])])])
 
 
+def _gelu(g: Graph, x: str) -> str:
+    # x·(1 + tanh(u))/2 = x/(1 + e^{−2u}), u = .797885x + .035677x³ (AlexeyAB's constants,
+    # not opset 20's Gelu's √(2/π) and .044715·√(2/π)); Exp, not Sigmoid: see swish
+    cube = g.node("Mul", [g.node("Mul", [x, x]), g.scalar(2 * 0.035677)])
+    minus_2u = g.node("Mul", [x, g.node("Add", [cube, g.scalar(2 * 0.797885)])])
+    return g.node("Div", [x, g.node("Add", [g.node("Exp", [g.node("Neg", [minus_2u])]),
+                                            g.scalar(1)])])
+
+
+def _normalize_channels(g: Graph, x: str) -> str:
+    # relu(x)/(1e-4 + Σ_c relu(x))
+    r = g.node("Relu", [x])
+    return g.node("Div", [r, g.node("Add", [g.channel_reduce("ReduceSum", r),
+                                            g.scalar(NORM_EPS)])])
+
+
+def _channel_softmax(g: Graph, x: str, maxval: bool) -> str:
+    # e^{x−m}/(1e-4·(maxval ? 1 : e^{−m}) + Σ_c e^{x−m}), m the channels' max
+    m = g.channel_reduce("ReduceMax", x)
+    e = g.node("Exp", [g.node("Sub", [x, m])])
+    eps = g.scalar(NORM_EPS)
+    if not maxval:
+        eps = g.node("Mul", [eps, g.node("Exp", [g.node("Neg", [m])])])
+    return g.node("Div", [e, g.node("Add", [g.channel_reduce("ReduceSum", e), eps])])
+
+
 _ACTIVATIONS = {
     "linear": lambda g, x: x,
     "logistic": lambda g, x: g.node("Sigmoid", [x]),
@@ -269,6 +303,12 @@ _ACTIVATIONS = {
                                                             g.scalar(1)])]),
     # x·clip(x/2 + 1, 0, 1): x above 0, x²/2 + x on (−2, 0], 0 below
     "hard_mish": lambda g, x: g.node("Mul", [x, g.node("HardSigmoid", [x], alpha=0.5, beta=1.0)]),
+    "gelu": _gelu,
+    "relu6": lambda g, x: g.node("Clip", [x, g.scalar(0), g.scalar(6)]),
+    "revleaky": lambda g, x: g.node("LeakyRelu", [x], alpha=0.1),
+    "normalize_channels": _normalize_channels,
+    "normalize_channels_softmax": lambda g, x: _channel_softmax(g, x, maxval=False),
+    "normalize_channels_softmax_maxval": lambda g, x: _channel_softmax(g, x, maxval=True),
 }
 
 

@@ -285,17 +285,77 @@ def _mish_gradient(x):
     return x * (1 - tsp * tsp) * grad_sp + tsp
 
 
+def _gelu(x):
+    return 0.5 * x * (1 + math.tanh(0.797885 * x + 0.035677 * x ** 3))
+
+
+def _gelu_gradient(x):           # AlexeyAB's gelu_gradient (its constants: .0356774 here)
+    x3 = x ** 3
+    u = 0.0356774 * x3 + 0.797885 * x
+    sech = 2 / (math.exp(u) + math.exp(-u))
+    return 0.5 * math.tanh(u) + (0.0535161 * x3 + 0.398942 * x) * sech ** 2 + 0.5
+
+
+# relu6: the GPU's activate (its CPU activate() has no RELU6 case and returns 0).
 ALEXEYAB_ACTIVATE = {
     "mish": lambda x: x * _tanh_activate(_softplus(x)),
     "swish": lambda x: x / (1 + math.exp(-x)),
     "hard_mish": _hard_mish,
+    "gelu": _gelu,
+    "relu6": lambda x: min(max(x, 0.0), 6.0),
+    "revleaky": lambda x: x if x > 0 else .1 * x,
 }
 
+# What AlexeyAB's backward multiplies the delta by where that is the true derivative. Its
+# gelu's is not: gradient_array(l.output, ...) evaluates _gelu_gradient at the OUTPUT y.
 ALEXEYAB_GRADIENT = {
     "mish": lambda x, y: _mish_gradient(x),
     "swish": lambda x, y: y + (1 / (1 + math.exp(-x))) * (1 - y),
     "hard_mish": lambda x, y: _hard_mish_gradient(x),
+    "relu6": lambda x, y: float(0 < y < 6),
+    "revleaky": lambda x, y: 1 if y > 0 else .1,
 }
+ALEXEYAB_GELU_GRADIENT = _gelu_gradient     # of its argument; AlexeyAB passes y
+
+
+# Per pixel across channels: x (N, C, H, W); loops over images, pixels and channels as
+# AlexeyAB's activate_array_normalize_channels* and gradient_array_normalize_channels*
+# (CPU) do. Their gradients are not the true derivative (see the _CPU ones' notes).
+
+def _pixels(x):
+    """(image, pixel) pairs of x (N, C, ...), pixels numbered row-major."""
+    return [(b, p) for b in range(x.shape[0]) for p in range(int(np.prod(x.shape[2:], dtype=int)))]
+
+
+def normalize_channels(x, softmax=False, max_val=False):
+    """relu(x)/(1e-4 + Σ_c relu(x)); softmax: exp(x − m)/(1e-4 + Σ_c exp(x − m)), m = 0,
+    or the channels' max with max_val."""
+    flat = np.asarray(x, float).reshape(x.shape[0], x.shape[1], -1)
+    out = np.zeros_like(flat)
+    for b, p in _pixels(x):
+        vals = [float(v) for v in flat[b, :, p]]
+        if softmax:
+            m = max(vals) if max_val else 0.0
+            total = 1e-4 + sum(math.exp(v - m) for v in vals)
+            out[b, :, p] = [math.exp(v - m) / total for v in vals]
+        else:
+            total = 1e-4 + sum(v for v in vals if v > 0)
+            out[b, :, p] = [v / total if v > 0 else 0.0 for v in vals]
+    return out.reshape(x.shape)
+
+
+def normalize_channels_gradient_cpu(y, dy, softmax=False):
+    """AlexeyAB's CPU gradient_array_normalize_channels(_softmax): with g = Σ_c y·dy per
+    pixel, dx = dy·g (normalize_channels: where y > 0; elsewhere dx = dy, untouched)."""
+    yf = np.asarray(y, float).reshape(y.shape[0], y.shape[1], -1)
+    df = np.asarray(dy, float).reshape(yf.shape)
+    out = df.copy()
+    for b, p in _pixels(y):
+        g = sum(float(yf[b, k, p]) * float(df[b, k, p]) for k in range(yf.shape[1]))
+        for k in range(yf.shape[1]):
+            if softmax or yf[b, k, p] > 0:
+                out[b, k, p] = df[b, k, p] * g
+    return out.reshape(y.shape)
 
 
 # --- finite differences ------------------------------------------------------------

@@ -43,7 +43,9 @@ def test_every_shipped_cfg_passes(path, seed):
 
 def test_every_activation_passes(write_cfg):
     for activation in ["linear", "logistic", "relu", "leaky", "tanh", "elu", "selu", "relie",
-                       "ramp", "plse", "hardtan", "lhtan", "loggy", "mish", "swish", "hard_mish"]:
+                       "ramp", "plse", "hardtan", "lhtan", "loggy", "mish", "swish", "hard_mish",
+                       "gelu", "relu6", "revleaky", "normalize_channels",
+                       "normalize_channels_softmax", "normalize_channels_softmax_maxval"]:
         path = write_cfg(f"""
             [net]
             width=5
@@ -61,6 +63,46 @@ def test_every_activation_passes(write_cfg):
         """)
         report = gradcheck(parse_network(path), batch=3, seed=3)
         assert report.passed, (activation, [r for r in report.rows if not r.passed])
+
+
+@pytest.mark.parametrize("activation", ["mish", "swish", "hard_mish", "gelu", "relu6", "revleaky",
+                                        "normalize_channels", "normalize_channels_softmax",
+                                        "normalize_channels_softmax_maxval"])
+def test_alexeyabs_activations_in_every_layer_that_reads_one(write_cfg, activation):
+    # a batch-normalised convolution (relu6 and revleaky: ops/tail.py's fused tail), [local],
+    # [shortcut] and [connected]. The shortcut adds a linear 1x1 convolution's output: two
+    # relu6 outputs would sum to exactly 0, on its kink, wherever both are 0.
+    path = write_cfg(f"""
+        [net]
+        width=4
+        height=3
+        channels=2
+        [convolutional]
+        batch_normalize=1
+        filters=3
+        size=3
+        pad=1
+        activation={activation}
+        [local]
+        filters=3
+        size=3
+        pad=1
+        activation={activation}
+        [convolutional]
+        filters=3
+        size=1
+        activation=linear
+        [shortcut]
+        from=-3
+        alpha=4
+        activation={activation}
+        [connected]
+        output=4
+        activation={activation}
+        [softmax]
+    """)
+    report = gradcheck(parse_network(path), batch=3, seed=4)
+    assert report.passed, [r for r in report.rows if not r.passed]
 
 
 def test_softmax_groups_and_temperature(write_cfg):

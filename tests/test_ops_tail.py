@@ -205,8 +205,8 @@ def test_piecewise_linear_derivatives_read_the_same_off_the_pre_activation(name,
     act = ACTIVATIONS[name]
     tiny = np.finfo(dtype).smallest_subnormal
     t = np.concatenate([[0.0, -0.0, 1.0, -1.0, tiny, -tiny, 5 * tiny, -5 * tiny],
-                        np.nextafter(np.array([0, 0, 1, 1, -1, -1], dtype),
-                                     np.array([1, -1, 2, 0, 0, -2], dtype)),
+                        [6.0, -6.0], np.nextafter(np.array([0, 0, 1, 1, -1, -1, 6, 6], dtype),
+                                                  np.array([1, -1, 2, 0, 0, -2, 7, 5], dtype)),
                         np.random.default_rng(0).normal(0, 3, 500)]).astype(dtype)
     dy = np.random.default_rng(1).normal(0, 1, t.size).astype(dtype)
     np.testing.assert_array_equal(act.backward(t, t, dy), act.backward(t, act.forward(t), dy))

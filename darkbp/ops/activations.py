@@ -2,7 +2,7 @@
 true derivative.
 
     act = ACTIVATIONS["leaky"]            # or activation("leaky")
-    y = act.forward(x)                    # x: any shape, float32 or float64
+    y = act.forward(x)                    # x: any shape (act.channels: (A, C, ...)), float
     dx = act.backward(x, y, dy)           # dL/dx from dL/dy; x and y from forward
     y = act.apply(x)                      # y = forward(x), written over x when it can be
     dx = act.backward_over(x, y, dy)      # backward(x, y, dy), written over dy when it can be
@@ -22,11 +22,22 @@ Darknet's formula gives there (noted per function).  Two forwards differ
 from Darknet's C on purpose: tanh uses np.tanh (Darknet's
 (e²ˣ − 1)/(e²ˣ + 1) is nan for x > 44 in float32), and elu/selu use expm1.
 
-AlexeyAB's fork (src/activations.c, activation_kernels.cu) adds mish, swish and hard_mish;
-its backward evaluates them from the kept input (mish, hard_mish) or from the output and
-the kept sigmoid (swish), each the true derivative.  mish's softplus uses its threshold 20
-and GPU's exact tanh(log(1 + e)) = n/(n + 2), n = e(e + 2), where the CPU's log(1 + eˣ)
-rounds to 0 below x ≈ −17 in float32.
+AlexeyAB's fork (src/activations.c, activation_kernels.cu) adds, elementwise:
+- mish, swish, hard_mish: its backward evaluates them from the kept input (mish,
+  hard_mish) or from the output and the kept sigmoid (swish), each the true derivative.
+  mish's softplus uses its threshold 20 and the GPU's exact tanh(log(1 + e)) = n/(n + 2),
+  n = e(e + 2), where the CPU's log(1 + eˣ) rounds to 0 below x ≈ −17 in float32;
+- gelu, its tanh form with its constants.  Its backward evaluates the derivative at the
+  output y instead of x (gradient_array(l.output, …)): darkbp takes it at x;
+- relu6 = min(max(x, 0), 6), the GPU's (the CPU's activate() lacks it and returns 0);
+- revleaky, which is leaky on the CPU (its GPU backward divides by the slope instead).
+and, per pixel across channels (`channels`: axis 1 of (A, C, ...), the layout's axis
+whatever the memory order; each of the A·… pixels alone), with eps = 1e-4:
+- normalize_channels: relu(x)/(eps + Σ_c relu(x));
+- normalize_channels_softmax: eˣ/(eps + Σ_c eˣ), computed shifted by the channels' max;
+- normalize_channels_softmax_maxval: e^{x−m}/(eps + Σ_c e^{x−m}), m = max_c x.
+Their backward is the Jacobian's product; AlexeyAB's is not (CPU: dx = delta·Σ_c y·delta;
+GPU: delta·y, delta·y(1 − y)).
 """
 
 from __future__ import annotations
@@ -53,6 +64,9 @@ class Activation:
     # backward(y, y, dy) == backward(x, y, dy): the derivative follows from the output
     # alone (the sign of y is x's, or the formula uses y), so x need not be kept.
     from_output: bool = False
+    # Per pixel across channels, not elementwise: x is (A, C, ...) and each y[a, :, ...]
+    # depends on all of x[a, :, ...] (AlexeyAB's normalize_channels*).
+    channels: bool = False
 
     # Writing over an array the caller owns saves a new array's memory traffic: ~2x
     # faster for a relu over a few MB (its first write to fresh memory reads it too).
@@ -74,6 +88,10 @@ class Activation:
             distance = min(distance, float(np.abs(x - kink).min()))
         if self.name == "stair":                 # steps at every integer
             distance = min(distance, float(np.abs(x - np.round(x)).min()))
+        if self.name == "normalize_channels_softmax_maxval" and x.shape[1] > 1:
+            # the shift by the channels' max switches channel where two tie for it
+            top = np.partition(x, -2, axis=1)
+            distance = min(distance, float((top[:, -1] - top[:, -2]).min()) / 2)
         return distance
 
 
@@ -234,7 +252,7 @@ def _selu_back(x, y, dy):  # λ·(x ≥ 0 ? 1 : α·eˣ); λ at 0
     return g
 
 
-# --- AlexeyAB's smooth ones (src/activations.c, activation_kernels.cu) -------------------
+# --- AlexeyAB's elementwise ones (src/activations.c, activation_kernels.cu) --------------
 
 MISH_THRESHOLD = 20.0   # AlexeyAB's softplus threshold: softplus(x) = x above it
 
@@ -290,6 +308,98 @@ def _hard_mish_back(x, y, dy):  # 1 above 0, x + 1 on (−2, 0], 0 at −2 and b
     return g
 
 
+def _gelu(x):  # .5x(1 + tanh(u)), u = .797885x + .035677x³: AlexeyAB's tanh form and constants
+    return x * _gelu_half(x)
+
+
+def _gelu_half(x):
+    """(1 + tanh(u))/2 = σ(2u), which keeps its digits where tanh(u) → −1."""
+    return _logistic(2 * x * (0.797885 + 0.035677 * (x * x)))
+
+
+def _gelu_back(x, y, dy):  # s + x·2s(1 − s)·u', s = σ(2u), u' = .797885 + 3·.035677x²
+    s = _gelu_half(x)
+    g = 1 - s
+    g *= s
+    g *= 2 * x * (0.797885 + 3 * 0.035677 * (x * x))
+    g += s
+    g *= dy
+    return g
+
+
+def _relu6(x):
+    return np.clip(x, 0, 6)
+
+
+def _relu6_back(x, y, dy):  # 1 on (0, 6), 0 at both ends, as AlexeyAB's
+    return dy * ((x > 0) & (x < 6))
+
+
+# --- AlexeyAB's per-pixel normalisations across channels (axis 1) ---------------------
+# eps = 1e-4 in every denominator, as AlexeyAB's.  The sums run over axis 1 of
+# (A, C, ...), whatever the layout the layer stores its batch in.
+
+NORM_EPS = 1e-4
+
+
+def _channel_sum(a):
+    return a.sum(axis=1, keepdims=True)
+
+
+def _normalize_channels(x):  # relu(x)/(eps + Σ_c relu(x))
+    r = np.maximum(x, 0)
+    return r / (NORM_EPS + _channel_sum(r))
+
+
+def _normalize_channels_back(x, y, dy):
+    # dx_j = [x_j > 0]/(eps + S)·(dy_j − Σ_k y_k dy_k), S = Σ relu(x)
+    s = NORM_EPS + _channel_sum(np.maximum(x, 0))
+    g = dy - _channel_sum(y * dy)
+    g *= x > 0
+    g /= s
+    return g
+
+
+def _softmax_shifted(x, eps_scale):
+    """e^{x−m}/(eps·eps_scale(m) + Σ e^{x−m}), m the channels' max: the same function for
+    any m, computed where no exp overflows."""
+    m = x.max(axis=1, keepdims=True)
+    e = np.exp(x - m)
+    return e / (NORM_EPS * eps_scale(m) + _channel_sum(e))
+
+
+def _exp_minus(m):
+    with np.errstate(over="ignore"):  # e^{−m} = inf for m ≪ 0: y = 0, the limit
+        return np.exp(-m)
+
+
+def _normalize_channels_softmax(x):  # eˣ/(eps + Σ_c eˣ) = e^{x−m}/(eps·e^{−m} + Σ e^{x−m})
+    return _softmax_shifted(x, _exp_minus)
+
+
+def _softmax_back(x, y, dy):  # softmax's y ⊙ (dy − Σ y·dy): eps is a constant
+    g = dy - _channel_sum(y * dy)
+    g *= y
+    return g
+
+
+def _normalize_channels_softmax_maxval(x):  # e^{x−m}/(eps + Σ e^{x−m}), m = max_c x
+    return _softmax_shifted(x, np.ones_like)
+
+
+def _normalize_channels_softmax_maxval_back(x, y, dy):
+    # = eˣ/(eps·eᵐ + Σ eˣ): m moves with the max channel's x, which adds
+    # −(Σ y·dy)·eps/(eps + Σ e^{x−m}) to that channel's gradient
+    m = x.max(axis=1, keepdims=True)
+    w = _channel_sum(y * dy)
+    g = dy - w
+    g *= y
+    first = np.cumsum(x == m, axis=1) == 1           # one channel per pixel, the first max
+    first &= x == m
+    g -= first * (w * NORM_EPS / (NORM_EPS + _channel_sum(np.exp(x - m))))
+    return g
+
+
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a for a in (
         Activation("linear", _linear, _linear_back, _linear, _linear_back, from_output=True),
@@ -315,6 +425,18 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("mish", _mish, _mish_back),
         Activation("swish", _swish, _swish_back),
         Activation("hard_mish", _hard_mish, _hard_mish_back, kinks=(-2.0,)),
+        Activation("gelu", _gelu, _gelu_back),
+        Activation("relu6", _relu6, _relu6_back, lambda x: np.clip(x, 0, 6, out=x),
+                   kinks=(0.0, 6.0), from_output=True),
+        # AlexeyAB's revleaky is leaky (one `case` for both in activate() and gradient())
+        Activation("revleaky", _leaky, _leaky_back, lambda x: np.maximum(x, 0.1 * x, out=x),
+                   kinks=(0.0,), from_output=True),
+        Activation("normalize_channels", _normalize_channels, _normalize_channels_back,
+                   kinks=(0.0,), channels=True),
+        Activation("normalize_channels_softmax", _normalize_channels_softmax, _softmax_back,
+                   channels=True),
+        Activation("normalize_channels_softmax_maxval", _normalize_channels_softmax_maxval,
+                   _normalize_channels_softmax_maxval_back, channels=True),
     )
 }
 

@@ -13,7 +13,7 @@ array for the biased values and one for the activation.  Here the output is writ
 over z, the activation runs in place, and nothing but x̂ and y is kept: not the
 pre-activation (the activations here have act'(z) = act'(y) as a function of y, their
 `from_output`), which saves a layer-sized array per batch-normalised layer.  Nor is y
-kept where the activation is piecewise linear (leaky, relu, ...): its derivative takes
+kept where the activation is piecewise linear (leaky, relu, relu6, ...): its derivative takes
 the same branch at y as at the pre-activation t = scales·x̂ + biases, which backward
 makes again block by block, bit for bit, from x̂.  The output may then go as soon as
 the next layer has read it (a [maxpool] keeps none of its input): 120 of the 400 MB
@@ -40,7 +40,8 @@ BLOCK = 1 << 20   # values of a channel block: 4 MB in float32
 
 # Activations whose backward(t, t, dy) equals backward(t, act(t), dy): piecewise linear,
 # each piece chosen by the same test on t as on act(t) (tests/test_ops_tail.py checks it).
-FROM_PRE_ACTIVATION = frozenset({"linear", "relu", "relie", "leaky", "hardtan"})
+FROM_PRE_ACTIVATION = frozenset({"linear", "relu", "relie", "leaky", "hardtan", "relu6",
+                                 "revleaky"})
 
 
 class TailCache(NamedTuple):
