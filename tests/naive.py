@@ -13,13 +13,15 @@ import numpy as np
 
 # --- convolution --------------------------------------------------------------
 
-def conv_forward(x, weights, stride, padding, groups):
-    """y[n, f, oh, ow] = Σ_{c in f's group, i, j} x[n, c, oh·s−p+i, ow·s−p+j] · W[f, c', i, j]."""
+def conv_forward(x, weights, stride, padding, groups, dilation=1):
+    """y[n, f, oh, ow] = Σ_{c in f's group, i, j} x[n, c, oh·s−p+i·d, ow·s−p+j·d] · W[f, c', i, j]
+    (d: the dilation); the output is as many positions as the dilated kernel fits."""
     n_img, chans, h, w = x.shape
     filters, cg, size, _ = weights.shape
     fg = filters // groups
-    oh_n = (h + 2 * padding - size) // stride + 1
-    ow_n = (w + 2 * padding - size) // stride + 1
+    span = dilation * (size - 1) + 1
+    oh_n = (h + 2 * padding - span) // stride + 1
+    ow_n = (w + 2 * padding - span) // stride + 1
     y = np.zeros((n_img, filters, oh_n, ow_n))
     for n in range(n_img):
         for f in range(filters):
@@ -30,15 +32,15 @@ def conv_forward(x, weights, stride, padding, groups):
                     for ci in range(cg):
                         for i in range(size):
                             for j in range(size):
-                                ih = oh * stride - padding + i
-                                iw = ow * stride - padding + j
+                                ih = oh * stride - padding + i * dilation
+                                iw = ow * stride - padding + j * dilation
                                 if 0 <= ih < h and 0 <= iw < w:
                                     total += x[n, g * cg + ci, ih, iw] * weights[f, ci, i, j]
                     y[n, f, oh, ow] = total
     return y
 
 
-def conv_backward(x, weights, dy, stride, padding, groups):
+def conv_backward(x, weights, dy, stride, padding, groups, dilation=1):
     """(dx, dweights) by distributing every dy[n, f, oh, ow] along the forward's terms."""
     n_img, chans, h, w = x.shape
     filters, cg, size, _ = weights.shape
@@ -55,8 +57,8 @@ def conv_backward(x, weights, dy, stride, padding, groups):
                     for ci in range(cg):
                         for i in range(size):
                             for j in range(size):
-                                ih = oh * stride - padding + i
-                                iw = ow * stride - padding + j
+                                ih = oh * stride - padding + i * dilation
+                                iw = ow * stride - padding + j * dilation
                                 if 0 <= ih < h and 0 <= iw < w:
                                     c = g * cg + ci
                                     dw[f, ci, i, j] += d * x[n, c, ih, iw]

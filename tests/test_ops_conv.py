@@ -44,15 +44,16 @@ def layout(request, monkeypatch):
     return request.param
 
 
-def check_against_naive(rng, n, c, h, w, f, size, stride, padding, groups):
+def check_against_naive(rng, n, c, h, w, f, size, stride, padding, groups, dilation=1):
     x = rng.standard_normal((n, c, h, w))
     weights = rng.standard_normal((f, c // groups, size, size))
-    y, cache = conv_forward(x, weights, stride, padding, groups)
-    np.testing.assert_allclose(y, naive.conv_forward(x, weights, stride, padding, groups),
+    y, cache = conv_forward(x, weights, stride, padding, groups, dilation=dilation)
+    np.testing.assert_allclose(y, naive.conv_forward(x, weights, stride, padding, groups,
+                                                     dilation),
                                rtol=1e-12, atol=1e-12)
     dy = rng.standard_normal(y.shape)
     dx, dw = conv_backward(dy, cache, weights)
-    ndx, ndw = naive.conv_backward(x, weights, dy, stride, padding, groups)
+    ndx, ndw = naive.conv_backward(x, weights, dy, stride, padding, groups, dilation)
     np.testing.assert_allclose(dx, ndx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, ndw, rtol=1e-12, atol=1e-12)
     assert y.flags.c_contiguous and dx.flags.c_contiguous
@@ -71,10 +72,12 @@ def conv_shapes(draw):
     size = draw(st.sampled_from([1, 2, 3, 5]))
     stride = draw(st.integers(1, 3))
     padding = draw(st.integers(0, 2))
-    h = draw(st.integers(max(1, size - 2 * padding), 9))
-    w = draw(st.integers(max(1, size - 2 * padding), 9))
+    dilation = draw(st.sampled_from([1, 1, 2, 3]))
+    span = dilation * (size - 1) + 1
+    h = draw(st.integers(max(1, span - 2 * padding), 9 + span))
+    w = draw(st.integers(max(1, span - 2 * padding), 9 + span))
     n = draw(st.integers(1, 3))
-    return n, c, h, w, f, size, stride, padding, groups
+    return n, c, h, w, f, size, stride, padding, groups, dilation
 
 
 @settings(max_examples=40, deadline=None)
@@ -89,21 +92,61 @@ def test_conv_equals_naive_random_shapes(shape, seed, layout):
         conv.choose_layout = original
 
 
+# Dilated kernels (AlexeyAB's `dilation`): (N, C, H, W, F, size, stride, padding, groups,
+# dilation). Taps dilation pixels apart; padding below, at and above dilation·(size − 1)
+# (the chunked dx runs as a convolution only up to it), stride > 1, even sizes, depthwise
+# (the direct kernel), a kernel whose taps mostly fall in the padding.
+DILATED = [
+    (2, 1, 9, 9, 3, 3, 1, 2, 1, 2),       # AlexeyAB's pad=1: padding = (size // 2)·dilation
+    (2, 3, 10, 9, 4, 3, 2, 2, 1, 2),
+    (2, 2, 12, 11, 4, 5, 1, 6, 1, 3),
+    (1, 2, 8, 9, 2, 3, 1, 0, 1, 2),       # no padding: the output shrinks by 2·dilation
+    (2, 4, 9, 8, 4, 3, 1, 1, 2, 3),       # padding below dilation·(size − 1) = 6, groups
+    (2, 2, 7, 7, 4, 3, 1, 5, 1, 2),       # padding above dilation·(size − 1) = 4
+    (2, 4, 8, 8, 4, 3, 1, 2, 4, 2),       # depthwise, the direct kernel
+    (2, 4, 9, 10, 8, 3, 2, 3, 4, 3),      # depthwise, two filters per channel, stride 2
+    (2, 3, 7, 8, 2, 2, 1, 1, 1, 3),       # even size
+    (3, 2, 5, 6, 3, 1, 1, 0, 1, 4),       # 1x1: dilation changes nothing
+    (2, 1, 4, 4, 2, 3, 1, 4, 1, 4),       # taps mostly in the padding
+]
+
+
+def _dilated_id(case):
+    return "N{}C{}H{}W{}F{}k{}s{}p{}g{}d{}".format(*case)
+
+
+@pytest.mark.parametrize("case", DILATED, ids=_dilated_id)
+def test_dilated_conv_equals_naive(case, layout):
+    check_against_naive(np.random.default_rng(hash(case) % 2**32), *case)
+
+
+@pytest.mark.parametrize("case", DILATED, ids=_dilated_id)
+def test_dilated_conv_in_chunks_of_one_row_equals_naive(case, monkeypatch):
+    # The chunked CHWN path with one output row a chunk, and 3-column GEMM pieces.
+    monkeypatch.setattr(conv, "choose_layout", lambda *shape: "CHWN")
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv, "CHUNK", 3)
+    check_against_naive(np.random.default_rng(hash(case) % 2**32), *case)
+
+
 @pytest.mark.parametrize("case", [
-    (2, 4, 5, 6, 4, 3, 2, 1, 2),
-    (2, 3, 6, 5, 3, 3, 1, 1, 3),
-    (1, 2, 5, 5, 3, 2, 1, 0, 1),
+    (2, 4, 5, 6, 4, 3, 2, 1, 2, 1),
+    (2, 3, 6, 5, 3, 3, 1, 1, 3, 1),
+    (1, 2, 5, 5, 3, 2, 1, 0, 1, 1),
+    (1, 2, 7, 6, 2, 3, 1, 2, 1, 2),
+    (2, 4, 8, 7, 4, 3, 2, 3, 4, 3),
 ])
 def test_conv_gradients_match_finite_differences(case, layout):
-    n, c, h, w, f, size, stride, padding, groups = case
+    n, c, h, w, f, size, stride, padding, groups, dilation = case
     rng = np.random.default_rng(7)
     x = rng.standard_normal((n, c, h, w))
     weights = rng.standard_normal((f, c // groups, size, size))
-    y, cache = conv_forward(x, weights, stride, padding, groups)
+    y, cache = conv_forward(x, weights, stride, padding, groups, dilation=dilation)
     r = rng.standard_normal(y.shape)  # loss = Σ r·y, so dy = r
 
     def loss():
-        return float(np.sum(r * conv_forward(x, weights, stride, padding, groups)[0]))
+        return float(np.sum(r * conv_forward(x, weights, stride, padding, groups,
+                                             dilation=dilation)[0]))
 
     dx, dw = conv_backward(r, cache, weights)
     assert naive.max_rel_error(dx, naive.numeric_grad(loss, x)) < 1e-6

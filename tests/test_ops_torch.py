@@ -28,23 +28,28 @@ def autograd(fn, inputs, grad_output):
 
 
 @pytest.mark.parametrize("layout", im2col.LAYOUTS)
-@pytest.mark.parametrize("n,c,h,w,f,size,stride,padding,groups", [
-    (2, 4, 9, 7, 6, 3, 1, 1, 1),
-    (3, 6, 10, 11, 4, 3, 2, 1, 2),
-    (2, 4, 8, 8, 8, 3, 1, 1, 4),       # depthwise-style, 2 filters per channel
-    (2, 5, 9, 9, 5, 5, 3, 2, 5),       # depthwise, stride 3
-    (4, 3, 12, 9, 6, 1, 1, 0, 3),      # 1x1
-    (1, 2, 7, 13, 3, 2, 2, 0, 1),
+@pytest.mark.parametrize("n,c,h,w,f,size,stride,padding,groups,dilation", [
+    (2, 4, 9, 7, 6, 3, 1, 1, 1, 1),
+    (3, 6, 10, 11, 4, 3, 2, 1, 2, 1),
+    (2, 4, 8, 8, 8, 3, 1, 1, 4, 1),    # depthwise-style, 2 filters per channel
+    (2, 5, 9, 9, 5, 5, 3, 2, 5, 1),    # depthwise, stride 3
+    (4, 3, 12, 9, 6, 1, 1, 0, 3, 1),   # 1x1
+    (1, 2, 7, 13, 3, 2, 2, 0, 1, 1),
+    (2, 3, 10, 9, 4, 3, 1, 2, 1, 2),   # dilated, AlexeyAB's pad=1 (padding·dilation)
+    (2, 4, 11, 12, 4, 3, 2, 3, 2, 3),  # dilated, stride 2, groups
+    (2, 4, 9, 9, 4, 3, 1, 1, 4, 2),    # dilated depthwise, padding below 'same'
 ])
-def test_conv_matches_torch(monkeypatch, layout, n, c, h, w, f, size, stride, padding, groups):
+def test_conv_matches_torch(monkeypatch, layout, n, c, h, w, f, size, stride, padding, groups,
+                            dilation):
     monkeypatch.setattr(conv, "choose_layout", lambda *shape: layout)
     rng = np.random.default_rng(n * 100 + c)
     x = rng.standard_normal((n, c, h, w))
     weights = rng.standard_normal((f, c // groups, size, size))
-    y, cache = conv.conv_forward(x, weights, stride, padding, groups)
+    y, cache = conv.conv_forward(x, weights, stride, padding, groups, dilation=dilation)
     dy = rng.standard_normal(y.shape)
     ty, (tdx, tdw) = autograd(lambda a, b: F.conv2d(a, b, stride=stride, padding=padding,
-                                                    groups=groups), [x, weights], dy)
+                                                    groups=groups, dilation=dilation),
+                              [x, weights], dy)
     dx, dw = conv.conv_backward(dy, cache, weights)
     close(y, ty)
     close(dx, tdx)

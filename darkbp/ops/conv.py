@@ -18,6 +18,9 @@ Without groups, biases ride in the products (Caffe's bias multiplier): the
 columns get a last row of ones and W a last column of biases, so y needs no
 pass of its own to add them and dW's product yields their gradient Σ dy.
 
+A dilated kernel (`dilation` > 1) reads taps `dilation` pixels apart: only im2col/col2im
+and the direct kernels move where each tap reads (im2col.py), the products stay the same.
+
 A batch stored CHWN (every batch of more than one image) does not materialise its
 columns: they run a few output rows at a time (`_chunked_forward`), and backward
 remakes them chunk by chunk from the input, which is all the cache keeps.
@@ -53,9 +56,11 @@ class ConvCache(NamedTuple):
     ones_row: bool           # ... through a last row of ones in cols
     direct: bool = False     # depthwise.py's kernel, no columns
     chunked: bool = False    # CHWN columns made chunk by chunk from `cols` = the input (C, H, W, N)
+    dilation: int = 1        # kernel taps this many pixels apart
 
 
-def _check(x: np.ndarray, weights: np.ndarray, stride: int, padding: int, groups: int) -> None:
+def _check(x: np.ndarray, weights: np.ndarray, stride: int, padding: int, groups: int,
+           dilation: int) -> None:
     if x.ndim != 4:
         raise ValueError(f"conv input must be (N, C, H, W), got shape {x.shape}")
     if weights.ndim != 4 or weights.shape[2] != weights.shape[3]:
@@ -67,8 +72,8 @@ def _check(x: np.ndarray, weights: np.ndarray, stride: int, padding: int, groups
         raise ValueError(f"groups={groups} must divide channels={c} and filters={f}")
     if weights.shape[1] != c // groups:
         raise ValueError(f"weights {weights.shape} do not fit {c} channels in {groups} groups")
-    if stride < 1 or padding < 0:
-        raise ValueError(f"bad stride={stride} or padding={padding}")
+    if stride < 1 or padding < 0 or dilation < 1:
+        raise ValueError(f"bad stride={stride}, padding={padding} or dilation={dilation}")
 
 
 # A product with a small matrix (Fg·Kg at most SMALL_MATRIX) and a long (K, M) operand
@@ -140,12 +145,13 @@ def _gemm_batch(layout: str, n: int) -> int:
 
 def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
                  groups: int, keep_layout: bool = False, biases: np.ndarray | None = None,
-                 buffers: dict | None = None) -> tuple[np.ndarray, ConvCache]:
-    """y = conv(x, weights) (+ biases per filter).
+                 buffers: dict | None = None, dilation: int = 1) -> tuple[np.ndarray, ConvCache]:
+    """y = conv(x, weights) (+ biases per filter), kernel taps `dilation` pixels apart.
 
     x: (N, C, H, W), stored in any layout; weights: (F, C/groups, size, size)
     and biases (F,), same dtype as x.  Returns y (N, F, OH, OW) with OH = (H +
-    2·padding − size)//stride + 1 (same for W) in x's dtype, and the cache for
+    2·padding − dilation·(size − 1) − 1)//stride + 1 (same for W; dilation 1:
+    (H + 2·padding − size)//stride + 1) in x's dtype, and the cache for
     conv_backward.  y is C-contiguous, or with keep_layout a view of the
     output in the layout the convolution ran in (cache.layout, see layout.py),
     which saves a copy when the next layer works in that layout too; then
@@ -159,13 +165,14 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
     afresh each step (~3% on LeNet's training step, ~6% on grouped.cfg's).
     A batch's columns (CHWN) go a chunk at a time through one buffer per thread.
     """
-    _check(x, weights, stride, padding, groups)
+    _check(x, weights, stride, padding, groups, dilation)
     n, c, h, w = x.shape
     f, cg, size, _ = weights.shape
-    out_h = conv_out_size(h, size, stride, padding)
-    out_w = conv_out_size(w, size, stride, padding)
+    out_h = conv_out_size(h, size, stride, padding, dilation)
+    out_w = conv_out_size(w, size, stride, padding, dilation)
     if out_h < 1 or out_w < 1:
-        raise ValueError(f"conv {size}x{size}/{stride} pad {padding} leaves no output on {h}x{w}")
+        raise ValueError(f"conv {size}x{size}/{stride} pad {padding} dilation {dilation} leaves "
+                         f"no output on {h}x{w}")
     if biases is not None and (biases.shape != (f,) or biases.dtype != x.dtype):
         raise ValueError(f"conv biases are {biases.dtype} {biases.shape}, expected {x.dtype} ({f},)")
     layout = choose_layout(n)
@@ -175,11 +182,13 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
     xl = ordered(x, layout)
     plain = size == 1 and stride == 1 and padding == 0
     if cg == 1 and f // groups <= DIRECT_FILTERS and stride == 1 and not plain:
-        y = depthwise_forward(xl, weights, stride, padding, out_h, out_w, layout)
+        y = depthwise_forward(xl, weights, stride, padding, out_h, out_w, layout, dilation)
         cache = ConvCache(xl, (n, c, h, w), (out_h, out_w), layout, size, stride, padding,
-                          groups, keep_layout, biases is not None, False, direct=True)
+                          groups, keep_layout, biases is not None, False, direct=True,
+                          dilation=dilation)
     elif layout == "CHWN" and not plain:
-        y, cache = _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w)
+        y, cache = _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w,
+                                    dilation)
         cache = cache._replace(keep_layout=keep_layout)
     else:
         ones_row = biases is not None and groups == 1 and not plain
@@ -188,17 +197,18 @@ def conv_forward(x: np.ndarray, weights: np.ndarray, stride: int, padding: int,
         elif ones_row:
             cols = _buffer(buffers, (b, 1, kg + 1, m), x.dtype)
             im2col(xl, size, stride, padding, out_h, out_w, layout,
-                   out=_split(cols[:, 0, :kg], cols_shape(layout, xl.shape, size, out_h, out_w)))
+                   out=_split(cols[:, 0, :kg], cols_shape(layout, xl.shape, size, out_h, out_w)),
+                   dilation=dilation)
             cols[:, 0, kg] = 1
             wg = np.concatenate([wg, biases.reshape(1, f, 1)], axis=2)  # (1, F, Kg + 1)
         else:
             shape = cols_shape(layout, xl.shape, size, out_h, out_w)
             cols = im2col(xl, size, stride, padding, out_h, out_w, layout,
-                          out=_buffer(buffers, shape, x.dtype))
+                          out=_buffer(buffers, shape, x.dtype), dilation=dilation)
         cols = cols.reshape(b, groups, -1, m)                          # (B, G, Kg (+1), M)
         y = _matmul(wg, cols)                                          # (B, G, Fg, M)
         cache = ConvCache(cols, (n, c, h, w), (out_h, out_w), layout, size, stride, padding,
-                          groups, keep_layout, biases is not None, ones_row)
+                          groups, keep_layout, biases is not None, ones_row, dilation=dilation)
     if biases is not None and not cache.ones_row:
         per_filter = _split(y, (b, f, m))
         per_filter += biases[:, None]
@@ -245,7 +255,7 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
     kg = weights.shape[1] * size * size
     if cache.direct:
         dxl, dweights = depthwise_backward(dyl, cache.cols, weights, cache.stride, p, layout,
-                                           need_dx)
+                                           need_dx, cache.dilation)
     else:
         # dWᵀ = cols @ dyᵀ: ~15% faster in OpenBLAS than dy @ colsᵀ for these shapes.
         dweights_t = (_chunked_dweights(cache, dyc) if cache.chunked
@@ -273,7 +283,7 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
             dxl = dcols.reshape(x_shape)
         else:
             dxl = col2im(dcols.reshape(cols_shape(layout, x_shape, size, out_h, out_w)),
-                         x_shape, cache.stride, p, layout)
+                         x_shape, cache.stride, p, layout, cache.dilation)
     dx = as_nchw(dxl, layout)
     return ((dx if cache.keep_layout else ordered(dx, "NCHW")), *grads)
 
@@ -334,15 +344,15 @@ def _chunk_buffer(size: int, dtype) -> np.ndarray:
 
 
 def _column_chunks(xp: np.ndarray, size: int, stride: int, out_h: int, out_w: int,
-                   groups: int, ones: bool, filters: int):
+                   groups: int, ones: bool, filters: int, dilation: int = 1):
     """For each chunk of output rows of the padded input xp (C, Hp, Wp, N): (the GEMM
     columns it is, as a slice of M; its columns (1, G, Kg (+1), Mc), with a last row of
     ones if `ones`), each in the same memory, valid until the next.  `filters`: the rows
     of the product whose output has the chunk's columns (F for y, C for dx; 0 for dW,
-    whose product sums over them)."""
+    whose product sums over them).  Kernel taps lie `dilation` pixels apart."""
     c, _, _, n = xp.shape
     k, per_row = c * size * size, out_w * n
-    windows = _windows(xp, "CHWN", stride, (c, size, size, out_h, out_w, n))
+    windows = _windows(xp, "CHWN", stride, (c, size, size, out_h, out_w, n), dilation)
     rows = _chunk_rows(k + ones, filters, out_h, out_w, n, xp.dtype.itemsize)
     flat = _chunk_buffer(rows * (k + ones) * per_row, xp.dtype)
     for r0 in range(0, out_h, rows):
@@ -355,19 +365,20 @@ def _column_chunks(xp: np.ndarray, size: int, stride: int, out_h: int, out_w: in
         yield slice(r0 * per_row, r1 * per_row), cols.reshape(1, groups, -1, mc)
 
 
-def _chunked_product(xl, wg, size, stride, padding, out_h, out_w, ones=False):
+def _chunked_product(xl, wg, size, stride, padding, out_h, out_w, ones=False, dilation=1):
     """wg (G, Fg, Kg (+1)) times the columns of xl (C, H, W, N) zero-padded by `padding`:
     (G, Fg, OH·OW·N), chunk by chunk (with `ones`, wg's last column is added: biases)."""
     groups, fg, _ = wg.shape
     xp = _padded(xl, padding)
     y = np.empty((groups, fg, out_h * out_w * xl.shape[3]), xl.dtype)
-    for m, cols in _column_chunks(xp, size, stride, out_h, out_w, groups, ones, groups * fg):
+    for m, cols in _column_chunks(xp, size, stride, out_h, out_w, groups, ones, groups * fg,
+                                  dilation):
         # The chunk's columns are in cache: one product, not _matmul's column pieces.
         np.matmul(wg, cols[0], out=y[:, :, m])
     return y
 
 
-def _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w):
+def _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w, dilation):
     """y (G, Fg, OH·OW·N) of xl (C, H, W, N), chunk by chunk, with the biases only where
     they ride in the product (the cache's ones_row); the cache holds xl."""
     c, _, _, n = xl.shape
@@ -375,9 +386,10 @@ def _chunked_forward(xl, wg, biases, size, stride, padding, out_h, out_w):
     ones = biases is not None and groups == 1
     if ones:
         wg = np.concatenate([wg, biases.reshape(1, -1, 1)], axis=2)
-    y = _chunked_product(xl, wg, size, stride, padding, out_h, out_w, ones)
+    y = _chunked_product(xl, wg, size, stride, padding, out_h, out_w, ones, dilation)
     cache = ConvCache(xl, (n, c) + xl.shape[1:3], (out_h, out_w), "CHWN", size, stride,
-                      padding, groups, False, biases is not None, ones, chunked=True)
+                      padding, groups, False, biases is not None, ones, chunked=True,
+                      dilation=dilation)
     return y, cache
 
 
@@ -386,7 +398,8 @@ def _chunked_dweights(cache: ConvCache, dyc: np.ndarray) -> np.ndarray:
     (G, Kg (+1), Fg) from dy (1, G, Fg, M)."""
     total = 0
     for m, cols in _column_chunks(_padded(cache.cols, cache.padding), cache.size, cache.stride,
-                                  *cache.out_hw, cache.groups, cache.ones_row, 0):
+                                  *cache.out_hw, cache.groups, cache.ones_row, 0,
+                                  cache.dilation):
         total = total + _matmul_t_sum(cols, dyc[..., m])
     return total
 
@@ -394,14 +407,15 @@ def _chunked_dweights(cache: ConvCache, dyc: np.ndarray) -> np.ndarray:
 def _dx_as_convolution(cache: ConvCache, cg: int, fg: int) -> bool:
     """Whether _chunked_dx computes dx (else Wᵀ·dy and col2im).
 
-    With stride 1, dx is the convolution of dy, padded by size − 1 − padding, with the
-    kernel turned by 180° and its channels and filters swapped: a product with Cg rows
+    With stride 1, dx is the convolution of dy, padded by dilation·(size − 1) − padding,
+    with the kernel (as dilated) turned by 180° and its channels and filters swapped: a product with Cg rows
     that contracts Fg·size² values, where dcols = Wᵀ·dy has Cg·size² rows, contracts
     only Fg values and is followed by size² strided adds back into dx.  The first is
     faster where Fg <= Cg (16 -> 16 at 32x32: 18 against 21 ms backward), the second
     where there are more filters than channels (16 -> 128 at 8x8: 5.3 against 6.2 ms).
     """
-    return cache.stride == 1 and cache.padding <= cache.size - 1 and fg <= cg
+    return (cache.stride == 1 and cache.padding <= cache.dilation * (cache.size - 1)
+            and fg <= cg)
 
 
 def _chunked_dx(dyl: np.ndarray, cache: ConvCache, weights: np.ndarray) -> np.ndarray:
@@ -411,5 +425,6 @@ def _chunked_dx(dyl: np.ndarray, cache: ConvCache, weights: np.ndarray) -> np.nd
     groups = cache.groups
     turned = weights[:, :, ::-1, ::-1].reshape(groups, f // groups, cg, size, size)
     turned = np.ascontiguousarray(turned.transpose(0, 2, 1, 3, 4)).reshape(groups, cg, -1)
-    dx = _chunked_product(dyl, turned, size, 1, size - 1 - cache.padding, h, w)
+    dx = _chunked_product(dyl, turned, size, 1, cache.dilation * (size - 1) - cache.padding,
+                          h, w, dilation=cache.dilation)
     return dx.reshape(c, h, w, n)

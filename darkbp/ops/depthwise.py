@@ -51,8 +51,9 @@ def _weights(weights: np.ndarray, groups: int, layout: str, i: int, j: int) -> n
 
 
 def depthwise_forward(xl: np.ndarray, weights: np.ndarray, stride: int, padding: int,
-                      out_h: int, out_w: int, layout: str) -> np.ndarray:
-    """y (N, F, OH, OW) in layout order from x (N, C, H, W) in layout order, C groups."""
+                      out_h: int, out_w: int, layout: str, dilation: int = 1) -> np.ndarray:
+    """y (N, F, OH, OW) in layout order from x (N, C, H, W) in layout order, C groups
+    (kernel taps `dilation` pixels apart)."""
     groups, size = xl.shape[1 if layout == "NCHW" else 0], weights.shape[2]
     fg = weights.shape[0] // groups
     ha, wa = SPATIAL_AXES[layout]
@@ -62,9 +63,10 @@ def depthwise_forward(xl: np.ndarray, weights: np.ndarray, stride: int, padding:
     y = np.zeros(shape, xl.dtype)
     x = xl[:, :, None] if layout == "NCHW" else xl[:, None]
     scratch = np.empty_like(y)
-    for i, (out_rows, in_rows) in enumerate(_taps(size, stride, padding, xl.shape[ha], out_h)):
+    for i, (out_rows, in_rows) in enumerate(_taps(size, stride, padding, xl.shape[ha], out_h,
+                                                  dilation)):
         for j, (out_cols, in_cols) in enumerate(_taps(size, stride, padding, xl.shape[wa],
-                                                      out_w)):
+                                                      out_w, dilation)):
             target = _tap_index(layout, out_rows, out_cols)
             product = np.multiply(x[_tap_index(layout, in_rows, in_cols)],
                                   _weights(weights, groups, layout, i, j), out=scratch[target])
@@ -74,7 +76,7 @@ def depthwise_forward(xl: np.ndarray, weights: np.ndarray, stride: int, padding:
 
 
 def depthwise_backward(dyl: np.ndarray, xl: np.ndarray, weights: np.ndarray, stride: int,
-                       padding: int, layout: str, need_dx: bool = True):
+                       padding: int, layout: str, need_dx: bool = True, dilation: int = 1):
     """(dx in layout order or None, dweights (F, 1, size, size)) from dy in layout order."""
     groups, size = xl.shape[1 if layout == "NCHW" else 0], weights.shape[2]
     ha, wa = SPATIAL_AXES[layout]
@@ -85,9 +87,10 @@ def depthwise_backward(dyl: np.ndarray, xl: np.ndarray, weights: np.ndarray, str
     dx = np.zeros(xl.shape, dyl.dtype) if need_dx else None
     sums = "ngkhw,ngkhw->gk" if layout == "NCHW" else "gkhwn,gkhwn->gk"
     fg = weights.shape[0] // groups
-    for i, (out_rows, in_rows) in enumerate(_taps(size, stride, padding, xl.shape[ha], out_h)):
+    for i, (out_rows, in_rows) in enumerate(_taps(size, stride, padding, xl.shape[ha], out_h,
+                                                  dilation)):
         for j, (out_cols, in_cols) in enumerate(_taps(size, stride, padding, xl.shape[wa],
-                                                      out_w)):
+                                                      out_w, dilation)):
             taps = _tap_index(layout, in_rows, in_cols)
             dy_tap = dy[_tap_index(layout, out_rows, out_cols)]
             dweights[:, 0, i, j] = np.einsum(sums, dy_tap,

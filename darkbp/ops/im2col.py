@@ -24,6 +24,11 @@ input once instead, and copies each chunk's windows from the padded input's view
 col2im loops over the size·size kernel offsets, adding one whole block per offset
 back into the input, padding left out (with stride > 1, into each stride phase of
 the input apart, see _col2im_phases).
+
+A dilated kernel (AlexeyAB's `dilation`) spaces its taps `dilation` pixels apart: kernel
+offset i reads input row o·stride − padding + i·dilation.  The columns keep their shape
+(size·size rows per channel); only where each offset reads moves, so dilation 1 runs
+exactly the code it always did.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ _CHANNEL_AXIS = {"NCHW": 1, "CHWN": 0}
 PHASE_RUNS_BELOW = 64  # col2im with stride > 1 sums by phase when runs are shorter (see there)
 
 
-def conv_out_size(size_in: int, size: int, stride: int, padding: int) -> int:
-    """Darknet's convolution output size: (in + 2·padding − size) // stride + 1."""
-    return (size_in + 2 * padding - size) // stride + 1
+def conv_out_size(size_in: int, size: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """Darknet's convolution output size: (in + 2·padding − size) // stride + 1; a dilated
+    kernel spans dilation·(size − 1) + 1 pixels in place of size."""
+    return (size_in + 2 * padding - dilation * (size - 1) - 1) // stride + 1
 
 
 def choose_layout(batch: int) -> str:
@@ -77,12 +83,13 @@ def cols_shape(layout: str, shape: tuple[int, ...], size: int, out_h: int,
     return (*shape[:ch + 1], size, size, *shape[ch + 1:])
 
 
-def _taps(size: int, stride: int, padding: int, size_in: int, out: int) -> list:
+def _taps(size: int, stride: int, padding: int, size_in: int, out: int,
+          dilation: int = 1) -> list:
     """Along one axis, for each kernel offset: (the output slice whose taps fall inside
     the input, the input slice they read)."""
     taps = []
     for k in range(size):
-        lo, hi, first = _inside(k, stride, padding, size_in, out)
+        lo, hi, first = _inside(k * dilation, stride, padding, size_in, out)
         taps.append((slice(lo, hi), slice(first, first + stride * (hi - lo - 1) + 1, stride)))
     return taps
 
@@ -98,8 +105,9 @@ def _some(index: slice) -> bool:
 
 
 def im2col(x: np.ndarray, size: int, stride: int, padding: int, out_h: int, out_w: int,
-           layout: str, out: np.ndarray | None = None) -> np.ndarray:
-    """Unfold a batch, zero-padded by `padding` on every side, into columns.
+           layout: str, out: np.ndarray | None = None, dilation: int = 1) -> np.ndarray:
+    """Unfold a batch, zero-padded by `padding` on every side, into columns (kernel taps
+    `dilation` pixels apart).
 
     x: (N, C, H, W) for NCHW or (C, H, W, N) for CHWN, C-contiguous.
     Returns (N, C, size, size, OH, OW) or (C, size, size, OH, OW, N), C-contiguous,
@@ -110,11 +118,11 @@ def im2col(x: np.ndarray, size: int, stride: int, padding: int, out_h: int, out_
         raise ValueError(f"im2col out has shape {out.shape}, expected {shape}")
     cols = np.empty(shape, x.dtype) if out is None else out
     if not padding:
-        np.copyto(cols, _windows(x, layout, stride, shape))
+        np.copyto(cols, _windows(x, layout, stride, shape, dilation))
         return cols
     ha, wa = SPATIAL_AXES[layout]
-    rows = _taps(size, stride, padding, x.shape[ha], out_h)
-    columns = _taps(size, stride, padding, x.shape[wa], out_w)
+    rows = _taps(size, stride, padding, x.shape[ha], out_h, dilation)
+    columns = _taps(size, stride, padding, x.shape[wa], out_w, dilation)
     every = slice(None)
     # The taps that fall in the padding: for kernel row i, the output rows outside
     # rows[i], at every kernel column; likewise for kernel column j.
@@ -134,20 +142,21 @@ def im2col(x: np.ndarray, size: int, stride: int, padding: int, out_h: int, out_
     return cols
 
 
-def _windows(x: np.ndarray, layout: str, stride: int, shape: tuple) -> np.ndarray:
+def _windows(x: np.ndarray, layout: str, stride: int, shape: tuple,
+             dilation: int = 1) -> np.ndarray:
     """Every window of an unpadded x at once, as a read-only strided view of `shape`
-    (im2col's): after the channel axis, the kernel row and column step one pixel,
-    the output rows and columns `stride` pixels."""
+    (im2col's): after the channel axis, the kernel row and column step `dilation`
+    pixels, the output rows and columns `stride` pixels."""
     ha, wa = SPATIAL_AXES[layout]
     ch = _CHANNEL_AXIS[layout]
     step = x.strides
-    strides = (*step[:ch + 1], step[ha], step[wa],
+    strides = (*step[:ch + 1], step[ha] * dilation, step[wa] * dilation,
                *(step[a] * (stride if a in (ha, wa) else 1) for a in range(ch + 1, 4)))
     return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=False)
 
 
 def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: int,
-           layout: str) -> np.ndarray:
+           layout: str, dilation: int = 1) -> np.ndarray:
     """Fold columns back, summing every patch's contribution: the adjoint of `im2col`.
 
     dcols: (N, C, size, size, OH, OW) or (C, size, size, OH, OW, N).
@@ -157,8 +166,8 @@ def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: in
     ch = _CHANNEL_AXIS[layout]
     size = dcols.shape[ch + 1]
     ha, wa = SPATIAL_AXES[layout]
-    rows = _taps(size, stride, padding, x_shape[ha], dcols.shape[ha + 2])
-    columns = _taps(size, stride, padding, x_shape[wa], dcols.shape[wa + 2])
+    rows = _taps(size, stride, padding, x_shape[ha], dcols.shape[ha + 2], dilation)
+    columns = _taps(size, stride, padding, x_shape[wa], dcols.shape[wa + 2], dilation)
     if stride > 1 and _run(layout, x_shape) < PHASE_RUNS_BELOW:
         return _col2im_phases(dcols, x_shape, stride, layout, rows, columns)
     # An offset whose taps cover the whole input ('same' padding: the centre)
