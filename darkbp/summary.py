@@ -63,7 +63,7 @@ def alexeyab_totals(network: Network) -> tuple[float, int | None]:
         w, h = layer.alexeyab_size(sizes)
         sizes.append((w, h))
         if w > 1 and h > 1:
-            counted.append(layer.outputs)
+            counted.append(layer.alexeyab_outputs)
     return float(bflops), sum(counted) // len(counted) if counted else None
 
 

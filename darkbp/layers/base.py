@@ -196,6 +196,12 @@ class Layer:
         pjreddie's (maxpool and shortcut have some, connected none); 0 where it sets none."""
         return 0.0
 
+    @property
+    def alexeyab_outputs(self) -> int:
+        """AlexeyAB's l.outputs, which its avg_outputs averages: the output's size, unless the
+        layer hides a second layer of AlexeyAB's behind it ([convolutional] antialiasing)."""
+        return self.outputs
+
     def alexeyab_size(self, sizes: list[tuple[int, int]]) -> tuple[int, int]:
         """(l.w, l.h) of AlexeyAB's layer: its avg_outputs averages l.outputs over the layers
         whose l.w and l.h are both above 1. Most layer types hold the input's width and height
