@@ -175,3 +175,62 @@ def maxpool_backward(dy: np.ndarray, cache: MaxpoolCache) -> np.ndarray:
     dx[spatial_index(layout, slice(keep_h), slice(keep_w))] = \
         dxp[spatial_index(layout, slice(t, t + keep_h), slice(t, t + keep_w))]
     return as_nchw(dx, layout)
+
+
+# ---------------------------------------------------------------------- across channels
+# AlexeyAB's maxpool_depth (forward_maxpool_layer): per pixel, output channel g is the max
+# of input channels g, g + out_channels, g + 2·out_channels, ... (strided groups, not
+# contiguous blocks), the first (lowest channel) on ties.  With the channels padded by −∞
+# to a multiple of out_channels they split into (groups, out_channels) for free.
+
+class DepthCache(NamedTuple):
+    """What maxpool_depth_backward needs from maxpool_depth_forward."""
+
+    x_shape: tuple           # layout order
+    winner: np.ndarray       # (N, 1, OC, H, W) or (1, OC, H, W, N): the group that won
+    layout: str
+
+
+def _channel_axis(layout: str) -> int:
+    return 1 if layout == "NCHW" else 0
+
+
+def maxpool_depth_forward(x: np.ndarray, out_channels: int,
+                          backward: bool = True) -> tuple[np.ndarray, DepthCache | None]:
+    """y (N, out_channels, H, W), y[:, g] = max_k x[:, g + k·out_channels], from x
+    (N, C, H, W) in any layout (y keeps it); out_channels <= C."""
+    layout = layout_of(x)
+    xl = ordered(x, layout)
+    axis = _channel_axis(layout)
+    c = xl.shape[axis]
+    groups = -(-c // out_channels)
+    if groups * out_channels != c:                       # the last group is short: pad it
+        shape = list(xl.shape)
+        shape[axis] = groups * out_channels
+        padded = np.full(shape, -np.inf, xl.dtype)
+        padded[(slice(None),) * axis + (slice(0, c),)] = xl
+        xl = padded
+    split = xl.reshape(xl.shape[:axis] + (groups, out_channels) + xl.shape[axis + 1:])
+    if not backward:
+        return as_nchw(split.max(axis=axis), layout), None
+    winner = split.argmax(axis=axis)[(slice(None),) * axis + (None,)]   # first max on ties
+    y = np.take_along_axis(split, winner, axis=axis).squeeze(axis)
+    return as_nchw(y, layout), DepthCache(ordered(x, layout).shape, winner, layout)
+
+
+def maxpool_depth_backward(dy: np.ndarray, cache: DepthCache) -> np.ndarray:
+    """dx (N, C, H, W), in the forward's layout: each dy to the channel that won its pixel."""
+    layout = cache.layout
+    axis = _channel_axis(layout)
+    dyl = ordered(dy, layout)
+    c = cache.x_shape[axis]
+    out_channels = dyl.shape[axis]
+    groups = -(-c // out_channels)
+    shape = cache.x_shape[:axis] + (groups, out_channels) + cache.x_shape[axis + 1:]
+    dsplit = np.zeros(shape, dyl.dtype)
+    np.put_along_axis(dsplit, cache.winner, np.expand_dims(dyl, axis), axis=axis)
+    dxl = dsplit.reshape(cache.x_shape[:axis] + (groups * out_channels,) +
+                         cache.x_shape[axis + 1:])
+    if groups * out_channels != c:
+        dxl = np.ascontiguousarray(dxl[(slice(None),) * axis + (slice(0, c),)])
+    return as_nchw(dxl, layout)
