@@ -111,6 +111,35 @@ def maxpool_backward(x_shape, arg, dy):
     return dx
 
 
+def maxpool_depth_forward(x, out_channels):
+    """AlexeyAB's maxpool_depth: y[n, g, h, w] = max over k = g, g + out_channels, ... < C of
+    x[n, k, h, w], the lowest k on ties. Returns (y, argmax channel per output)."""
+    n_img, chans, h, w = x.shape
+    y = np.zeros((n_img, out_channels, h, w))
+    arg = np.zeros((n_img, out_channels, h, w), dtype=int)
+    for n in range(n_img):
+        for g in range(out_channels):
+            for i in range(h):
+                for j in range(w):
+                    best, where = -math.inf, None
+                    for k in range(g, chans, out_channels):
+                        if x[n, k, i, j] > best:
+                            best, where = x[n, k, i, j], k
+                    y[n, g, i, j], arg[n, g, i, j] = best, where
+    return y, arg
+
+
+def maxpool_depth_backward(x_shape, arg, dy):
+    dx = np.zeros(x_shape)
+    n_img, out_channels, h, w = dy.shape
+    for n in range(n_img):
+        for g in range(out_channels):
+            for i in range(h):
+                for j in range(w):
+                    dx[n, arg[n, g, i, j], i, j] += dy[n, g, i, j]
+    return dx
+
+
 # --- batch normalisation ---------------------------------------------------------
 # Darknet's definition (SPEC section 3): per channel, over the M = N·P values of the
 # pass, mean μ = Σx/M and the unbiased variance v = Σ(x − μ)²/(M − 1);
