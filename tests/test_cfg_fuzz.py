@@ -24,7 +24,7 @@ KEYS = ["filters", "size", "stride", "pad", "padding", "groups", "activation", "
         "output", "temperature", "batch", "subdivisions", "width", "height", "channels", "inputs",
         "policy", "steps", "scales", "learning_rate", "ema", "from", "layers", "probability",
         "type", "scale", "alpha", "beta", "reverse", "crop_height", "crop_width", "noadjust",
-        "flip", "group_id"]
+        "flip", "group_id", "dilation", "antialiasing", "maxpool_depth", "out_channels"]
 VALUES = ["0", "1", "2", "3", "-1", "-2", "-3", "", "x", "1e9", "99999999999999999999", ".5",
           "nan", "inf", "1,2", "-1,-3", "relu", "steps", "leaky", "sse", "L1", "0x10", "1_0"]
 HEADERS = ["[net]", "[yolo]", "[", "[]", "]", "[deconvolutional]"] + [f"[{name}]" for name in REGISTRY]

@@ -16,6 +16,7 @@ from darkbp.ops.layout import as_nchw, ordered
 from darkbp.ops.maxpool import maxpool_depth_backward, maxpool_depth_forward
 from darkbp.passes import Pass
 from tests import naive
+from tests.conftest import assert_cfg_error, count_fuzz_builds
 
 
 def network(body: str, width: int = 28, channels: int = 1):
@@ -24,13 +25,15 @@ def network(body: str, width: int = 28, channels: int = 1):
 
 
 # ---------------------------------------------------------------------- dilation
-def test_explicit_padding_with_dilation_is_refused_at_its_line():
+def test_explicit_padding_with_dilation_is_refused_at_its_line(tmp_path):
     # The alexeyab-new README's measured case: 3x3 dilation=2 padding=2 on 28x28, whose
     # table says 30x30 while its im2col pads by 4 and fills 32x32 (a heap overflow).
-    with pytest.raises(DarkbpError) as error:
-        network("[convolutional]\nfilters=2\nsize=3\npadding=2\ndilation=2\nactivation=linear\n")
-    assert (error.value.file, error.value.line) == ("t.cfg", 10)
-    assert "30 x 30" in str(error.value) and "32 x 32" in str(error.value)
+    path = tmp_path / "dilated.cfg"
+    path.write_text("[net]\nwidth=28\nheight=28\nchannels=1\n[convolutional]\nfilters=2\n"
+                    "size=3\npadding=2\ndilation=2\nactivation=linear\n")
+    error = assert_cfg_error(path, 9, "convolutional", "dilation=2 with a 3x3 kernel and padding 2")
+    assert "output 30 x 30" in error.message and "fills a 32 x 32 grid" in error.message
+    assert "writes past its column buffer" in error.message
 
 
 @pytest.mark.parametrize("options", [
@@ -38,8 +41,10 @@ def test_explicit_padding_with_dilation_is_refused_at_its_line():
     "size=2\npad=1\ndilation=2",          # even size with pad=1: 29 against 30
 ])
 def test_other_inconsistent_dilations_are_refused(options):
-    with pytest.raises(DarkbpError, match="dilation=2"):
+    with pytest.raises(DarkbpError, match="dilation=2") as error:
         network(f"[convolutional]\nfilters=2\n{options}\nactivation=linear\n")
+    if "pad" not in options:                      # a smaller grid: nothing written past
+        assert "writes past" not in str(error.value)
 
 
 @pytest.mark.parametrize("size,dilation,stride", [(3, 2, 1), (3, 2, 2), (5, 3, 1), (7, 4, 3)])
@@ -155,3 +160,23 @@ def test_maxpool_depth_needs_as_many_channels_as_it_outputs():
         network("[convolutional]\nfilters=8\nsize=3\npad=1\n"
                 "[maxpool]\nmaxpool_depth=1\nout_channels=9\n")
     assert error.value.line == 12
+
+
+# ---------------------------------------------------------------------- any value
+FUZZ = {
+    "dilation": "[convolutional]\nfilters=4\nsize=3\npad=1\ndilation={value}\nactivation=tanh\n",
+    "antialiasing": ("[convolutional]\nfilters=4\nsize=3\nstride=2\npad=1\n"
+                     "antialiasing={value}\nactivation=tanh\n"),
+    "out_channels": ("[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=tanh\n"
+                     "[maxpool]\nmaxpool_depth=1\nout_channels={value}\n"),
+}
+VALUES = ["0", "1", "2", "3", "4", "5", "-1", "", "x", "1e9", "99999999999999999999", ".5",
+          "nan", "2,3"]
+
+
+@pytest.mark.parametrize("option", FUZZ)
+def test_any_value_builds_and_runs_or_is_one_clear_error(option):
+    template = ("[net]\nbatch=2\nwidth=7\nheight=7\nchannels=2\n" + FUZZ[option]
+                + "[convolutional]\nfilters=3\nsize=1\nactivation=linear\n[avgpool]\n"
+                  "[softmax]\n")
+    assert count_fuzz_builds(template, VALUES, np.random.default_rng(0)) >= 2

@@ -7,9 +7,11 @@ AlexeyAB's fork adds two options (src/convolutional_layer.c):
                     im2col fills the grid the dilated kernel fits, (in + 2·padding·d −
                     d·(size − 1) − 1)/stride + 1.  The two agree for pad=1 and an odd size
                     (padding = size/2: the output keeps the input's size at stride 1), and
-                    darkbp runs exactly that convolution.  Where they disagree AlexeyAB's
-                    buffers do not match (its CPU and plain-CUDA builds write past the
-                    column buffer, cuDNN is given an output of the wrong size): no build
+                    darkbp runs exactly that convolution.  Where they disagree, AlexeyAB's
+                    buffers do not match: its CPU and plain-CUDA builds multiply columns
+                    laid out for one grid as if for the other (and write past the column
+                    buffer when the im2col grid is the larger), its cuDNN build describes
+                    the output with one size and the convolution with the other.  No build
                     computes a defined result, and darkbp refuses the cfg.  size=1 ignores
                     dilation, as AlexeyAB does.
     antialiasing=1  the convolution runs at stride 1, then a fixed 3x3 blur ([1 2 1]ᵀ[1 2 1]
@@ -119,12 +121,14 @@ class ConvolutionalLayer(AffineLayer):
         sized = [conv_out_size(v, size, stride, padding) for v in (w, h)]
         filled = [conv_out_size(v, size, stride, padding * dilation, dilation) for v in (w, h)]
         if sized != filled:
+            overflow = (" (its CPU build writes past its column buffer)"
+                        if filled[0] * filled[1] > sized[0] * sized[1] else "")
             raise s.error(
                 f"dilation={dilation} with a {size}x{size} kernel and padding {padding}: "
                 f"AlexeyAB's Darknet sizes the output {sized[0]} x {sized[1]} (as without "
                 f"dilation) but pads by padding x dilation = {padding * dilation} and fills a "
-                f"{filled[0]} x {filled[1]} grid, a mismatch after which its buffers hold no "
-                f"defined result (its CPU build writes past one); use pad=1 with an odd size",
+                f"{filled[0]} x {filled[1]} grid, a mismatch after which it computes no "
+                f"defined result{overflow}; use pad=1 with an odd size",
                 s.line_of("dilation"))
 
     def darknet_line(self):
