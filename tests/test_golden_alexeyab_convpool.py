@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import darkbp
 from darkbp.network import parse_network
 from darkbp.summary import alexeyab_text
 from tests.golden import Golden, avgpool_deltas_kept, relative
@@ -47,6 +48,8 @@ def test_alexeyab_table_equals_its_summary(fixture):
 
 
 def test_inference_equals_alexeyabs(fixture, as_gpu):
+    net = darkbp.load(fixture.cfg, fixture.folder / "init.weights")
+    assert relative(net.predict(fixture.input), fixture.forward) < FORWARD_TOL
     assert relative(as_gpu.forward, fixture.forward) < FORWARD_TOL
     assert relative(as_gpu.train_forward, fixture.f32("train_forward.f32")) < FORWARD_TOL
 
