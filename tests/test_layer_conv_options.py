@@ -180,3 +180,23 @@ def test_any_value_builds_and_runs_or_is_one_clear_error(option):
                 + "[convolutional]\nfilters=3\nsize=1\nactivation=linear\n[avgpool]\n"
                   "[softmax]\n")
     assert count_fuzz_builds(template, VALUES, np.random.default_rng(0)) >= 2
+
+
+# ---------------------------------------------------------------------- ONNX
+@pytest.mark.parametrize("opset", [13, 17, 18, 21])
+@pytest.mark.parametrize("name", ["conv_dilation", "maxpool_depth"])
+def test_onnxruntime_equals_forward_at_every_opset(tmp_path, name, opset):
+    # Conv's dilations and ReduceMax (whose axes are an attribute before opset 18, an input
+    # from it) in the oldest, the default and the newest opsets darkbp writes.
+    pytest.importorskip("onnxruntime")
+    from tests.test_export_onnx import LAYER_CFGS, compare, export, images, trained_files
+    cfg = LAYER_CFGS / f"{name}.cfg"
+    network, weights = trained_files(tmp_path, cfg)
+    model = export(tmp_path, cfg, weights, "--opset", str(opset))
+    if name == "maxpool_depth":
+        assert "ReduceMax" in {node.op_type for node in model.graph.node}
+    else:
+        dilations = {tuple(attribute.ints) for node in model.graph.node if node.op_type == "Conv"
+                     for attribute in node.attribute if attribute.name == "dilations"}
+        assert dilations == {(1, 1), (2, 2), (3, 3)}
+    assert compare(network, model, images(network)) < 1e-5

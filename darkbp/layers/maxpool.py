@@ -159,12 +159,12 @@ class MaxpoolLayer(Layer):
 
     def _depth_to_onnx(self, graph, x):
         """maxpool_depth: the channels padded by −∞ to groups·out_channels, reshaped to
-        (N, 1, groups, out_channels·H·W), max-pooled over the groups axis: one MaxPool
-        in every opset (ReduceMax's axes move from attribute to input at opset 18)."""
+        (N, groups, out_channels, H, W), ReduceMax over the groups."""
         c, h, w = self.in_shape
         groups = -(-c // self.out_channels)
         if groups * self.out_channels != c:
             x = graph.pad(x, [0, 0, 0, 0], [0, groups * self.out_channels - c, 0, 0], -np.inf)
-        split = graph.reshape(x, [-1, 1, groups, self.out_channels * h * w])
-        pooled = graph.node("MaxPool", [split], kernel_shape=[groups, 1], strides=[1, 1])
-        return graph.reshape(pooled, [-1, self.out_channels, h, w])
+        split = graph.reshape(x, [0, groups, self.out_channels, h, w])
+        if graph.opset >= 18:                       # the axes became an input at opset 18
+            return graph.node("ReduceMax", [split, graph.ints([1])], keepdims=0)
+        return graph.node("ReduceMax", [split], axes=[1], keepdims=0)
