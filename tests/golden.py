@@ -124,7 +124,7 @@ class Golden:
 
         noise(step) -> the Noise of training step `step` (1-based), to inject Darknet's
         recorded dropout draws or crop offsets; default darkbp's own. prepare(network):
-        changes the network first (avgpool_deltas_kept: AlexeyAB's CPU training).
+        changes the network first (deltas_kept: AlexeyAB's CPU training).
         """
         network = self.network()
         if prepare:
@@ -151,14 +151,22 @@ class Golden:
 
 # --- AlexeyAB's CPU training, where it differs from its GPU's -----------------------------------
 
-def avgpool_deltas_kept(network: Network) -> Network:
+# Section types whose AlexeyAB make_*_layer never sets l.train (src/*_layer.c at the fixtures'
+# commit: only convolutional, maxpool/local_avgpool, batchnorm, shortcut and the recurrent
+# layers set it). Cost layers are left out: their forward overwrites their delta.
+NEVER_TRAIN = frozenset({"avgpool", "route", "upsample", "reorg", "dropout", "crop", "local",
+                         "connected", "sam", "scale_channels", "reorg3d", "activation"})
+
+
+def deltas_kept(network: Network) -> Network:
     """`network` (changed in place) training as AlexeyAB's CPU build does: its forward_network
     clears a layer's delta before a training pass only if the layer has l.train set, which
-    make_avgpool_layer never sets, so an [avgpool]'s delta keeps what the [softmax] after it
-    added in every earlier step: its backward sees the sum of the gradients of all the steps
-    so far. (Its GPU build clears every delta, as darkbp does.) Step 1 is unaffected."""
+    the make_*_layer of NEVER_TRAIN's types never set, so such a layer's delta keeps what its
+    readers added in every earlier step: its backward sees the sum of the gradients of all
+    the steps so far. (Its GPU build clears every delta, as darkbp does.) Step 1 is
+    unaffected. Checked on [avgpool] (alexeyab-new conv_dilation and maxpool_depth)."""
     for layer in network.layers:
-        if layer.type == "avgpool":
+        if layer.type in NEVER_TRAIN and not layer.is_cost:
             kept = []
 
             def backward(dy, need_dx=True, inner=layer.backward, kept=kept):

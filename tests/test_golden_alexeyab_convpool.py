@@ -4,9 +4,10 @@ that folder's README), replayed from AlexeyAB's init.weights.
 
 Inference, every layer's output, the first SGD step and AlexeyAB's table equal its files to
 float32 rounding. Five steps differ, on purpose: AlexeyAB's CPU build, which wrote the
-files, never clears the delta of an [avgpool] between steps (tests/golden.py
-avgpool_deltas_kept); its GPU build and darkbp do. With that one CPU behaviour reproduced,
-the five steps equal the files as well, which shows that nothing else differs.
+files, never clears the delta of an [avgpool] between steps (nor of any layer whose type
+never sets l.train: tests/golden.py deltas_kept); its GPU build and darkbp do. With that
+one CPU behaviour reproduced, the five steps equal the files as well, which shows that
+nothing else differs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import darkbp
 from darkbp.network import parse_network
 from darkbp.summary import alexeyab_text
-from tests.golden import Golden, avgpool_deltas_kept, relative
+from tests.golden import Golden, deltas_kept, relative
 
 FORWARD_TOL = 1e-6
 LOSS_TOL = 1e-6
@@ -39,7 +40,7 @@ def as_gpu(fixture):
 @pytest.fixture(scope="module")
 def as_cpu(fixture):
     """Five steps with the [avgpool] deltas kept, as AlexeyAB's CPU build trains."""
-    return fixture.replay(prepare=avgpool_deltas_kept)
+    return fixture.replay(prepare=deltas_kept)
 
 
 def test_alexeyab_table_equals_its_summary(fixture):
