@@ -56,7 +56,7 @@ class ConvolutionalLayer(AffineLayer):
     options = frozenset({"filters", "size", "stride", "pad", "padding", "groups", "activation",
                          "batch_normalize", "dilation", "antialiasing"})
     ignored = AffineLayer.ignored | {"binary", "xnor", "flipped", "dot"}
-    backward_cache = AffineLayer.backward_cache + ("_conv_cache",)
+    backward_cache = AffineLayer.backward_cache + ("_conv_cache", "_blur_cache")
 
     def __init__(self, in_shape, filters: int, size: int, stride: int, padding: int,
                  groups: int, activation: str, batch_normalize: bool, dilation: int = 1,
