@@ -14,8 +14,8 @@ import numpy as np
 # --- convolution --------------------------------------------------------------
 
 def conv_forward(x, weights, stride, padding, groups, dilation=1):
-    """y[n, f, oh, ow] = Σ_{c in f's group, i, j} x[n, c, oh·s−p+i·d, ow·s−p+j·d] · W[f, c', i, j]
-    (d: the dilation); the output is as many positions as the dilated kernel fits."""
+    """y[n, f, oh, ow] = Σ_{c in f's group, i, j} x[n, c, oh·s−p+i·d, ow·s−p+j·d] · W[f, c', i, j],
+    d the dilation; the output has as many positions as the dilated kernel fits."""
     n_img, chans, h, w = x.shape
     filters, cg, size, _ = weights.shape
     fg = filters // groups

@@ -131,11 +131,11 @@ class MaxpoolLayer(Layer):
         """maxpool_depth's: the smallest gap between a pixel's two largest in a group."""
         n, c, h, w = x.shape
         groups = -(-c // self.out_channels)
+        if groups < 2:
+            return math.inf
         padded = np.full((n, groups * self.out_channels, h, w), -np.inf)
         padded[:, :c] = x
         values = padded.reshape(n, groups, self.out_channels, h, w)
-        if groups < 2:
-            return math.inf
         top2 = -np.partition(-values, 1, axis=1)[:, :2]
         live = np.isfinite(top2[:, 1]) & ~((top2[:, 0] == 0) & (top2[:, 1] == 0))
         gaps = top2[:, 0][live] - top2[:, 1][live]

@@ -408,10 +408,10 @@ def _dx_as_convolution(cache: ConvCache, cg: int, fg: int) -> bool:
     """Whether _chunked_dx computes dx (else Wᵀ·dy and col2im).
 
     With stride 1, dx is the convolution of dy, padded by dilation·(size − 1) − padding,
-    with the kernel (as dilated) turned by 180° and its channels and filters swapped: a product with Cg rows
-    that contracts Fg·size² values, where dcols = Wᵀ·dy has Cg·size² rows, contracts
-    only Fg values and is followed by size² strided adds back into dx.  The first is
-    faster where Fg <= Cg (16 -> 16 at 32x32: 18 against 21 ms backward), the second
+    with the (dilated) kernel turned by 180° and its channels and filters swapped: a
+    product with Cg rows that contracts Fg·size² values, where dcols = Wᵀ·dy has
+    Cg·size² rows, contracts only Fg values and is followed by size² strided adds back
+    into dx.  The first is faster where Fg <= Cg (16 -> 16 at 32x32: 18 against 21 ms backward), the second
     where there are more filters than channels (16 -> 128 at 8x8: 5.3 against 6.2 ms).
     """
     return (cache.stride == 1 and cache.padding <= cache.dilation * (cache.size - 1)
