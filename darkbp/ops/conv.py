@@ -411,8 +411,9 @@ def _dx_as_convolution(cache: ConvCache, cg: int, fg: int) -> bool:
     with the (dilated) kernel turned by 180° and its channels and filters swapped: a
     product with Cg rows that contracts Fg·size² values, where dcols = Wᵀ·dy has
     Cg·size² rows, contracts only Fg values and is followed by size² strided adds back
-    into dx.  The first is faster where Fg <= Cg (16 -> 16 at 32x32: 18 against 21 ms backward), the second
-    where there are more filters than channels (16 -> 128 at 8x8: 5.3 against 6.2 ms).
+    into dx.  The first is faster where Fg <= Cg (16 -> 16 at 32x32: 18 against 21 ms
+    backward), the second where there are more filters than channels (16 -> 128 at 8x8:
+    5.3 against 6.2 ms).
     """
     return (cache.stride == 1 and cache.padding <= cache.dilation * (cache.size - 1)
             and fg <= cg)
