@@ -106,6 +106,10 @@ def test_antialiasing_table_lines():
         "conv     64       3 x 3/ 1     56 x  56 x   1 ->   56 x  56 x  64 0.004 BF\n"
         "conv     64/  64  3 x 3/ 2     56 x  56 x  64 ->   28 x  28 x  64 0.001 BF\n")
     assert layer.alexeyab_bflops == pytest.approx(2 * 64 * 9 * 56 * 56 / 1e9)  # the host's
+    assert layer.bflops == pytest.approx(2 * 64 * 9 * (56 * 56 + 28 * 28) / 1e9)  # darkbp's
+    # pjreddie ignores antialiasing: a 3x3/2 conv, 2·64·9·28·28 flops.
+    assert layer.darknet_line() == ("conv     64  3 x 3 / 2    56 x  56 x   1   ->    28 x  28 x"
+                                    "  64  0.001 BFLOPs\n")
     assert layer.alexeyab_outputs == 56 * 56 * 64                # the host's l.outputs
     assert layer.out_shape == (64, 28, 28)
 

@@ -132,11 +132,13 @@ class ConvolutionalLayer(AffineLayer):
                 s.line_of("dilation"))
 
     def darknet_line(self):
+        # pjreddie ignores dilation and antialiasing: a plain conv at `stride`, whose output
+        # has this layer's shape (a 2x2 blur's excepted) and whose BFLOPs leave out a blur.
         c, h, w = self.in_shape
         oc, oh, ow = self.out_shape
+        bflops = 2.0 * self.filters * self.size * self.size * (c // self.groups) * oh * ow / 1e9
         return ("conv  %5d %2d x%2d /%2d  %4d x%4d x%4d   ->  %4d x%4d x%4d  %5.3f BFLOPs\n"
-                % (self.filters, self.size, self.size, self.stride, w, h, c, ow, oh, oc,
-                   self.bflops))
+                % (self.filters, self.size, self.size, self.stride, w, h, c, ow, oh, oc, bflops))
 
     def alexeyab_line(self):
         c, h, w = self.in_shape
