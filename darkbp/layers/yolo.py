@@ -1,5 +1,17 @@
-"""[yolo]: YOLOv3's detection head: its forward and its boxes, as pjreddie's Darknet
-(forward_yolo_layer, get_yolo_detections). darkbp does not train it yet."""
+"""[yolo]: YOLOv3's detection head: its forward, its boxes and its training, as pjreddie's
+Darknet (forward_yolo_layer, get_yolo_detections) or, when the section names any option only
+AlexeyAB's fork reads (`iou_loss=mse` suffices), as AlexeyAB's (its src/yolo_layer.c):
+
+    pjreddie   ignore: best IoU with any truth; box delta written (the last assignment of a
+               cell wins); x, y, w, h delta s·(t − out); cost |delta|²; max=90 boxes
+    AlexeyAB   ignore: only if some class score of the prediction is above 0.25; box deltas
+               of all assignments to a cell added (iou_thresh: also other anchors of the
+               mask, then divided by the cell's classes); iou_normalizer (0.75 by default)
+               on the box delta; obj_normalizer; label_smooth_eps; iou_loss; cost and
+               statistics line its own; max=200 boxes
+
+The AlexeyAB options also act in inference: scale_x_y on x and y, new_coords (no logistic;
+w = 4·x²·anchor), nms_kind and beta_nms in detection (`nms_overlap`)."""
 
 from __future__ import annotations
 
@@ -11,12 +23,29 @@ from darkbp.layers.head import Head
 from darkbp.boxes import iou
 from darkbp.ops.activations import ACTIVATIONS
 from darkbp.ops.detection import Targets, Truth, bce_logits, first_best, last_of_each, sum32
+from darkbp.ops.iou_loss import KINDS, ab_iou, box_step, diou, diounms, iou_kind, iou_kind64
 
 F32 = np.float32
 
 # AlexeyAB's parse_yolo prints its IOU_LOSS enum (IOU, GIOU, MSE, DIOU, CIOU) beside the name;
 # a name it does not know counts as IOU.
 ALEXEYAB_IOU_LOSS = {"giou": 1, "mse": 2, "diou": 3, "ciou": 4}
+
+# The [yolo] options darkbp reads that only AlexeyAB's fork knows: naming any of them (or of
+# ALEXEYAB_IGNORED) makes the head AlexeyAB's.
+ALEXEYAB_OPTIONS = frozenset({
+    "iou_loss", "iou_normalizer", "obj_normalizer", "cls_normalizer", "delta_normalizer",
+    "scale_x_y", "new_coords", "max_delta", "iou_thresh", "iou_thresh_kind",
+    "label_smooth_eps", "nms_kind", "beta_nms", "show_details"})
+# AlexeyAB's options darkbp reads but does not act on: data loading, tracking, logging.
+ALEXEYAB_IGNORED = frozenset({
+    "resize", "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show",
+    "track_ciou_norm", "uc_normalizer", "beta1"})
+# AlexeyAB's options that change its training and that darkbp does not train (refused when
+# set to anything else than their default).
+ALEXEYAB_UNTRAINED = {"objectness_smooth": "0", "focal_loss": "0", "counters_per_class": None,
+                      "embedding_layer": None}
+NMS_KINDS = ("default", "greedynms", "diounms")
 
 
 def read_anchors(section: Section, count: int) -> tuple[tuple[float, float], ...]:
@@ -34,6 +63,35 @@ def read_anchors(section: Section, count: int) -> tuple[tuple[float, float], ...
                             f"{2 * count}, a width,height pair each ({consequence})",
                             section.line_of("anchors"))
     return tuple(zip(values[0::2], values[1::2]))
+
+
+def read_alexeyab(s: Section) -> dict:
+    """AlexeyAB's [yolo] settings (parse_yolo's defaults), each name checked."""
+    settings = {
+        **{key: s.get_float(key, default) for key, default in (
+            ("iou_normalizer", 0.75), ("obj_normalizer", 1.0), ("cls_normalizer", 1.0),
+            ("delta_normalizer", 1.0), ("scale_x_y", 1.0), ("label_smooth_eps", 0.0),
+            ("iou_thresh", 1.0), ("beta_nms", 0.6))},
+        "max_delta": s.get_float("max_delta", float("inf"), positive=True),
+        "new_coords": s.get_int("new_coords", 0, minimum=0) != 0,
+        "show_details": s.get_int("show_details", 1) != 0,
+    }
+    # A name AlexeyAB does not know counts as its default kind, as in parse_yolo (its table
+    # prints the name as written): an advice says so.
+    advice = []
+    for key, default, fallback, names in (("iou_loss", "mse", "iou", ("mse",) + KINDS),
+                                          ("iou_thresh_kind", "iou", "iou", KINDS),
+                                          ("nms_kind", "default", "default", NMS_KINDS)):
+        settings[key] = s.get_str(key, default)
+        if settings[key] not in names:
+            advice.append(f"line {s.line_of(key)}: {key}={settings[key]} is not one of "
+                          f"{', '.join(names)}; AlexeyAB's Darknet and darkbp take {fallback}")
+        settings[key + "_used"] = settings[key] if settings[key] in names else fallback
+    settings["advice"] = tuple(advice)
+    for key, default in ALEXEYAB_UNTRAINED.items():
+        if key in s.options and s.get_str(key, "") != default:
+            settings.setdefault("untrained", f"{key}={s.get_str(key, '')}")
+    return settings
 
 
 def source_name(source: Input) -> str:
@@ -64,16 +122,17 @@ class YoloLayer(Head):
 
     sections = ("yolo",)
     options = frozenset({"classes", "num", "mask", "max", "jitter", "ignore_thresh",
-                         "truth_thresh", "random", "map", "anchors"})
-    # AlexeyAB's loss settings: only its table shows them (alexeyab_line); pjreddie ignores them.
-    ignored = Head.ignored | {"iou_loss", "iou_normalizer", "obj_normalizer",
-                               "cls_normalizer", "delta_normalizer", "scale_x_y"}
+                         "truth_thresh", "random", "map", "anchors"}) | ALEXEYAB_OPTIONS
+    ignored = Head.ignored | ALEXEYAB_IGNORED | frozenset(ALEXEYAB_UNTRAINED)
+
     def __init__(self, in_shape, classes: int, num: int, mask: tuple[int, ...],
-                 anchors: tuple[tuple[float, float], ...], settings: dict, alexeyab: dict):
+                 anchors: tuple[tuple[float, float], ...], settings: dict, alexeyab: dict,
+                 fork: str = "pjreddie"):
         super().__init__(in_shape, in_shape)
         self.classes, self.num, self.mask, self.anchors = classes, num, mask, anchors
         self.settings = settings        # what Darknet's training reads: max, jitter, ...
-        self.alexeyab = alexeyab        # AlexeyAB's loss settings, as its table prints them
+        self.alexeyab = alexeyab        # AlexeyAB's settings (its table prints some of them)
+        self.fork = fork                # whose training: "pjreddie" or "alexeyab"
 
     @classmethod
     def build(cls, s, inputs):
@@ -93,21 +152,21 @@ class YoloLayer(Head):
             written = ",".join(map(str, mask))
             raise channels_error(s, source, need,
                                  f"{anchors_read} (mask={written}) x (classes={classes} + 5)")
+        fork = ("alexeyab" if any(key in s.options for key in
+                                  ALEXEYAB_OPTIONS | ALEXEYAB_IGNORED | set(ALEXEYAB_UNTRAINED))
+                else "pjreddie")
         settings = {
-            "max": s.get_int("max", 90, minimum=0),
+            "max": s.get_int("max", 200 if fork == "alexeyab" else 90, minimum=0),
             "jitter": s.get_float("jitter", 0.2),
             "ignore_thresh": s.get_float("ignore_thresh", 0.5),
             "truth_thresh": s.get_float("truth_thresh", 1.0),
             "random": s.get_float("random", 0.0),    # pjreddie an int, AlexeyAB a float
             "map": s.get_str("map", "") or None,     # a file Darknet reads; not opened here
         }
-        alexeyab = {
-            "iou_loss": s.get_str("iou_loss", "mse"),
-            **{key: s.get_float(key, default) for key, default in (
-                ("iou_normalizer", 0.75), ("obj_normalizer", 1.0), ("cls_normalizer", 1.0),
-                ("delta_normalizer", 1.0), ("scale_x_y", 1.0))},
-        }
-        return cls(source.shape, classes, num, tuple(mask), anchors, settings, alexeyab)
+        alexeyab = read_alexeyab(s)
+        layer = cls(source.shape, classes, num, tuple(mask), anchors, settings, alexeyab, fork)
+        layer.advice = alexeyab.pop("advice")
+        return layer
 
     def darknet_line(self):
         return "yolo\n"               # make_yolo_layer's fprintf; parse_yolo prints nothing
@@ -134,9 +193,13 @@ class YoloLayer(Head):
         n = x.shape[0]
         _, h, w = self.in_shape
         y = np.array(x, order="C").reshape(n, len(self.mask), self.classes + 5, h, w)
-        logistic = ACTIVATIONS["logistic"].forward
-        y[:, :, 0:2] = logistic(y[:, :, 0:2])
-        y[:, :, 4:] = logistic(y[:, :, 4:])
+        if not self.alexeyab["new_coords"]:    # new_coords: the conv before has the logistic
+            logistic = ACTIVATIONS["logistic"].forward
+            y[:, :, 0:2] = logistic(y[:, :, 0:2])
+            y[:, :, 4:] = logistic(y[:, :, 4:])
+        scale = self.alexeyab["scale_x_y"]
+        if scale != 1:                         # scal_add_cpu: x·s + (−(s − 1)/2), in float
+            y[:, :, 0:2] = y[:, :, 0:2] * y.dtype.type(scale) + y.dtype.type(-0.5 * (scale - 1))
         self.remember(x, y, ctx)
         return y.reshape(n, *self.out_shape)
 
@@ -152,11 +215,18 @@ class YoloLayer(Head):
     def _pred_boxes(self, y: np.ndarray, netw: int, neth: int) -> np.ndarray:
         """get_yolo_box of every prediction: (N, A, E, H, W) outputs -> (N, A, H, W, 4)
         boxes relative to the network input: b.x = (i + x)/lw in float, b.w =
-        exp(tw)·anchor/netw in double."""
+        exp(tw)·anchor/netw in double (new_coords: 4·tw²·anchor/netw in float)."""
         _, h, w = self.in_shape
         anchors = self._anchors()
         col = np.arange(w, dtype=F32)
         row = np.arange(h, dtype=F32)[:, None]
+        if self.alexeyab["new_coords"]:        # b.w = x·x·4·anchor / netw, in float
+            y = y.astype(F32)
+            return np.stack([
+                (col + y[:, :, 0]) / F32(w), (row + y[:, :, 1]) / F32(h),
+                y[:, :, 2] * y[:, :, 2] * F32(4) * anchors[:, 0, None, None] / F32(netw),
+                y[:, :, 3] * y[:, :, 3] * F32(4) * anchors[:, 1, None, None] / F32(neth),
+            ], axis=-1)
         with np.errstate(over="ignore"):
             return np.stack([
                 (col + y[:, :, 0]) / F32(w), (row + y[:, :, 1]) / F32(h),
@@ -191,8 +261,12 @@ class YoloLayer(Head):
     def train_targets(self, y: np.ndarray, truth: Truth) -> Targets:
         """forward_yolo_layer's training part for outputs y (N, C, H, W): the delta, the
         scale and target of each entry's term in the loss whose negative gradient the delta
-        is (`cost`), and the statistics' sums."""
-        y = self._entries(y)
+        is (`cost`), and the statistics' sums (pjreddie's or AlexeyAB's: `fork`)."""
+        if self.fork == "alexeyab":
+            return self._alexeyab_targets(self._entries(y), truth)
+        return self._pjreddie_targets(self._entries(y), truth)
+
+    def _pjreddie_targets(self, y: np.ndarray, truth: Truth) -> Targets:
         n, a, e, h, w = y.shape
         netw, neth = truth.netw, truth.neth
         valid = truth.valid
@@ -270,6 +344,186 @@ class YoloLayer(Head):
         }
         return Targets(truth, delta, s, t, stats)
 
+    def _alexeyab_targets(self, y: np.ndarray, truth: Truth) -> Targets:
+        """AlexeyAB's process_batch for outputs y (N, A, E, H, W), all images at once.
+
+        Assignments, in the order its loops make them: each prediction whose best IoU with a
+        truth is above truth_thresh; then each truth, at its cell, with its best anchor by
+        shape (if in the mask) and, with iou_thresh < 1, every other anchor of the mask whose
+        shape's IoU (of iou_thresh_kind) with it is above iou_thresh. Box deltas of a cell add
+        up; the objectness target is 1; the class targets are the union of its truths'."""
+        a = self.alexeyab
+        n, na, e, h, w = y.shape
+        f = y.dtype.type
+        netw, neth = truth.netw, truth.neth
+        valid = truth.valid
+        boxes = truth.boxes[:, :valid.sum(axis=1).max(initial=0)]
+        classes = boxes[:, :, 4].astype(np.int64)
+        valid = valid[:, :boxes.shape[1]] & (classes >= 0) & (classes < self.classes)
+        s = np.zeros_like(y)
+        t = np.zeros_like(y)
+        delta = np.zeros_like(y)
+        obj = y[:, :, 4]
+        anchors = np.array(self.anchors, F32)
+
+        # Every prediction: objectness towards 0, unless one class score is above 0.25 and
+        # its best IoU with a truth is above ignore_thresh.
+        pred = self._pred_boxes(y, netw, neth)
+        ious = ab_iou(pred[:, :, :, :, None], boxes[:, None, None, None, :, :4])
+        best_iou, best_t = first_best(ious, valid[:, None, None, None])
+        class_match = (y[:, :, 5:] > F32(0.25)).any(axis=2)
+        s[:, :, 4] = np.where(class_match & (best_iou > F32(self.settings["ignore_thresh"])),
+                              0, a["obj_normalizer"])
+        matched = np.nonzero(best_iou > F32(self.settings["truth_thresh"]))    # (b, n, j, i)
+        cells = [matched[0], matched[1], matched[2], matched[3]]
+        truth_box = [boxes[matched[0], best_t[matched], :4]]
+        anchor = [np.array(self.mask, np.int64)[matched[1]]]
+        label = [classes[matched[0], best_t[matched]]]
+
+        # Every truth: its best anchor among all `num`, then the others above iou_thresh.
+        b_idx, t_idx = np.nonzero(valid)
+        tb = boxes[b_idx, t_idx]
+        col = np.minimum((tb[:, 0] * F32(w)).astype(np.int64), w - 1)
+        row = np.minimum((tb[:, 1] * F32(h)).astype(np.int64), h - 1)
+        shapes = np.concatenate([np.zeros((len(anchors), 2), F32),
+                                 anchors / np.array([netw, neth], F32)], axis=1)
+        shift = np.concatenate([np.zeros((len(tb), 2), F32), tb[:, 2:4]], axis=1)
+        _, best_n = first_best(ab_iou(shapes[None], shift[:, None]),
+                               np.ones((len(tb), len(anchors)), bool))
+        in_mask = np.isin(np.arange(len(anchors)), self.mask)
+        # (truths, 1 + num): column 0 the best anchor, column 1 + k anchor k by iou_thresh
+        chosen = np.zeros((len(tb), 1 + len(anchors)), bool)
+        chosen[:, 0] = in_mask[best_n]
+        if a["iou_thresh"] < 1:
+            close = iou_kind(a["iou_thresh_kind_used"], shapes[None], shift[:, None]) > F32(
+                a["iou_thresh"])
+            chosen[:, 1:] = close & in_mask & (np.arange(len(anchors)) != best_n[:, None])
+        which, column = np.nonzero(chosen)
+        truth_anchor = np.where(column == 0, best_n[which], column - 1)
+        position = np.full(len(anchors), -1, np.int64)
+        position[list(self.mask)] = np.arange(na)
+        from_truths = [b_idx[which], position[truth_anchor], row[which], col[which]]
+        for k in range(4):
+            cells[k] = np.concatenate([cells[k], from_truths[k]])
+        truth_box = np.concatenate(truth_box + [tb[which, :4]])
+        anchor = np.concatenate(anchor + [truth_anchor])
+        label = np.concatenate(label + [classes[b_idx[which], t_idx[which]]])
+        bb, bn, bj, bi = cells
+
+        # The box: each assignment's delta added to its cell's.
+        step, iou_found = self._box_deltas(y[bb, bn, :4, bj, bi], pred[bb, bn, bj, bi],
+                                           truth_box, anchors[anchor], bi, bj, w, h, netw, neth)
+        box_delta = np.zeros((n, na, 4, h, w), y.dtype)
+        for k in range(4):
+            np.add.at(box_delta[:, :, k], (bb, bn, bj, bi), step[:, k])
+
+        # Objectness 1 and the classes (targets the union; label_smooth_eps: towards 0.5).
+        t[bb, bn, 4, bj, bi] = 1
+        s[bb, bn, 4, bj, bi] = a["obj_normalizer"]
+        s[bb, bn, 5:, bj, bi] = 1
+        t[bb, bn, 5 + label, bj, bi] = 1
+        eps = a["label_smooth_eps"]
+        if eps:
+            assigned = s[:, :, 5:] > 0
+            t[:, :, 5:] = np.where(assigned, (t[:, :, 5:] * (F32(1) - F32(eps))
+                                              ).astype(np.float64) + 0.5 * float(F32(eps)), 0)
+        delta[:, :, 4:] = s[:, :, 4:] * (t[:, :, 4:] - y[:, :, 4:])
+
+        # iou_thresh < 1: a cell's box delta divided by its number of classes whose delta is
+        # positive (the cells with an objectness delta).
+        shares = np.ones((n, na, h, w), y.dtype)
+        if a["iou_thresh"] < 1:
+            positive = (delta[:, :, 5:] > 0).sum(axis=2)
+            shares = np.where((delta[:, :, 4] != 0) & (positive > 0), positive, 1).astype(y.dtype)
+            box_delta = box_delta / shares[:, :, None]
+        delta[:, :, :4] = box_delta
+
+        # The loss's scale and target of the box entries: with c the sum of the
+        # assignments' iou_normalizer·(2 − w·h) over the cell (divided by its share) and T
+        # their weighted mean target, the delta is c·(T − out), out = s·σ(z) − (s − 1)/2
+        # on x and y: the gradient of c·s·BCE((T + (s − 1)/2)/s, σ(z)).
+        terms = None
+        if a["iou_loss_used"] == "mse":
+            weight = (F32(2) - truth_box[:, 2] * truth_box[:, 3]) * F32(a["iou_normalizer"])
+            coeff = np.zeros((n, na, h, w), np.float64)
+            np.add.at(coeff, (bb, bn, bj, bi), weight)
+            coeff /= shares
+            target_sum = np.zeros((n, na, 4, h, w), np.float64)
+            targets = self._mse_targets(truth_box, anchors[anchor], bi, bj, w, h, netw, neth)
+            for k in range(4):
+                np.add.at(target_sum[:, :, k], (bb, bn, bj, bi),
+                          weight.astype(np.float64) * targets[:, k] / shares[bb, bn, bj, bi])
+            live = coeff > 0
+            mean = np.where(live[:, :, None], target_sum / np.where(live, coeff, 1)[:, :, None], 0)
+            sxy = a["scale_x_y"]
+            s[:, :, 0:2] = coeff[:, :, None] * sxy
+            t[:, :, 0:2] = (mean[:, :, 0:2] + (sxy - 1) / 2) / sxy
+            s[:, :, 2:4] = coeff[:, :, None]
+            t[:, :, 2:4] = mean[:, :, 2:4]
+        else:
+            # AlexeyAB's box delta is not a gradient (ops/iou_loss.py): darkbp's loss holds
+            # the IoU term it steps towards, iou_normalizer·(1 − IoU) per assignment.
+            terms = {"cells": (bb, bn, bj, bi), "truths": truth_box, "anchors": anchors[anchor],
+                     "weight": F32(a["iou_normalizer"]) / shares[bb, bn, bj, bi],
+                     "netw": netw, "neth": neth}
+
+        # The statistics, from the truths' assignments (not truth_thresh's)
+        own = slice(len(matched[0]), None)
+        image_of = bb[own]
+        found_iou = iou_found[own]
+        all_kinds = {kind: iou_kind(kind, pred[bb, bn, bj, bi][own], truth_box[own])
+                     for kind in ("giou",)}
+        no_box = delta.copy()
+        no_box[:, :, :4] = 0
+        stats = {
+            "iou": sum32([sum32(found_iou[image_of == b]) for b in range(n)]),
+            "iou_loss": sum32([sum32(F32(1) - found_iou[image_of == b]) for b in range(n)]),
+            "giou_loss": sum32([sum32(F32(1) - all_kinds["giou"][image_of == b])
+                                for b in range(n)]),
+            "count": int(len(found_iou)), "images": n,
+            "delta2": sum32(delta.astype(F32) ** 2), "class2": sum32(no_box.astype(F32) ** 2),
+            "recall50": int((found_iou > F32(.5)).sum()),
+            "recall75": int((found_iou > F32(.75)).sum()),
+        }
+        return Targets(truth, delta, s, t, stats, terms)
+
+    def _mse_targets(self, box, anchor, i, j, w, h, netw, neth) -> np.ndarray:
+        """(k, 4) float32 targets of the mse box delta: the truth's offset in its cell and
+        log(size / anchor) (new_coords: sqrt(size / (4·anchor)))."""
+        tx = box[:, 0] * F32(w) - i.astype(F32)
+        ty = box[:, 1] * F32(h) - j.astype(F32)
+        rw = (box[:, 2] * F32(netw) / anchor[:, 0]).astype(np.float64)
+        rh = (box[:, 3] * F32(neth) / anchor[:, 1]).astype(np.float64)
+        if self.alexeyab["new_coords"]:
+            tw, th = np.sqrt(box[:, 2] * F32(netw) / (F32(4) * anchor[:, 0])).astype(np.float64), \
+                np.sqrt(box[:, 3] * F32(neth) / (F32(4) * anchor[:, 1])).astype(np.float64)
+        else:
+            tw, th = np.log(rw), np.log(rh)
+        return np.stack([tx, ty, tw, th], axis=1).astype(F32)
+
+    def _box_deltas(self, out, pred, box, anchor, i, j, w, h, netw, neth):
+        """delta_yolo_box of each assignment: (k, 4) its delta of x, y, w, h from the outputs
+        `out` (k, 4) and the predicted boxes `pred` (k, 4), and the (k,) IoU of the two."""
+        a = self.alexeyab
+        f = out.dtype.type
+        norm = F32(a["iou_normalizer"])
+        found = ab_iou(pred, box)
+        if a["iou_loss_used"] == "mse":
+            scale = F32(2) - box[:, 2] * box[:, 3]
+            targets = self._mse_targets(box, anchor, i, j, w, h, netw, neth)
+            return (scale[:, None] * (targets - out) * norm).astype(out.dtype), found
+        pred = pred.copy()
+        pred[:, 2:4] = np.where(pred[:, 2:4] == 0, F32(1), pred[:, 2:4])   # as AlexeyAB
+        step = box_step(pred, box, a["iou_loss_used"]).astype(np.float64)
+        if not a["new_coords"]:
+            step[:, 2:4] = (step[:, 2:4] * np.exp(out[:, 2:4].astype(np.float64))
+                            ).astype(F32)
+        step = (step.astype(F32) * norm).astype(F32)
+        step = np.where(np.isfinite(step), step, F32(0))
+        if np.isfinite(a["max_delta"]):
+            step = np.clip(step, -F32(a["max_delta"]), F32(a["max_delta"]))
+        return step.astype(f), found
+
     def cost(self, truth: Truth) -> np.ndarray:
         """Per image (N,), the loss whose negative gradient at this head's input is Darknet's
         delta: s·BCE(t, σ(z)) on x and y (t the offset in the cell, s = 2 − w·h), ½·s·(t − z)²
@@ -279,19 +533,82 @@ class YoloLayer(Head):
         return self.loss(self._x, self.assign(truth))
 
     def loss(self, x: np.ndarray, found: Targets) -> np.ndarray:
-        """`cost` at the input x (N, C, H, W), the targets held fixed (gradcheck's)."""
+        """`cost` at the input x (N, C, H, W), the targets held fixed (gradcheck's).
+
+        AlexeyAB's: the same terms with its scales and targets (scale_x_y folded into the
+        target of x and y, see _alexeyab_targets), ½·s·(t − z)² on every entry with
+        new_coords (no logistic), times delta_normalizer; with an iou_loss, the box's term
+        is iou_normalizer·(1 − IoU of iou_loss) instead (its delta is AlexeyAB's step)."""
         z = self._entries(x)
-        terms = found.scale * bce_logits(found.target, z)
-        terms[:, :, 2:4] = found.scale[:, :, 2:4] * (found.target[:, :, 2:4] - z[:, :, 2:4]) ** 2 / 2
-        return terms.reshape(len(z), -1).sum(axis=1)
+        square = found.scale * (found.target - z) ** 2 / 2
+        if self.fork == "alexeyab" and self.alexeyab["new_coords"]:
+            terms = square
+        else:
+            terms = found.scale * bce_logits(found.target, z)
+            terms[:, :, 2:4] = square[:, :, 2:4]
+        total = terms.reshape(len(z), -1).sum(axis=1)
+        if found.terms is not None:
+            total = total + self._iou_terms(z, found.terms)
+        if self.fork == "alexeyab":
+            total = total * self.alexeyab["delta_normalizer"]
+        return total
+
+    def _iou_terms(self, z: np.ndarray, terms: dict) -> np.ndarray:
+        """Per image, Σ weight·(1 − IoU of iou_loss) of the assignments' boxes at input z."""
+        y = z.copy()
+        if not self.alexeyab["new_coords"]:
+            y[:, :, 0:2] = 1 / (1 + np.exp(-z[:, :, 0:2]))
+        sxy = self.alexeyab["scale_x_y"]
+        y[:, :, 0:2] = y[:, :, 0:2] * sxy - (sxy - 1) / 2
+        bb, bn, bj, bi = terms["cells"]
+        _, h, w = self.in_shape
+        out = y[bb, bn, :4, bj, bi]
+        anchor = terms["anchors"]
+        if self.alexeyab["new_coords"]:
+            size = out[:, 2:4] ** 2 * 4 * anchor
+        else:
+            size = np.exp(out[:, 2:4]) * anchor
+        pred = np.stack([(bi + out[:, 0]) / w, (bj + out[:, 1]) / h,
+                         size[:, 0] / terms["netw"], size[:, 1] / terms["neth"]], axis=1)
+        value = iou_kind64(self.alexeyab["iou_loss_used"], pred, terms["truths"])
+        per_image = np.zeros(len(z))
+        np.add.at(per_image, bb, terms["weight"] * (1 - value))
+        return per_image
 
     def input_grad(self, truth: Truth) -> np.ndarray:
         """d(Σ_images cost)/d(input) = −delta: Darknet adds its delta to the previous layer's
-        without the logistic's derivative (that of BCE through σ is σ − t)."""
-        return -self.assign(truth).delta.reshape(-1, *self.in_shape)
+        without the logistic's derivative (that of BCE through σ is σ − t). AlexeyAB's GPU
+        backward multiplies it by delta_normalizer (its CPU backward does not)."""
+        delta = self.assign(truth).delta
+        if self.fork == "alexeyab" and self.alexeyab["delta_normalizer"] != 1:
+            delta = delta * delta.dtype.type(self.alexeyab["delta_normalizer"])
+        return -delta.reshape(-1, *self.in_shape)
+
+    def darknet_cost(self, truth: Truth) -> float:
+        """Darknet's *l.cost. AlexeyAB's (show_details, its default): |delta|² with mse; with
+        another iou_loss, iou_normalizer·(mean 1 − IoU, or 1 − GIoU for giou) plus
+        obj_normalizer·|delta without the box entries|²."""
+        stats = self.assign(truth).stats
+        if self.fork == "pjreddie":
+            return super().darknet_cost(truth)
+        return self._alexeyab_costs(stats)[0]
+
+    def _alexeyab_costs(self, stats: dict) -> tuple[float, float, float]:
+        """(*l.cost, |delta|², obj_normalizer·|delta without the boxes|²) in float32."""
+        a = self.alexeyab
+        loss = F32(stats["delta2"])
+        classification = F32(a["obj_normalizer"]) * F32(stats["class2"])
+        if a["iou_loss_used"] == "mse" or not a["show_details"]:
+            return float(loss), float(loss), float(classification)
+        count = stats["count"] or 1
+        total = stats["giou_loss"] if a["iou_loss_used"] == "giou" else stats["iou_loss"]
+        cost = F32(a["iou_normalizer"]) * (F32(total) / F32(count)) + classification
+        return float(cost), float(loss), float(classification)
 
     def stats_line(self, stats: dict) -> str:
         """forward_yolo_layer's line, from `statistics` (summed over the shards of a pass)."""
+        if self.fork == "alexeyab":
+            return self._alexeyab_stats_line(stats)
         count = stats["count"]
         with np.errstate(divide="ignore", invalid="ignore"):
             values = [F32(stats["iou"]) / F32(count), F32(stats["class"]) / F32(count),
@@ -300,7 +617,39 @@ class YoloLayer(Head):
                       F32(stats["recall50"]) / F32(count), F32(stats["recall75"]) / F32(count)]
         return ("Region %d Avg IOU: %f, Class: %f, Obj: %f, No Obj: %f, .5R: %f, .75R: %f,  "
                 "count: %d" % (self.index, *values, count))
+
+    def _alexeyab_stats_line(self, stats: dict) -> str:
+        """AlexeyAB's fprintf in forward_yolo_layer (diou and ciou print as "iou")."""
+        a = self.alexeyab
+        count = stats["count"] or 1
+        _, loss, classification = self._alexeyab_costs(stats)
+        images = F32(stats["images"])
+        name = a["iou_loss_used"] if a["iou_loss_used"] in ("mse", "giou") else "iou"
+        head = ("v3 (%s loss, Normalizer: (iou: %.2f, obj: %.2f, cls: %.2f) Region %d Avg "
+                "(IOU: %f), count: %d, " % (name, F32(a["iou_normalizer"]),
+                                            F32(a["obj_normalizer"]), F32(a["cls_normalizer"]),
+                                            self.index, F32(stats["iou"]) / F32(count), count))
+        if not a["show_details"]:
+            return head + "total_loss = %f " % (F32(loss) / images)
+        return head + "class_loss = %f, iou_loss = %f, total_loss = %f " % (
+            F32(classification) / images, (F32(loss) - F32(classification)) / images,
+            F32(loss) / images)
+
+    def nms_overlap(self):
+        """The overlap detection's NMS compares with `--nms` for this head's nms_kind: None
+        for Darknet's box_iou (default), AlexeyAB's DIoU for greedynms, its DIoU with the
+        distance to the power beta_nms for diounms (diounms_sort)."""
+        kind = self.alexeyab["nms_kind_used"]
+        if kind == "greedynms":
+            return diou
+        if kind == "diounms":
+            beta = self.alexeyab["beta_nms"]
+            return lambda a, b: diounms(a, b, beta)
+        return None
+
     def training_refusal(self):
+        if "untrained" in self.alexeyab:
+            return f"{self.alexeyab['untrained']} is not trained by darkbp: remove it"
         if self.settings["map"]:
             return "map= (a class map file) is not trained by darkbp: remove it"
         return None

@@ -104,3 +104,4 @@ class Targets:
     scale: np.ndarray
     target: np.ndarray
     stats: dict
+    terms: dict | None = None      # a head's terms outside scale and target ([yolo] iou_loss)
