@@ -88,10 +88,11 @@ def correct_boxes(boxes: np.ndarray, w: int, h: int, netw: int, neth: int) -> np
     return out
 
 
-def nms_sort(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, nms: float
-             ) -> tuple[np.ndarray, np.ndarray]:
+def nms_sort(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, nms: float,
+             overlap=None) -> tuple[np.ndarray, np.ndarray]:
     """Darknet's do_nms_sort: (the order Darknet leaves the detections in, their
-    probabilities after NMS).
+    probabilities after NMS). `overlap(a, b)` in place of `iou`: AlexeyAB's diounms_sort
+    (the same loops, its DIoU for nms_kind=greedynms or diounms; [yolo] nms_overlap).
 
     boxes (n, 4), objectness (n,), probs (n, classes) float32. First the detections with
     objectness 0 are swapped to the end, one by one, as Darknet's loop does (this moves
@@ -124,7 +125,9 @@ def nms_sort(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, nms: 
         keep = np.flatnonzero(p != 0)
         if len(keep) < 2:
             continue
-        overlaps = iou_matrix(box[live[keep]], box[live[keep]]) > F32(nms)
+        kept = box[live[keep]]
+        overlaps = (iou_matrix(kept, kept) if overlap is None
+                    else overlap(kept[:, None, :], kept[None, :, :])) > F32(nms)
         alive = np.ones(len(keep), bool)
         for a in range(len(keep) - 1):   # greedy: only a surviving box suppresses
             if alive[a]:

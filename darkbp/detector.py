@@ -70,11 +70,14 @@ def network_boxes(network: Network, outputs: Sequence[np.ndarray],
                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per image, Darknet's detections after do_nms_sort, in the order it leaves them:
     (boxes (k, 4) relative to the photo (unclipped centre form), objectness (k,),
-    probabilities (k, classes) after NMS). outputs: head_outputs; sizes: each photo's
-    (width, height). nms 0 skips NMS, as Darknet does."""
+    probabilities (k, classes) after NMS; AlexeyAB's DIoU NMS where the last [yolo] sets
+    nms_kind). outputs: head_outputs; sizes: each photo's (width, height). nms 0 skips NMS,
+    as Darknet does."""
     _, neth, netw = network.input_shape
     per_head = [head.boxes(y, thresh, hier, netw, neth)
                 for head, y in zip(network.heads, outputs)]
+    # AlexeyAB's nms_kind is the last layer's (its detector reads net.layers[net.n - 1])
+    overlap = getattr(network.heads[-1], "nms_overlap", lambda: None)()
     result = []
     for image, (width, height) in enumerate(sizes):
         parts = [found[image] for found in per_head]
@@ -82,7 +85,7 @@ def network_boxes(network: Network, outputs: Sequence[np.ndarray],
         objectness = np.concatenate([p[1] for p in parts])
         probs = np.concatenate([p[2] for p in parts])
         if nms:
-            order, probs = nms_sort(boxes, objectness, probs, nms)
+            order, probs = nms_sort(boxes, objectness, probs, nms, overlap)
             boxes, objectness, probs = boxes[order], objectness[order], probs[order]
         result.append((boxes, objectness, probs))
     return result

@@ -119,3 +119,163 @@ def detection_detections(output, side, num, classes, sqrt, thresh):
             probs = [F32(scale * out[i * classes + j]) for j in range(classes)]
             found.append((box, scale, [p if p > thresh else F32(0) for p in probs]))
     return found
+
+
+# --- AlexeyAB's box.c, one box pair at a time (darkbp/ops/iou_loss.py) -----------------------
+def ab_iou(a, b) -> float:
+    """AlexeyAB's box_iou: 0 where the intersection or the union is 0."""
+    def overlap(x1, w1, x2, w2):
+        left = max(F32(x1) - F32(w1) / F32(2), F32(x2) - F32(w2) / F32(2))
+        right = min(F32(x1) + F32(w1) / F32(2), F32(x2) + F32(w2) / F32(2))
+        return F32(right - left)
+
+    w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
+    inter = F32(0) if (w < 0 or h < 0) else F32(w * h)
+    union = F32(F32(F32(a[2]) * F32(a[3])) + F32(F32(b[2]) * F32(b[3]))) - inter
+    if inter == 0 or union == 0:
+        return 0.0
+    return float(F32(inter / union))
+
+
+def _c(a, b):
+    """box_c: top, bottom, left, right of the enclosing box, float32."""
+    a, b = [F32(v) for v in a], [F32(v) for v in b]
+    half = F32(2)
+    return (min(a[1] - a[3] / half, b[1] - b[3] / half), max(a[1] + a[3] / half, b[1] + b[3] / half),
+            min(a[0] - a[2] / half, b[0] - b[2] / half), max(a[0] + a[2] / half, b[0] + b[2] / half))
+
+
+def ab_giou(a, b) -> float:
+    top, bot, left, right = _c(a, b)
+    c = F32(F32(right - left) * F32(bot - top))
+    iou = F32(ab_iou(a, b))
+    if c == 0:
+        return float(iou)
+    a32, b32 = [F32(v) for v in a], [F32(v) for v in b]
+    # box_union's own intersection (box_intersection, clipped at 0)
+    w = min(a32[0] + a32[2] / F32(2), b32[0] + b32[2] / F32(2)) - max(a32[0] - a32[2] / F32(2), b32[0] - b32[2] / F32(2))
+    h = min(a32[1] + a32[3] / F32(2), b32[1] + b32[3] / F32(2)) - max(a32[1] - a32[3] / F32(2), b32[1] - b32[3] / F32(2))
+    inter = F32(0) if (w < 0 or h < 0) else F32(w * h)
+    u = F32(F32(a32[2] * a32[3]) + F32(b32[2] * b32[3])) - inter
+    return float(F32(iou - F32(F32(c - u) / c)))
+
+
+def ab_diou(a, b, power=0.6) -> float:
+    top, bot, left, right = _c(a, b)
+    w, h = F32(right - left), F32(bot - top)
+    c = F32(F32(w * w) + F32(h * h))
+    iou = F32(ab_iou(a, b))
+    if c == 0:
+        return float(iou)
+    a32, b32 = [F32(v) for v in a], [F32(v) for v in b]
+    d = F32(F32((a32[0] - b32[0]) * (a32[0] - b32[0])) + F32((a32[1] - b32[1]) * (a32[1] - b32[1])))
+    return float(F32(iou - F32(math.pow(float(F32(d / c)), power))))
+
+
+def ab_ciou(a, b) -> float:
+    top, bot, left, right = _c(a, b)
+    w, h = F32(right - left), F32(bot - top)
+    c = F32(F32(w * w) + F32(h * h))
+    iou = F32(ab_iou(a, b))
+    if c == 0:
+        return float(iou)
+    a32, b32 = [F32(v) for v in a], [F32(v) for v in b]
+    u = F32(F32((a32[0] - b32[0]) * (a32[0] - b32[0])) + F32((a32[1] - b32[1]) * (a32[1] - b32[1])))
+    d = F32(u / c)
+    gap = math.atan(float(F32(b32[2] / b32[3]))) - math.atan(float(F32(a32[2] / a32[3])))
+    ar_loss = F32(4 / (math.pi * math.pi) * gap * gap)
+    alpha = F32(float(ar_loss) / (float(F32(F32(F32(1) - iou) + ar_loss)) + 0.000001))
+    return float(F32(iou - F32(d + F32(alpha * ar_loss))))
+
+
+def dx_box_iou(pred, truth, kind: str) -> tuple[float, float, float, float]:
+    """AlexeyAB's dx_box_iou, line by line in float32: (dx, dy, dw, dh)."""
+    f = F32
+    px, py, pw, ph = (f(v) for v in pred)
+    tx, ty, tw, th = (f(v) for v in truth)
+    two = f(2)
+    top, bot, lft, rgt = py - ph / two, py + ph / two, px - pw / two, px + pw / two
+    pred_t, pred_b = min(top, bot), max(top, bot)
+    pred_l, pred_r = min(lft, rgt), max(lft, rgt)
+    t_top, t_bot, t_left, t_right = ty - th / two, ty + th / two, tx - tw / two, tx + tw / two
+    X = (pred_b - pred_t) * (pred_r - pred_l)
+    Xhat = (t_bot - t_top) * (t_right - t_left)
+    Ih = min(pred_b, t_bot) - max(pred_t, t_top)
+    Iw = min(pred_r, t_right) - max(pred_l, t_left)
+    I = Iw * Ih
+    U = X + Xhat - I
+    S = (px - tx) * (px - tx) + (py - ty) * (py - ty)
+    giou_Cw = max(pred_r, t_right) - min(pred_l, t_left)
+    giou_Ch = max(pred_b, t_bot) - min(pred_t, t_top)
+    giou_C = giou_Cw * giou_Ch
+    dX = {"t": -(pred_r - pred_l), "b": pred_r - pred_l, "l": -(pred_b - pred_t), "r": pred_b - pred_t}
+    dI = {"t": -Iw if pred_t > t_top else f(0), "b": Iw if pred_b < t_bot else f(0),
+          "l": -Ih if pred_l > t_left else f(0), "r": Ih if pred_r < t_right else f(0)}
+    dU = {k: dX[k] - dI[k] for k in "tblr"}
+    dC = {"t": -giou_Cw if pred_t < t_top else f(0), "b": giou_Cw if pred_b > t_bot else f(0),
+          "l": -giou_Ch if pred_l < t_left else f(0), "r": giou_Ch if pred_r > t_right else f(0)}
+    p = {k: f(0) for k in "tblr"}
+    if U > 0:
+        p = {k: (U * dI[k] - I * dU[k]) / (U * U) for k in "tblr"}
+    p["t"], p["b"] = (p["t"], p["b"]) if top < bot else (p["b"], p["b"])
+    p["l"], p["r"] = (p["l"], p["r"]) if lft < rgt else (p["r"], p["r"])
+    if kind == "giou":
+        if giou_C > 0:
+            p = {k: p[k] + (giou_C * dU[k] - U * dC[k]) / (giou_C * giou_C) for k in "tblr"}
+        if Iw <= 0 or Ih <= 0:
+            p = {k: (giou_C * dU[k] - U * dC[k]) / (giou_C * giou_C) for k in "tblr"}
+    Ct, Cb = min(py - ph / two, ty - th / two), max(py + ph / two, ty + th / two)
+    Cl, Cr = min(px - pw / two, tx - tw / two), max(px + pw / two, tx + tw / two)
+    Cw, Ch = Cr - Cl, Cb - Ct
+    C = Cw * Cw + Ch * Ch
+    one, half, zero = f(1), f(0.5), f(0)
+    dCw_dx = (one if pred_r > t_right else zero) - (one if pred_l < t_left else zero)
+    dCw_dw = (half if pred_r > t_right else zero) - (-half if pred_l < t_left else zero)
+    dCh_dy = (one if pred_b > t_bot else zero) - (one if pred_t < t_top else zero)
+    dCh_dh = (half if pred_b > t_bot else zero) - (-half if pred_t < t_top else zero)
+    p_dx, p_dy = p["l"] + p["r"], p["t"] + p["b"]
+    p_dw, p_dh = p["r"] - p["l"], p["b"] - p["t"]
+    if kind in ("diou", "ciou"):
+        ex = (two * (tx - px) * C - (two * Cw * dCw_dx) * S) / (C * C)
+        ey = (two * (ty - py) * C - (two * Ch * dCh_dy) * S) / (C * C)
+        ew = (two * Cw * dCw_dw) * S / (C * C)
+        eh = (two * Ch * dCh_dh) * S / (C * C)
+        if kind == "ciou":
+            gap = math.atan(float(tw / th)) - math.atan(float(pw / ph))
+            ar_loss = f(4 / (math.pi * math.pi) * gap * gap)
+            alpha = f(float(ar_loss) / (float(one - I / U + ar_loss) + 0.000001))
+            ew = ew + alpha * f(8 / (math.pi * math.pi) * gap * float(ph))
+            eh = eh + alpha * f(-8 / (math.pi * math.pi) * gap * float(pw))
+        if C > 0:
+            p_dx, p_dy, p_dw, p_dh = p_dx + ex, p_dy + ey, p_dw + ew, p_dh + eh
+        if Iw <= 0 or Ih <= 0:
+            p_dx, p_dy, p_dw, p_dh = ex, ey, ew, eh
+    return float(p_dx), float(p_dy), float(p_dw), float(p_dh)
+
+
+def diounms_sort(boxes, objectness, probs, thresh, kind, beta):
+    """AlexeyAB's diounms_sort on lists: (order, probs); kind greedynms or diounms."""
+    dets = [{"i": i, "box": boxes[i], "obj": objectness[i], "prob": list(probs[i])}
+            for i in range(len(boxes))]
+    k = len(dets) - 1
+    i = 0
+    while i <= k:
+        if dets[i]["obj"] == 0:
+            dets[i], dets[k] = dets[k], dets[i]
+            k -= 1
+            i -= 1
+        i += 1
+    total = k + 1
+    for c in range(len(probs[0]) if len(probs) else 0):
+        head = sorted(dets[:total], key=functools.cmp_to_key(
+            lambda a, b: -1 if a["prob"][c] - b["prob"][c] > 0
+            else (1 if a["prob"][c] - b["prob"][c] < 0 else 0)))
+        dets[:total] = head
+        for i in range(total):
+            if dets[i]["prob"][c] == 0:
+                continue
+            for j in range(i + 1, total):
+                power = 0.6 if kind == "greedynms" else beta
+                if ab_diou(dets[i]["box"], dets[j]["box"], power) > thresh:
+                    dets[j]["prob"][c] = 0
+    return [d["i"] for d in dets], np.array([d["prob"] for d in dets], F32)

@@ -444,7 +444,8 @@ class YoloLayer(Head):
         # on x and y: the gradient of c·s·BCE((T + (s − 1)/2)/s, σ(z)).
         terms = None
         if a["iou_loss_used"] == "mse":
-            weight = (F32(2) - truth_box[:, 2] * truth_box[:, 3]) * F32(a["iou_normalizer"])
+            weight = ((F32(2) - truth_box[:, 2] * truth_box[:, 3]).astype(y.dtype)
+                      * f(F32(a["iou_normalizer"])))
             coeff = np.zeros((n, na, h, w), np.float64)
             np.add.at(coeff, (bb, bn, bj, bi), weight)
             coeff /= shares
@@ -452,7 +453,7 @@ class YoloLayer(Head):
             targets = self._mse_targets(truth_box, anchors[anchor], bi, bj, w, h, netw, neth)
             for k in range(4):
                 np.add.at(target_sum[:, :, k], (bb, bn, bj, bi),
-                          weight.astype(np.float64) * targets[:, k] / shares[bb, bn, bj, bi])
+                          weight * targets[:, k] / shares[bb, bn, bj, bi])
             live = coeff > 0
             mean = np.where(live[:, :, None], target_sum / np.where(live, coeff, 1)[:, :, None], 0)
             sxy = a["scale_x_y"]
@@ -656,7 +657,22 @@ class YoloLayer(Head):
 
     def to_onnx(self, graph, inputs):
         # every anchor's entries: x, y, w, h, objectness, classes; w and h stay raw
+        # (new_coords: all raw); scale_x_y: x·s − (s − 1)/2 on x and y
         entries = np.ones(self.classes + 5, bool)
         entries[2:4] = False
-        return graph.logistic_on(inputs[0], np.tile(entries, len(self.mask)),
-                                 graph.head_output(self))
+        if self.alexeyab["new_coords"]:
+            entries[:] = False
+        scale = self.alexeyab["scale_x_y"]
+        if scale == 1:
+            return graph.logistic_on(inputs[0], np.tile(entries, len(self.mask)),
+                                     graph.head_output(self))
+        y = graph.logistic_on(inputs[0], np.tile(entries, len(self.mask)))
+        factor = np.ones(self.classes + 5, np.float32)
+        offset = np.zeros(self.classes + 5, np.float32)
+        factor[0:2], offset[0:2] = scale, -0.5 * (scale - 1)
+        shape = (1, -1, 1, 1)
+        y = graph.node("Mul", [y, graph.constant(np.tile(factor, len(self.mask)).reshape(shape),
+                                                 "scale_x_y")])
+        return graph.node("Add", [y, graph.constant(
+            np.tile(offset, len(self.mask)).reshape(shape), "offset_x_y")],
+            graph.head_output(self))

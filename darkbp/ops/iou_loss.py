@@ -153,9 +153,10 @@ def box_step(pred: np.ndarray, truth: np.ndarray, kind: str) -> np.ndarray:
         p = [np.where(union > 0, (union * di - inter * d) / uu, zero)
              for di, d in zip([di_t, di_b, di_l, di_r], du)]
         p_dt, p_db, p_dl, p_dr = p
-        ordered_tb, ordered_lr = top0 < bot0, left0 < right0
-        p_dt, p_db = np.where(ordered_tb, p_dt, p_db), np.where(ordered_tb, p_db, p_dt)
-        p_dl, p_dr = np.where(ordered_lr, p_dl, p_dr), np.where(ordered_lr, p_dr, p_dl)
+        # a box of negative size: the C's two assignments in turn leave both edges p_db
+        # (p_dr), its bottom's (right's)
+        p_dt = np.where(top0 < bot0, p_dt, p_db)
+        p_dl = np.where(left0 < right0, p_dl, p_dr)
         if kind == "giou":
             cc = c_g * c_g
             g = [(c_g * d - union * c) / cc for d, c in zip(du, dc)]
