@@ -84,6 +84,10 @@ def gradcheck(network: Network, batch: int = 2, eps: float = 1e-6, tol: float = 
     """Check every gradient of `network` (re-initialised in float64 with `seed`)."""
     network.check_runnable()          # a detector's heads train nothing, but pass gradients
     network.cost_layers()
+    for head in network.heads:
+        reason = getattr(head, "gradient_refusal", lambda: None)()
+        if reason:
+            raise DarkbpError(reason, file=network.file, line=head.line, section=head.header)
     network.check_batch_statistics(batch)
     network.initialize(seed, np.float64)
     rng = np.random.default_rng(seed)

@@ -405,6 +405,16 @@ def test_with_an_iou_loss_the_objectness_and_classes_gradients_are_exact(kind):
                                rtol=1e-5, atol=1e-7)
 
 
+def test_gradcheck_names_an_iou_loss_as_what_it_cannot_check(tmp_path):
+    from darkbp.errors import DarkbpError
+    from darkbp.gradcheck import gradcheck
+    cfg = tmp_path / "ciou.cfg"
+    cfg.write_text(LAYER_CFG.read_text().replace("iou_loss=mse", "iou_loss=ciou"))
+    with pytest.raises(DarkbpError, match="iou_loss=ciou: AlexeyAB's box delta") as error:
+        gradcheck(parse_network(cfg), batch=2)
+    assert (error.value.file, error.value.line) == (str(cfg), 24)      # its [yolo]
+
+
 def test_max_delta_clips_each_step():
     head, x, truth, found = head_case(2, 1, iou_loss="ciou", iou_thresh=1.0, max_delta=1e-3)
     assert 0 < np.abs(found.delta[:, :, :4]).max() <= 1e-3 * len(found.terms["cells"][0])

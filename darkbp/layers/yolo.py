@@ -648,6 +648,15 @@ class YoloLayer(Head):
             return lambda a, b: diounms(a, b, beta)
         return None
 
+    def gradient_refusal(self) -> str | None:
+        """Why gradcheck cannot check this head (None: it can): AlexeyAB's iou_loss delta."""
+        kind = self.alexeyab["iou_loss_used"]
+        if self.fork == "alexeyab" and kind != "mse":
+            return (f"iou_loss={self.alexeyab['iou_loss']}: AlexeyAB's box delta (trained as "
+                    f"it is) is no loss's gradient, so gradcheck has nothing to check it "
+                    f"against; use iou_loss=mse to gradcheck the rest of the network")
+        return None
+
     def training_refusal(self):
         if "untrained" in self.alexeyab:
             return f"{self.alexeyab['untrained']} is not trained by darkbp: remove it"
