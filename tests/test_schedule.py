@@ -11,7 +11,9 @@ from darkbp.schedule import Schedule
 
 
 def close(x):
-    return pytest.approx(x, rel=1e-12, abs=1e-15)
+    """x as Darknet returns it: a C float, so within one float32 spacing of the exact x
+    (tests/test_schedule_alexeyab.py checks the bits against AlexeyAB's own rates)."""
+    return pytest.approx(x, rel=2.0 ** -23, abs=1e-15)
 
 
 def test_defaults_are_darknets():
@@ -34,7 +36,7 @@ def test_constant(batch_num):
 @pytest.mark.parametrize("batch_num, expected", [
     (0, 0.0),                  # burn_in starts from nothing
     (5, 0.1 * 0.0625),         # (5/10)^4 = 1/16
-    (9, 0.1 * 0.6561),         # 0.9^4
+    (9, 0.1 * float(np.float32(0.9)) ** 4),   # 0.9^4, Darknet's 9/10 being a float division
     (10, 0.1),                 # burn-in over: the policy takes over
 ])
 def test_burn_in(batch_num, expected):
@@ -84,7 +86,7 @@ def test_exp(batch_num, expected):
     (4, 0, 0.1),
     (4, 50, 0.1 * 0.0625),        # 0.5^4
     (4, 75, 0.1 * 0.00390625),    # 0.25^4
-    (2, 90, 0.1 * 0.01),          # 0.1^2
+    (2, 90, 0.1 * float(1 - np.float32(0.9)) ** 2),   # 0.1^2, from Darknet's float 1 - 0.9
     (4, 100, 0.0),
 ])
 def test_poly(power, batch_num, expected):
