@@ -4,15 +4,19 @@
 momentum buffers, the EMA accumulators or the counters. One `.npz` holds all of
 it, parameters included, so that it can never disagree with itself:
 
-    format, darkbp, network, batch, seed, ema_decay, data    what the run is (RunIdentity)
+    format, darkbp, network, batch, seed, ema_decay, data,   what the run is (RunIdentity)
+    optimizer
     batch_num, epoch, elapsed, losses, lrs                   where it is (Progress)
     net.<layer>.<name>                                       parameters and state
-    sgd.<layer>.<name>, ema.<layer>.<name>, ema.t            optimiser and EMA
+    sgd.<layer>.<name>, adam.m.<layer>.<name>,               optimiser (darkbp.sgd,
+    adam.v.<layer>.<name>, adam.t                            darkbp.adam) and EMA
+    ema.<layer>.<name>, ema.t
 
 A state is resumed only by the run it belongs to: the same darkbp version, the
-same network (layer by layer, as Darknet's table prints it), batch, seed, EMA decay
-and training data (its name and size); anything else is refused with one line naming the difference. The
-zip members carry CRC-32s, so a truncated or bit-flipped file is refused too.
+same network (layer by layer, as Darknet's table prints it), batch, seed, EMA decay,
+optimiser (SGD or Adam) and training data (its name and size); anything else is
+refused with one line naming the difference. The zip members carry CRC-32s, so a
+truncated or bit-flipped file is refused too.
 """
 
 from __future__ import annotations
@@ -44,12 +48,14 @@ class RunIdentity:
     seed: int
     ema_decay: float
     data: str = ""              # the training data: its name and number of images
+    optimizer: str = "sgd"      # "sgd", or "adam" ([net] adam=1)
     version: str = __version__
 
     @classmethod
     def of(cls, network: Network, batch: int, seed: int, ema_decay: float,
            data: str = "") -> "RunIdentity":
-        return cls(describe(network), batch, seed, ema_decay, data)
+        return cls(describe(network), batch, seed, ema_decay, data,
+                   "adam" if network.config.adam else "sgd")
 
 
 @dataclass
@@ -87,7 +93,7 @@ def save_state(path: Path, network: Network, sgd: SGD, ema: EMA | None,
     state = {"format": np.array(STATE_FORMAT), "darkbp": np.array(identity.version),
              "network": np.array(identity.network), "batch": np.array(identity.batch),
              "seed": np.array(identity.seed), "ema_decay": np.array(identity.ema_decay),
-             "data": np.array(identity.data),
+             "data": np.array(identity.data), "optimizer": np.array(identity.optimizer),
              "batch_num": np.array(progress.batch_num), "epoch": np.array(progress.epoch),
              "elapsed": np.array(progress.elapsed),
              "losses": np.array(progress.losses, np.float64),
@@ -168,6 +174,11 @@ def _check_identity(state: dict, expected: RunIdentity, cfg: str, path: Path) ->
     data = str(state["data"]) if "data" in state else expected.data
     if data != expected.data:
         raise refuse(f"trained on {data}, not on {expected.data}")
+    # (a state written before the optimiser was recorded is an SGD run's)
+    optimizer = str(state["optimizer"]) if "optimizer" in state else "sgd"
+    if optimizer != expected.optimizer:
+        raise refuse(f"trained with adam={int(optimizer == 'adam')}, {cfg} has "
+                     f"adam={int(expected.optimizer == 'adam')}")
 
 
 def _network_difference(saved: tuple[str, ...], now: tuple[str, ...], cfg: str) -> str:

@@ -39,11 +39,14 @@ NET_OPTIONS = frozenset({
     "batch", "subdivisions", "width", "height", "channels", "inputs", "learning_rate",
     "momentum", "decay", "policy", "step", "scale", "steps", "scales", "gamma", "power",
     "burn_in", "max_batches", "ema", *AUGMENT_OPTIONS,
+    # AlexeyAB's: the sgdr policy, Adam, classifier label smoothing.
+    "sgdr_cycle", "sgdr_mult", "learning_rate_min", "adam", "B1", "B2", "eps",
+    "label_smooth_eps",
 })
 NET_IGNORED = frozenset({
-    "time_steps", "notruth", "random", "adam", "B1", "B2", "eps", "max_ratio", "min_ratio",
-    "center", "clip",
+    "time_steps", "notruth", "random", "max_ratio", "min_ratio", "center", "clip",
 })
+ADAM_OPTIONS = ("B1", "B2", "eps")
 
 
 @dataclass
@@ -59,6 +62,13 @@ class NetConfig:
     momentum: float = 0.9
     decay: float = 0.0001
     ema: float = 0.0
+    # AlexeyAB's adam=1 (darkbp.adam): its moments' decay rates and epsilon, its defaults.
+    adam: bool = False
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-6
+    # AlexeyAB's classifier targets: 1 − eps for the label, eps / (classes − 1) elsewhere.
+    label_smooth_eps: float = 0.0
     schedule: Schedule = field(default_factory=Schedule)   # learning rate, policy, max_batches
     # The training augmentation (darkbp.augment), Darknet's defaults: crops of min_crop to
     # max_crop pixels (width to 2·width), angle in degrees, the 50% flip (AlexeyAB's flip=0
@@ -301,10 +311,25 @@ def parse_network(path: str | Path) -> Network:
 
 def build_network(sections: list[Section], file: str) -> Network:
     config = _parse_net(sections[0])
-    warnings = sections[0].warnings(NET_OPTIONS, NET_IGNORED)
+    warnings = sections[0].warnings(NET_OPTIONS, NET_IGNORED) + _unused(sections[0], config)
     layers = _build_layers(sections, config, file, warnings)
+    if config.label_smooth_eps and any(layer.detects for layer in layers):
+        warnings.append(CfgWarning(file, sections[0].line_of("label_smooth_eps"),
+                                   "[net] option 'label_smooth_eps' smooths a classifier's "
+                                   "targets; it has no effect on a detector's"))
     return Network(config=config, layers=layers, file=file, warnings=warnings,
                    sections=sections)
+
+
+def _unused(s: Section, config: NetConfig) -> list[CfgWarning]:
+    """Warnings for [net] options that the other options make unused: B1, B2 and eps
+    without adam=1 (AlexeyAB reads them only then), steps and scales with policy=sgdr
+    (AlexeyAB's sgdr reads them but does not use them)."""
+    unused = {key: "has no effect without adam=1" for key in ADAM_OPTIONS if not config.adam}
+    if config.schedule.policy == "sgdr":
+        unused.update(steps="is not used by policy=sgdr", scales="is not used by policy=sgdr")
+    return [CfgWarning(s.file, s.line_of(key), f"[net] option '{key}' {why}")
+            for key, why in unused.items() if key in s.options]
 
 
 def _build_layers(sections: list[Section], config: NetConfig, file: str,
@@ -384,6 +409,28 @@ def _parse_augment(s: Section, config: NetConfig) -> None:
     config.augment_keys = tuple(key for key in AUGMENT_OPTIONS if key in s.options)
 
 
+def _parse_alexeyab(s: Section, config: NetConfig) -> None:
+    """adam (with B1, B2, eps, read only with adam=1, as AlexeyAB's parser does) and
+    label_smooth_eps, with AlexeyAB's defaults. Values with which Adam divides by zero
+    (B1 or B2 of 1 or more: 1 − B^t = 0; eps 0 where a moment is 0) are errors, as is a
+    smoothing that would not leave the label the largest target."""
+    adam = s.get_int("adam", 0, minimum=0)
+    if adam > 1:
+        raise s.error(f"'adam' must be 0 or 1, got {adam}", s.line_of("adam"))
+    config.adam = bool(adam)
+    if config.adam:
+        config.b1 = s.get_float("B1", 0.9, minimum=0)
+        config.b2 = s.get_float("B2", 0.999, minimum=0)
+        config.eps = s.get_float("eps", 1e-6, positive=True)
+        for key, value in (("B1", config.b1), ("B2", config.b2)):
+            if value >= 1:
+                raise s.error(f"'{key}' must be below 1, got {value:g}", s.line_of(key))
+    config.label_smooth_eps = s.get_float("label_smooth_eps", 0.0, minimum=0)
+    if config.label_smooth_eps >= 1:
+        raise s.error(f"'label_smooth_eps' must be below 1, got {config.label_smooth_eps:g}",
+                      s.line_of("label_smooth_eps"))
+
+
 def _parse_net(section: Section) -> NetConfig:
     s = section
     config = NetConfig(
@@ -407,6 +454,7 @@ def _parse_net(section: Section) -> NetConfig:
     if config.ema >= 1:
         raise s.error(f"'ema' must be below 1, got {config.ema:g}", s.line_of("ema"))
     _parse_augment(s, config)
+    _parse_alexeyab(s, config)
     try:
         config.schedule = Schedule(
             learning_rate=s.get_float("learning_rate", 0.001, minimum=0),
@@ -419,6 +467,9 @@ def _parse_net(section: Section) -> NetConfig:
             power=s.get_float("power", 4.0),
             burn_in=s.get_int("burn_in", 0, minimum=0),
             max_batches=s.get_int("max_batches", 0, minimum=0),
+            sgdr_cycle=s.get_int("sgdr_cycle", 0, minimum=1),
+            sgdr_mult=s.get_int("sgdr_mult", 2, minimum=1),
+            learning_rate_min=s.get_float("learning_rate_min", 1e-5, minimum=0),
         )
     except DarkbpError as error:
         if error.file is not None:      # a bad value, already located by the section

@@ -44,27 +44,35 @@ class SGD:
         self.layers = list(layers)
         self.momentum, self.decay, self.batch = momentum, decay, batch
         self.velocity = {_key(i, name): np.zeros_like(w)
-                         for i, layer in enumerate(self.layers)
+                         for i, layer in enumerate(self.layers) if self.with_momentum(layer)
                          for name, w, _ in layer.parameters()}
         self._scratch: dict[np.dtype, np.ndarray] = {}
+
+    def with_momentum(self, layer: Layer) -> bool:
+        """Whether `layer` takes this rule (darkbp.adam.Adam keeps it for some layers only)."""
+        return True
 
     def step(self, lr: float) -> None:
         """Update every parameter from its accumulated gradient, then zero the gradients."""
         for i, layer in enumerate(self.layers):
-            for name, w, g in layer.parameters():
-                f = w.dtype.type  # coefficients rounded as Darknet's float arithmetic rounds them
-                decay = f(-self.decay) * f(self.batch) if name == "weights" else None
-                v = self.velocity[_key(i, name)]
-                tmp = self._scratch.get(w.dtype)
-                if tmp is None:
-                    tmp = self._scratch[w.dtype] = np.empty(_BLOCK, w.dtype)
-                w, v, g = _flat(w), _flat(v), _flat(g)
-                # Block by block, so that the six passes over a block run in cache.
-                for start in range(0, w.size, _BLOCK):
-                    block = slice(start, start + _BLOCK)
-                    _update(w[block], v[block], g[block], tmp[:min(_BLOCK, w.size - start)],
-                            f(self.momentum), decay, f(lr) / f(self.batch))
+            self.update(i, layer, lr)
             layer.zero_grads()
+
+    def update(self, index: int, layer: Layer, lr: float) -> None:
+        """The update of one layer's parameters, the `index`-th layer."""
+        for name, w, g in layer.parameters():
+            f = w.dtype.type  # coefficients rounded as Darknet's float arithmetic rounds them
+            decay = f(-self.decay) * f(self.batch) if name == "weights" else None
+            v = self.velocity[_key(index, name)]
+            tmp = self._scratch.get(w.dtype)
+            if tmp is None:
+                tmp = self._scratch[w.dtype] = np.empty(_BLOCK, w.dtype)
+            w, v, g = _flat(w), _flat(v), _flat(g)
+            # Block by block, so that the six passes over a block run in cache.
+            for start in range(0, w.size, _BLOCK):
+                block = slice(start, start + _BLOCK)
+                _update(w[block], v[block], g[block], tmp[:min(_BLOCK, w.size - start)],
+                        f(self.momentum), decay, f(lr) / f(self.batch))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the momentum buffers, keyed 'sgd.<layer index>.<parameter>'."""
@@ -102,7 +110,7 @@ def load_buffers(buffers: dict[str, np.ndarray], state: Mapping[str, np.ndarray]
     """Copy `state[key]` into each buffer of `buffers` (keys starting with `prefix`).
 
     Keys and shapes must match exactly, or nothing is copied: a state saved from
-    another network is a DarkbpError. Shared by SGD and EMA.
+    another network is a DarkbpError. Shared by SGD, Adam and EMA.
     """
     saved = {key for key in state.keys() if key.startswith(prefix)}
     missing, extra = sorted(buffers.keys() - saved), sorted(saved - buffers.keys())

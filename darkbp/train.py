@@ -2,8 +2,9 @@
 
 One update per batch of `batch` images (SPEC section 5): the batch is split into
 `subdivisions` forward/backward passes whose gradients add up, then `SGD.step`
-applies Darknet's rule with the learning rate of the cfg's policy. After each
-epoch the test split is evaluated (raw weights, and EMA weights when EMA is on).
+applies Darknet's rule (darkbp.adam's with `adam=1`) with the learning rate of the
+cfg's policy. After each epoch the test split is evaluated (raw weights, and EMA
+weights when EMA is on).
 Checkpoints are written atomically to the output folder at the end of each epoch,
 after every `checkpoint_every` seconds of training, and when a stop is requested
 (`request_stop`: the CLI calls it on SIGINT and SIGTERM):
@@ -45,6 +46,7 @@ import numpy as np
 
 from darkbp import chart
 from darkbp.atomic import append_whole, ensure_writable_dir
+from darkbp.adam import optimizer
 from darkbp.augment import draws, training_augment
 from darkbp.checkpoint import Progress, RunIdentity, load_state, save_state
 from darkbp.datasets import Dataset, network_input
@@ -54,7 +56,6 @@ from darkbp.evaluate import Evaluation, check_fits, evaluate, top_k
 from darkbp.network import Network
 from darkbp.parallel import Runner, WorkerDied, exit_text
 from darkbp.passes import Noise
-from darkbp.sgd import SGD
 from darkbp.weights import load_weights, save_weights
 
 LOG_EVERY = 50          # batches between two "batch" lines of the metrics log
@@ -141,7 +142,7 @@ class Trainer:
         network.initialize(options.seed, np.float32)
         if options.weights is not None:
             load_weights(options.weights, network.layers)
-        self.sgd = SGD(network.layers, config.momentum, config.decay, self.batch)
+        self.sgd = optimizer(network.layers, config, self.batch)    # SGD, or Adam (adam=1)
         self.ema = EMA(network.layers, self.ema_decay) if self.ema_decay else None
         progress = Progress()
         if options.resume:

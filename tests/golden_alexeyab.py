@@ -27,6 +27,7 @@ shows that each piece is AlexeyAB's and that only the composition differs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,10 +53,13 @@ class CpuRun:
     forward_step5: np.ndarray | None = None
 
 
-def cpu_replay(fixture: Golden, steps: int = STEPS) -> CpuRun:
+def cpu_replay(fixture: Golden, steps: int = STEPS,
+               rate: Callable[[int], float] = lambda step: LEARNING_RATE) -> CpuRun:
     """The fixture driver's run (Golden.replay) with AlexeyAB's CPU deltas: each layer's
     delta persists between steps unless its type is ZEROED, and is assigned instead of added
-    to where ASSIGNS says. The last layer must be the cost ([softmax]: its delta is set)."""
+    to where ASSIGNS says. The last layer must be the cost ([softmax]: its delta is set).
+    Step k updates at rate(k): AlexeyAB's train_network counts the batch into *net.seen
+    before update_network asks get_current_rate, so step k's is that of batch k."""
     network = fixture.network()
     config = network.config
     x, truth = fixture.input, fixture.truth
@@ -83,7 +87,7 @@ def cpu_replay(fixture: Golden, steps: int = STEPS) -> CpuRun:
                     delta[source] = np.array(dx, network.dtype)
                 else:
                     delta[source] += dx
-        sgd.step(LEARNING_RATE)
+        sgd.step(rate(step))
         if step in (1, 5):
             run.step_weights[step] = arrays(network)
     run.forward_step5 = network.forward(x)
