@@ -186,9 +186,10 @@ class Trainer:
         self.augment = training_augment(config, self.dataset.augment_by_default, network.file)
         self.dataset = self.dataset.decoded(network.input_shape, self.listener.decoding,
                                             self.options.threads, augment=self.augment)
-        # Labels to one-hot rows once; pixels become float input batch by batch, so that
+        # Labels to truth rows once; pixels become float input batch by batch, so that
         # the set stays in memory as uint8.
-        self.train_truth = np.eye(network.outputs, dtype=np.float32)[self.dataset.train_labels]
+        self.train_truth = smoothed_truth(network.outputs, config.label_smooth_eps)[
+            self.dataset.train_labels]
 
     # ------------------------------------------------------------------ paths
     def path(self, kind: str) -> Path:
@@ -490,6 +491,16 @@ class Trainer:
         with self._writing():
             append_whole(self.path("metrics"),
                          (json.dumps({"time": time.time(), **record}) + "\n").encode())
+
+
+def smoothed_truth(classes: int, eps: float = 0.0) -> np.ndarray:
+    """(classes, classes) float32: row k the training target of label k. One-hot, or with
+    AlexeyAB's label_smooth_eps (its fill_truth_smooth) 1 − eps at k and eps / (classes − 1)
+    elsewhere, each rounded to a float as there."""
+    truth = np.full((classes, classes), np.float32(eps) / np.float32(max(classes - 1, 1)),
+                    np.float32)
+    np.fill_diagonal(truth, np.float32(1) - np.float32(eps))
+    return truth
 
 
 def _per_batch(losses: list[float], lrs: list[float]) -> dict:
