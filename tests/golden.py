@@ -119,16 +119,14 @@ class Golden:
         """layers/forward_NN.f32 (kind 'forward') or layers/train1_NN.f32 ('train1')."""
         return self.f32(f"layers/{kind}_{index:02d}.f32")
 
-    def replay(self, noise=None, steps: int = STEPS, prepare=None) -> Replay:
+    def replay(self, noise=None, steps: int = STEPS) -> Replay:
         """darkbp's run of the driver's steps: predict, then `steps` SGD steps on the batch.
 
         noise(step) -> the Noise of training step `step` (1-based), to inject Darknet's
-        recorded dropout draws or crop offsets; default darkbp's own. prepare(network):
-        changes the network first (deltas_kept: AlexeyAB's CPU training).
+        recorded dropout draws or crop offsets; default darkbp's own (AlexeyAB's CPU
+        training: tests/golden_alexeyab.py cpu_replay).
         """
         network = self.network()
-        if prepare:
-            prepare(network)
         config = network.config
         x, truth = self.input, self.truth
         forward = network.forward(x)
@@ -147,34 +145,6 @@ class Golden:
                 replay.step_weights[step] = arrays(network)
         replay.forward_step5 = network.forward(x)
         return replay
-
-
-# --- AlexeyAB's CPU training, where it differs from its GPU's -----------------------------------
-
-# Section types whose AlexeyAB make_*_layer never sets l.train (src/*_layer.c at the fixtures'
-# commit: only convolutional, maxpool/local_avgpool, batchnorm, shortcut and the recurrent
-# layers set it). Cost layers are left out: their forward overwrites their delta.
-NEVER_TRAIN = frozenset({"avgpool", "route", "upsample", "reorg", "dropout", "crop", "local",
-                         "connected", "sam", "scale_channels", "reorg3d", "activation"})
-
-
-def deltas_kept(network: Network) -> Network:
-    """`network` (changed in place) training as AlexeyAB's CPU build does: its forward_network
-    clears a layer's delta before a training pass only if the layer has l.train set, which
-    the make_*_layer of NEVER_TRAIN's types never set, so such a layer's delta keeps what its
-    readers added in every earlier step: its backward sees the sum of the gradients of all
-    the steps so far. (Its GPU build clears every delta, as darkbp does.) Step 1 is
-    unaffected. Checked on [avgpool] (alexeyab-new conv_dilation and maxpool_depth)."""
-    for layer in network.layers:
-        if layer.type in NEVER_TRAIN and not layer.is_cost:
-            kept = []
-
-            def backward(dy, need_dx=True, inner=layer.backward, kept=kept):
-                kept[:] = [dy.copy() if not kept else kept[0] + dy]
-                return inner(kept[0].copy(), need_dx)
-
-            layer.backward = backward
-    return network
 
 
 # --- Darknet's recorded random numbers, as a training pass's Noise ----------------------------
