@@ -24,11 +24,12 @@ smooth function of the parameters.
 
 The network is initialised as for training, then its biases and batch-norm
 scales are drawn at random too (zero biases would put every all-zero window
-exactly on relu's kink). Inputs are drawn so that no pre-activation sits within
-`MARGIN_EPS`·ε of a kink of its activation (relu at 0, hardtan at ±1, ...) and
-no max-pooling window has two values that close to its maximum: a central
-difference then never straddles a kink, and a correct network passes for every
-seed.
+exactly on relu's kink), and the parameters a layer calls `tied` are moved apart
+([shortcut]'s weights all start at 1, on the kink of softmax's max). Inputs are
+drawn so that no pre-activation sits within `MARGIN_EPS`·ε of a kink of its
+activation (relu at 0, hardtan at ±1, ...) and no max-pooling window has two
+values that close to its maximum: a central difference then never straddles a
+kink, and a correct network passes for every seed.
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ def _randomize_biases_and_scales(network: Network, rng: np.random.Generator) -> 
                 value[...] = rng.uniform(-0.2, 0.2, value.shape)
             elif name == "scales":
                 value[...] = rng.uniform(0.5, 1.5, value.shape)
+            elif name in layer.tied:
+                value += rng.uniform(-0.2, 0.2, value.shape)
 
 
 def _draw_input(network: Network, batch: int, rng: np.random.Generator, margin: float,

@@ -146,6 +146,104 @@ def shortcut_backward(prev_shape, src_shape, dy, alpha=1.0, beta=1.0):
     return d_prev, d_src
 
 
+# --- AlexeyAB's [shortcut] (src/blas.c shortcut_multilayer_cpu, backward_shortcut_multilayer_cpu;
+#     src/blas_kernels.cu shortcut_multilayer_kernel, backward_shortcut_multilayer_kernel) ---------
+
+def _multilayer_factor(weights, normalization, floor, k, i):
+    """Input i's factor at weight column k: weights[i][k] normalised over the inputs, the
+    kernel's per-element loop (relu: max(w, floor)/(1e-4 + Σ max(w, floor)); softmax:
+    exp(w − max)/(1e-4 + Σ exp(w − max)); none: w). floor 0 is the CPU's relu, 0.001 the
+    GPU's lrelu."""
+    column = [weights[j][k] for j in range(len(weights))]
+    if normalization == "none":
+        return column[i]
+    if normalization == "relu":
+        f = [max(w, floor) for w in column]
+    else:
+        top = max(column)
+        f = [math.exp(w - top) for w in column]
+    total = 0.0001
+    for value in f:
+        total += value
+    return f[i] / total
+
+
+def shortcut_multilayer_forward(prev, srcs, weights=None, normalization="none", floor=0.001):
+    """prev (N, C, H, W), srcs [(N, C_i, H, W)] -> out (N, C, H, W), element by element.
+
+    For each flat index p = c·H·W + h·W + w of an image of prev: out = a_0·prev[p], then
+    for each input i whose image holds more than p values (its C_i·H·W), out += a_i·src_i[p]
+    at the same flat index (AlexeyAB asserts equal H and W: the first C_i channels).
+    weights (n+1, K) or None (every factor 1); K = 1 (per_feature) or C (per_channel), the
+    column being p // (C·H·W / K).
+    """
+    n_img, c, h, w = prev.shape
+    outputs = c * h * w
+    out = np.zeros(prev.shape)
+    flat_prev = np.asarray(prev, float).reshape(n_img, -1)
+    flat_srcs = [np.asarray(src, float).reshape(n_img, -1) for src in srcs]
+    step = outputs // (len(weights[0]) if weights is not None else 1)
+    flat_out = out.reshape(n_img, -1)
+    for b in range(n_img):
+        for p in range(outputs):
+            k = p // step
+
+            def factor(i):
+                return 1.0 if weights is None else _multilayer_factor(weights, normalization,
+                                                                      floor, k, i)
+            flat_out[b, p] = flat_prev[b, p] * factor(0)
+            for i, src in enumerate(flat_srcs, start=1):
+                if p < src.shape[1]:
+                    flat_out[b, p] += src[b, p] * factor(i)
+    return out
+
+
+def shortcut_multilayer_backward(prev, srcs, dy, weights=None, normalization="none",
+                                 floor=0.001, rule="cpu"):
+    """dy (prev's shape) -> (d_prev, [d_src_i], updates): the inputs' gradients, exact (every
+    input's factor times dy, as both AlexeyAB kernels do), and what AlexeyAB accumulates for
+    the weights (n+1, K), with darkbp's sign (a gradient, not its negative):
+
+        rule "cpu"  Σ dy·x_i                      (backward_shortcut_multilayer_cpu: grad = 1,
+                                                   the gradient of the normalised factor a_i)
+        rule "gpu"  Σ dy·x_i·a_i        relu      (the kernel's grad = w after normalisation)
+                    Σ dy·x_i·a_i(1−a_i) softmax   (grad = w·(1 − w))
+                    Σ dy·x_i            none
+
+    Neither is the gradient of the weights themselves (that is mix_weights_grad's); the GPU
+    update also skips weight decay and clips the accumulated updates to [−1, 1]
+    (update_shortcut_layer_gpu), which this reference leaves to its caller.
+    """
+    n_img, c, h, w = prev.shape
+    outputs = c * h * w
+    flat_prev = np.asarray(prev, float).reshape(n_img, -1)
+    flat_srcs = [np.asarray(src, float).reshape(n_img, -1) for src in srcs]
+    flat_dy = np.asarray(dy, float).reshape(n_img, -1)
+    d_prev = np.zeros((n_img, outputs))
+    d_srcs = [np.zeros(src.shape) for src in flat_srcs]
+    k_count = len(weights[0]) if weights is not None else 1
+    updates = np.zeros((len(srcs) + 1, k_count))
+    step = outputs // k_count
+    inputs = [flat_prev] + flat_srcs
+    for b in range(n_img):
+        for p in range(outputs):
+            k = p // step
+            for i, x in enumerate(inputs):
+                if p >= x.shape[1]:
+                    continue
+                a = 1.0 if weights is None else _multilayer_factor(weights, normalization,
+                                                                   floor, k, i)
+                (d_prev[b] if i == 0 else d_srcs[i - 1][b])[p] += flat_dy[b, p] * a
+                grad = 1.0
+                if rule == "gpu" and normalization == "relu":
+                    grad = a
+                elif rule == "gpu" and normalization == "softmax":
+                    grad = a * (1 - a)
+                updates[i, k] += flat_dy[b, p] * x[b, p] * grad
+    return (d_prev.reshape(prev.shape), [d.reshape(src.shape) for d, src in zip(d_srcs, srcs)],
+            updates)
+
+
 # --- [route] (src/route_layer.c; groups/group_id from AlexeyAB/darknet) -----------------------
 
 def _route_plan(shapes, groups, group_id):

@@ -22,7 +22,8 @@ from darkbp.layers.shortcut import ShortcutLayer
 from darkbp.network import parse_network
 from darkbp.ops.activations import ACTIVATIONS
 from darkbp.ops.layout import as_nchw
-from darkbp.ops.shortcut import shortcut_backward, shortcut_forward, shortcut_plan
+from darkbp.ops.shortcut import (mix_backward, shortcut_backward, shortcut_forward,
+                                 shortcut_plan)
 from darkbp.passes import EVAL, Pass
 from darkbp.summary import darknet_text
 from tests import naive
@@ -106,7 +107,7 @@ def test_ratios_that_disagree_have_no_plan(prev, src):
 
 
 def _layer(prev_shape, src_shape, activation, alpha, beta):
-    return ShortcutLayer(prev_shape, src_shape, 0, activation, alpha, beta)
+    return ShortcutLayer(prev_shape, [src_shape], [0], activation, alpha, beta)
 
 
 @pytest.mark.parametrize("activation", ["leaky", "logistic", "linear", "relu"])
@@ -427,7 +428,7 @@ def test_darknet53_res_lines_equal_darknets():
 def test_line_of_a_from_of_another_size():
     # Darknet's format: "res  %3d                %4d x%4d x%4d   ->  %4d x%4d x%4d\n",
     # the `from` layer's index and w h c, then this layer's. The literal: resnet18.txt, layer 10.
-    layer = ShortcutLayer((128, 32, 32), (64, 64, 64), 7, "leaky", 1.0, 1.0)
+    layer = ShortcutLayer((128, 32, 32), [(64, 64, 64)], [7], "leaky", 1.0, 1.0)
     assert "%5d " % 10 + layer.darknet_line() == (
         "   10 res    7                  64 x  64 x  64   ->    32 x  32 x 128\n")
 
@@ -453,8 +454,23 @@ BAD = [
      "from=-1 points before the first layer (0 - 1 = -1)"),
     ("not a number", NET + CONV + "[shortcut]\nfrom=a\n", 10,
      "'from' must be a whole number, got 'a'"),
-    ("a list", NET + CONV + "[shortcut]\nfrom=-1,-2\n", 10,
-     "'from' must be a whole number, got '-1,-2'"),
+    # AlexeyAB's several `from` layers: each entry must name an earlier layer
+    ("a list reaching the input", NET + CONV + "[shortcut]\nfrom=-1,-2\n", 10,
+     "'from' entry -2 points before the first layer (1 - 2 = -1)"),
+    ("a list naming itself", NET + CONV + CONV + "[shortcut]\nfrom=-2,2\n", 14,
+     "'from' entry 2 is this layer itself (layer 2)"),
+    ("a list with a word", NET + CONV + CONV + "[shortcut]\nfrom=-2,a\n", 14,
+     "'from' must be a comma-separated list of whole numbers, got '-2,a'"),
+    ("unknown weights_type", NET + CONV + CONV + "[shortcut]\nfrom=-2\nweights_type=per_pixel\n",
+     15, "unknown weights_type 'per_pixel' (one of: none, per_feature, per_layer, per_channel)"),
+    ("unknown normalization", NET + CONV + CONV
+     + "[shortcut]\nfrom=-2\nweights_type=per_feature\nweights_normalization=max\n", 16,
+     "unknown weights_normalization 'max' (one of: none, relu, avg_relu, softmax)"),
+    ("alpha with weights", NET + CONV + CONV
+     + "[shortcut]\nfrom=-2\nweights_type=per_channel\nweights_normalization=relu\nalpha=2\n",
+     17, "'alpha' scales pjreddie's shortcut of one 'from' layer without weights_type"),
+    ("beta with two froms", NET + CONV + CONV + "[shortcut]\nfrom=-2,-1\nbeta=2\n", 15,
+     "AlexeyAB's shortcut of several 'from' layers or with weights_type reads no alpha or beta"),
     ("bad alpha", NET + CONV + CONV + "[shortcut]\nfrom=-2\nalpha=x\n", 15,
      "'alpha' must be a number, got 'x'"),
     ("unknown activation", NET + CONV + CONV + "[shortcut]\nfrom=-2\nactivation=bogus\n", 15,
@@ -513,3 +529,228 @@ FUZZ_VALUES = [str(v) for v in range(-100, 101)] + [
 def test_any_from_builds_and_runs_or_is_a_darkbp_error():
     built = count_fuzz_builds(FUZZ_NET, FUZZ_VALUES, np.random.default_rng(0))
     assert built == 13       # 0..4, -1..-5, +2, -0 and " 3" (Darknet strips spaces)
+
+
+# --- AlexeyAB's shortcut: several `from` layers, weights per input -------------------------------
+
+# (prev (N, C, H, W), [src_i], weights_type, weights_normalization): AlexeyAB asserts equal H, W.
+MIXED = [
+    ((2, 3, 4, 4), [(2, 3, 4, 4)], "per_feature", "relu"),
+    ((2, 3, 4, 4), [(2, 3, 4, 4)], "per_channel", "softmax"),
+    ((2, 4, 3, 5), [(2, 4, 3, 5), (2, 2, 3, 5)], "per_feature", "softmax"),
+    ((2, 4, 3, 5), [(2, 6, 3, 5), (2, 4, 3, 5)], "per_channel", "relu"),
+    ((1, 3, 2, 2), [(1, 1, 2, 2), (1, 3, 2, 2), (1, 5, 2, 2)], "per_channel", "none"),
+    ((2, 3, 4, 4), [(2, 2, 4, 4), (2, 3, 4, 4)], "none", "none"),
+]
+
+
+def _mixed_ids(case):
+    prev, srcs, kind, norm = case
+    return f"{len(srcs)}from-{kind}-{norm}-" + "+".join(str(s[1]) for s in srcs)
+
+
+def _mixed_layer(prev_shape, src_shapes, kind, norm, activation="linear"):
+    layer = ShortcutLayer(prev_shape[1:], [s[1:] for s in src_shapes],
+                          list(range(len(src_shapes))), activation, weights_type=kind,
+                          normalization=norm)
+    layer.init_params(np.random.default_rng(0), np.float64)
+    return layer
+
+
+def _random_weights(layer, rng):
+    """Weights apart from each other (softmax's max has a kink at ties), some of them below
+    relu normalisation's floor 0.001 (a factor held at the floor)."""
+    if layer.weights_type != "none":
+        layer.weights[...] = rng.uniform(-0.5, 1.5, layer.weights.shape)
+    return None if layer.weights_type == "none" else layer.weights.tolist()
+
+
+@pytest.mark.parametrize("case", MIXED, ids=_mixed_ids)
+def test_weighted_sum_equals_alexeyabs_loops(case):
+    prev_shape, src_shapes, kind, norm = case
+    rng = np.random.default_rng(len(src_shapes) * 11 + prev_shape[1])
+    layer = _mixed_layer(prev_shape, src_shapes, kind, norm)
+    weights = _random_weights(layer, rng)
+    prev = rng.standard_normal(prev_shape)
+    srcs = [rng.standard_normal(shape) for shape in src_shapes]
+    y = layer.forward([prev, *srcs], Pass.training())
+    np.testing.assert_allclose(y, nl.shortcut_multilayer_forward(prev, srcs, weights, norm),
+                               rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(layer.forward([prev, *srcs], EVAL), y, rtol=1e-15)
+
+    layer.forward([prev, *srcs], Pass.training())
+    dy = rng.standard_normal(prev_shape)
+    grads = layer.backward(dy.copy())
+    want_prev, want_srcs, updates = nl.shortcut_multilayer_backward(prev, srcs, dy, weights, norm)
+    for ours, want in zip(grads, [want_prev, *want_srcs], strict=True):
+        np.testing.assert_allclose(ours, want, rtol=1e-13, atol=1e-14)
+    assert all(not np.shares_memory(a, b) for i, a in enumerate(grads) for b in grads[i + 1:])
+    # What AlexeyAB's CPU code accumulates is the gradient of the normalised factors, g:
+    # mix_backward's third result.
+    a = layer._factors(np.float64)
+    _, _, g = mix_backward(dy, prev, srcs, a, layer.plans)
+    np.testing.assert_allclose(g, updates, rtol=1e-12, atol=1e-13)
+
+
+def _weights_numeric(layer, prev, srcs, dy):
+    """d Σ dy·y / d weights by central differences of the loop reference."""
+    def loss():
+        return float(np.sum(dy * nl.shortcut_multilayer_forward(
+            prev, srcs, layer.weights.tolist(), layer.normalization)))
+    return naive.numeric_grad(loss, layer.weights)
+
+
+@pytest.mark.parametrize("case", [c for c in MIXED if c[2] != "none"], ids=_mixed_ids)
+def test_weight_gradient_equals_finite_differences(case):
+    prev_shape, src_shapes, kind, norm = case
+    rng = np.random.default_rng(3)
+    layer = _mixed_layer(prev_shape, src_shapes, kind, norm)
+    _random_weights(layer, rng)
+    if norm == "relu":                                    # one weight held at the floor
+        layer.weights[0, 0] = -0.25
+    prev = rng.standard_normal(prev_shape)
+    srcs = [rng.standard_normal(shape) for shape in src_shapes]
+    dy = rng.standard_normal(prev_shape)
+    numeric = _weights_numeric(layer, prev, srcs, dy)
+    layer.forward([prev, *srcs], Pass.training())
+    layer.backward(dy.copy())
+    assert naive.max_rel_error(layer.weight_grads, numeric) < 1e-6
+    if norm == "relu":
+        assert layer.weight_grads[0, 0] == 0 == numeric[0, 0]       # below the floor: none
+
+
+def test_softmax_gradient_keeps_the_share_of_eps_through_the_max():
+    # a = e_i / (1e-4 + Σ e), e = exp(w − max w): the max moves the 1e-4's share. Leaving that
+    # term out (the textbook softmax gradient) is off by about 1e-4 relative, which finite
+    # differences see.
+    rng = np.random.default_rng(4)
+    layer = _mixed_layer((2, 3, 4, 4), [(2, 3, 4, 4)], "per_feature", "softmax")
+    layer.weights[...] = [[0.3], [1.1]]
+    prev, src = rng.standard_normal((2, 2, 3, 4, 4))
+    dy = rng.standard_normal((2, 3, 4, 4))
+    numeric = _weights_numeric(layer, prev, [src], dy)
+    layer.forward([prev, src], Pass.training())
+    layer.backward(dy.copy())
+    a = layer._factors(np.float64)
+    _, _, g = mix_backward(dy, prev, [src], a, layer.plans)
+    textbook = a * (g - np.sum(g * a, axis=0))
+    assert naive.max_rel_error(layer.weight_grads, numeric) < 1e-7
+    assert naive.max_rel_error(textbook, numeric) > 1e-5
+
+
+def test_relu_factors_follow_the_gpu_floor_where_the_cpu_relu_differs():
+    # AlexeyAB's CPU normalises with relu (floor 0), its GPU with lrelu (floor 0.001): equal
+    # while every weight is above 0.001, as in the fixture. A weight at -1 is 0 on the CPU and
+    # 0.001 on the GPU; darkbp computes the GPU's.
+    rng = np.random.default_rng(6)
+    layer = _mixed_layer((1, 2, 3, 3), [(1, 2, 3, 3)], "per_channel", "relu")
+    layer.weights[...] = [[-1.0, 0.5], [0.8, 2.0]]
+    prev, src = rng.standard_normal((2, 1, 2, 3, 3))
+    y = layer.forward([prev, src], EVAL)
+    weights = layer.weights.tolist()
+    gpu = nl.shortcut_multilayer_forward(prev, [src], weights, "relu", floor=0.001)
+    cpu = nl.shortcut_multilayer_forward(prev, [src], weights, "relu", floor=0.0)
+    np.testing.assert_allclose(y, gpu, rtol=1e-13)
+    np.testing.assert_allclose(y[:, 1], cpu[:, 1], rtol=1e-13)      # channel 1: both above
+    assert np.abs(y[:, 0] - cpu[:, 0]).max() > 1e-4                 # channel 0: they differ
+
+
+def test_alexeyabs_weight_rules_are_not_the_gradient():
+    # Both of AlexeyAB's rules (tests/naive_layers.py) differ from finite differences by far
+    # more than rounding; darkbp's gradient equals them (test above).
+    rng = np.random.default_rng(7)
+    for norm in ("relu", "softmax"):
+        layer = _mixed_layer((2, 3, 4, 4), [(2, 3, 4, 4), (2, 3, 4, 4)], "per_channel", norm)
+        _random_weights(layer, rng)
+        layer.weights[...] = np.abs(layer.weights) + 0.1
+        prev, *srcs = rng.standard_normal((3, 2, 3, 4, 4))
+        dy = rng.standard_normal((2, 3, 4, 4))
+        numeric = _weights_numeric(layer, prev, srcs, dy)
+        for rule in ("cpu", "gpu"):
+            *_, updates = nl.shortcut_multilayer_backward(prev, srcs, dy, layer.weights.tolist(),
+                                                          norm, rule=rule)
+            assert naive.max_rel_error(updates, numeric) > 0.1, (norm, rule)
+
+
+def test_weights_start_at_one_and_have_alexeyabs_shapes():
+    feature = _mixed_layer((2, 5, 4, 4), [(2, 5, 4, 4), (2, 5, 4, 4)], "per_feature", "relu")
+    channel = _mixed_layer((2, 5, 4, 4), [(2, 5, 4, 4), (2, 5, 4, 4)], "per_channel", "relu")
+    plain = _mixed_layer((2, 5, 4, 4), [(2, 5, 4, 4), (2, 5, 4, 4)], "none", "none")
+    # nweights: (n + 1) per_feature, (n + 1)·C per_channel (make_shortcut_layer), prev first
+    assert feature.weights.shape == (3, 1) and channel.weights.shape == (3, 5)
+    assert np.all(feature.weights == 1) and np.all(channel.weights == 1)
+    assert plain.param_names == () and plain.parameter_count() == 0
+    assert feature.weights_order() == ("weights",) and channel.parameter_count() == 15
+
+
+def test_several_froms_of_other_sizes_pair_as_pjreddies_plan_does():
+    # Where AlexeyAB would assert (another width and height), each `from` is paired with prev
+    # as pjreddie's shortcut_cpu pairs it, weighted by its factor: with weights none and one
+    # input at a time that is pjreddie's own sum.
+    rng = np.random.default_rng(8)
+    prev = rng.standard_normal((2, 4, 3, 3))
+    big, small = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((2, 5, 1, 1))
+    layer = _mixed_layer((2, 4, 3, 3), [big.shape, small.shape], "none", "none")
+    y = layer.forward([prev, big, small], Pass.training())
+    want = nl.shortcut_forward(prev, big) + nl.shortcut_forward(prev, small) - prev
+    np.testing.assert_allclose(y, want, rtol=1e-13)
+    dy = rng.standard_normal(prev.shape)
+    d_prev, d_big, d_small = layer.backward(dy.copy())
+    np.testing.assert_allclose(d_prev, dy, rtol=1e-15)
+    np.testing.assert_allclose(d_big, nl.shortcut_backward(prev.shape, big.shape, dy)[1])
+    np.testing.assert_allclose(d_small, nl.shortcut_backward(prev.shape, small.shape, dy)[1])
+
+
+SEVERAL = NET + CONV + CONV + CONV + """[shortcut]
+from=-2,-3
+weights_type=per_channel
+weights_normalization=softmax
+activation=leaky
+"""
+
+
+def test_several_froms_table_lines(write_cfg):
+    network = parse_network(write_cfg(SEVERAL))
+    layer = network.layers[3]
+    assert layer.sources == (2, 1, 0) and layer.sources_from == (1, 0)
+    # pjreddie's line, the `from` indexes in its index field
+    assert "%5d " % 3 + layer.darknet_line() == (
+        "    3 res  1,0                   8 x   8 x   2   ->     8 x   8 x   2\n")
+    # make_shortcut_layer: "%d, " per input, wt 2 (per_channel), wn 2 (softmax),
+    # bflops 8·8·2·2 inputs·2 (weights) / 1e9
+    assert layer.alexeyab_line() == (
+        "Shortcut Layer: 1, 0,  wt = 2, wn = 2, outputs:   8 x   8 x   2 0.000 BF\n")
+    assert layer.alexeyab_bflops == pytest.approx(8 * 8 * 2 * 2 * 2 / 1e9)
+    assert layer.describe() == {"from": [1, 0], "activation": "leaky",
+                                "weights_type": "per_channel",
+                                "weights_normalization": "softmax"}
+
+
+def test_alexeyab_notes_a_from_of_other_channels():
+    # parse_shortcut's " (%4d x%4d x%4d) + (%4d x%4d x%4d) \n" per input of another shape;
+    # the literal: alexeyab-own/csresnext50-panet-spp.txt, layer 8.
+    layer = ShortcutLayer((128, 128, 128), [(64, 128, 128)], [4], "linear")
+    theirs = (SHARED / "darknet-summary" / "alexeyab-own" / "csresnext50-panet-spp.txt")
+    lines = theirs.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith("   8 Shortcut Layer: 4,"))
+    assert "%4d " % 8 + layer.alexeyab_line() == lines[at] + lines[at + 1]
+
+
+def test_aliases_per_layer_and_avg_relu(write_cfg):
+    text = SEVERAL.replace("per_channel", "per_layer").replace("softmax", "avg_relu")
+    layer = parse_network(write_cfg(text)).layers[3]
+    assert (layer.weights_type, layer.normalization) == ("per_feature", "relu")
+    assert layer.alexeyab_line().startswith("Shortcut Layer: 1, 0,  wt = 1, wn = 1,")
+
+
+def test_options_that_change_nothing_or_that_alexeyab_refuses_are_said(write_cfg):
+    refused = parse_network(write_cfg(SEVERAL.replace("softmax", "none")))
+    assert [str(w).split("warning: ")[1] for w in refused.warnings] == [
+        "[shortcut] weights_type=per_channel with weights_normalization=none (also its "
+        "default): AlexeyAB's parser refuses the pair; darkbp adds the inputs times the raw "
+        "weights, as AlexeyAB's GPU code does"]
+    idle = parse_network(write_cfg(SEVERAL.replace("weights_type=per_channel\n", "")))
+    assert [w.line for w in idle.warnings] == [17]          # the [shortcut] line
+    assert "weights_normalization=softmax without weights_type changes nothing" in str(
+        idle.warnings[0])
+    assert parse_network(write_cfg(SEVERAL)).warnings == []

@@ -49,8 +49,9 @@ def test_cli_prints_alexeyab_table_on_stdout(name):
 # printf: make_convolutional_layer "conv  " "%5d      " "%2d x%2d/%2d   "
 # "%4d x%4d x%4d -> %4d x%4d x%4d %5.3f BF\n" (2·(c/groups)·n·size²·out_h·out_w/1e9);
 # make_shortcut_layer "Shortcut Layer: %d, " " wt = %d, wn = %d, outputs:%4d x%4d x%4d %5.3f BF\n"
-# (out_w·out_h·out_c·n/1e9) and parse_shortcut
-# "Downsample here: (%d x %d x %d) + (%d x %d x %d) \n" when the `from` layer's shape differs;
+# (out_w·out_h·out_c·n/1e9) and parse_shortcut " (%4d x%4d x%4d) + (%4d x%4d x%4d) \n" when the
+# `from` layer's shape differs (AlexeyAB asserts equal widths and heights first and stops on
+# layer 2 here; darkbp prints the same note for another size);
 # make_upsample_layer
 # "upsample                %2dx  %4d x%4d x%4d -> %4d x%4d x%4d\n" and its "downsample" twin;
 # make_reorg_old_layer (AlexeyAB's [reorg]) "reorg_old              /%2d  %4d x%4d x%4d   ->  "
@@ -93,7 +94,7 @@ RESIDUAL_TABLE = (
     + "   0 conv     16       3 x 3/ 1     64 x  64 x   3 ->   64 x  64 x  16 0.004 BF\n"
     + "   1 conv     16       3 x 3/ 2     64 x  64 x  16 ->   32 x  32 x  16 0.005 BF\n"
     + "   2 Shortcut Layer: 0,  wt = 0, wn = 0, outputs:  32 x  32 x  16 0.000 BF\n"
-    + "Downsample here: (32 x 32 x 16) + (64 x 64 x 16) \n"
+    + " (  32 x  32 x  16) + (  64 x  64 x  16) \n"
     + "   3 Shortcut Layer: 1,  wt = 0, wn = 0, outputs:  32 x  32 x  16 0.000 BF\n"
     + "   4 upsample                 2x    32 x  32 x  16 ->   64 x  64 x  16\n"
     + "   5 downsample               2x    64 x  64 x  16 ->   32 x  32 x  16\n"

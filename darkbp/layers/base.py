@@ -118,6 +118,8 @@ class Layer:
     param_names: tuple[str, ...] = ()
     state_names: tuple[str, ...] = ()
     transposed: tuple[str, ...] = ()   # arrays Darknet's files with major or minor > 1000 transpose
+    tied: tuple[str, ...] = ()         # parameters that start equal, where the forward has a
+                                       # kink (a max over them): gradcheck spreads them apart
     arity: int | None = 1              # inputs; None: a list of any length
     flat: bool = False                 # its output is a vector: no convolution may follow
     is_cost: bool = False              # may end the network as its cost (softmax, cost)
