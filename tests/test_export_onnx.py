@@ -315,6 +315,33 @@ def test_onnxruntime_equals_darknets_own_inference(tmp_path, name):
     np.testing.assert_allclose(output, fixture.f32("forward_step5.f32"), rtol=0, atol=ATOL)
 
 
+def test_onnxruntime_equals_alexeyabs_weighted_shortcut_inference(tmp_path):
+    # AlexeyAB's own inference after 5 steps of alexeyab-new/shortcut_weighted: three
+    # weighted shortcuts (per_feature relu, per_channel softmax, two `from` layers), their
+    # weights trained by AlexeyAB.
+    fixture = Golden("alexeyab-new/shortcut_weighted")
+    model = export(tmp_path, fixture.cfg, fixture.folder / "step5.weights")
+    output = session(model, layer_outputs=False).run(None, {"input": fixture.input})[0]
+    np.testing.assert_allclose(output, fixture.f32("forward_step5.f32"), rtol=0, atol=ATOL)
+    check_batches(tmp_path, fixture.network("step5.weights"), fixture.cfg,
+                  fixture.folder / "step5.weights", fixture.input[:5])
+
+
+def test_weighted_shortcuts_of_spread_weights_export(tmp_path):
+    # The contract cfg's shortcuts (each normalisation, per_feature and per_channel, `from`
+    # layers of other sizes) with weights far apart, some below relu's floor, so that every
+    # factor and its channel matter.
+    cfg = LAYER_CFGS / "shortcut_weighted.cfg"
+    network = trained(cfg)
+    rng = np.random.default_rng(5)
+    for layer in network.layers:
+        if "weights" in layer.param_names and layer.type == "shortcut":
+            layer.weights[...] = rng.uniform(-1.0, 2.0, layer.weights.shape)
+    weights = tmp_path / "spread.weights"
+    save_weights(weights, network.layers, seen=0)
+    check_batches(tmp_path, network, cfg, weights, images(network))
+
+
 # The detection heads' fixtures (DETECTION.md in ../shared/darknet-golden/): the three heads'
 # nets, the yolo inference runs on photos, and the copies of their cfgs. The three nets' export
 # is tested in tests/test_export_detection.py (and decoded there on yolo_detect's dog.jpg);
