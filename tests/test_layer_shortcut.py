@@ -8,6 +8,13 @@ lines against Darknet's printout of resnet18 and darknet53; Darknet's backward (
 here) against darkbp's exact one, which differ where alpha ≠ 1 meets a `from` of another
 size; every bad `from` through the CLI. tests/layer_cfgs/shortcut.cfg runs the layer
 contract (gradcheck, split passes, .weights).
+
+AlexeyAB's form (several `from` layers, weights per input): the kernels against a loop
+transcription of AlexeyAB's shortcut_multilayer_cpu/kernel (tests/naive_layers.py), the
+weights' gradient against finite differences for every normalisation, AlexeyAB's own two
+weight rules shown not to be that gradient, its table lines, and training and averaging of
+the weights; tests/layer_cfgs/shortcut_weighted.cfg runs the contract and
+tests/test_golden_alexeyab_shortcut.py checks AlexeyAB's own numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import re
 import numpy as np
 import pytest
 
+from darkbp.ema import EMA
 from darkbp.layers.base import INPUT
 from darkbp.layers.shortcut import ShortcutLayer
 from darkbp.network import parse_network
@@ -25,10 +33,11 @@ from darkbp.ops.layout import as_nchw
 from darkbp.ops.shortcut import (mix_backward, shortcut_backward, shortcut_forward,
                                  shortcut_plan)
 from darkbp.passes import EVAL, Pass
+from darkbp.sgd import SGD
 from darkbp.summary import darknet_text
 from tests import naive
 from tests import naive_layers as nl
-from tests.conftest import (SHARED, assert_cfg_error, assert_equals_torch_twin,
+from tests.conftest import (ROOT, SHARED, assert_cfg_error, assert_equals_torch_twin,
                             count_fuzz_builds, torch_params, torch_twin)
 
 # (prev (N, C, H, W), src (N, C1, H1, W1)): the previous layer's output and the `from` one's.
@@ -533,6 +542,7 @@ def test_any_from_builds_and_runs_or_is_a_darkbp_error():
 
 # --- AlexeyAB's shortcut: several `from` layers, weights per input -------------------------------
 
+LAYER_CFGS = ROOT / "tests" / "layer_cfgs"
 # (prev (N, C, H, W), [src_i], weights_type, weights_normalization): AlexeyAB asserts equal H, W.
 MIXED = [
     ((2, 3, 4, 4), [(2, 3, 4, 4)], "per_feature", "relu"),
@@ -754,3 +764,27 @@ def test_options_that_change_nothing_or_that_alexeyab_refuses_are_said(write_cfg
     assert "weights_normalization=softmax without weights_type changes nothing" in str(
         idle.warnings[0])
     assert parse_network(write_cfg(SEVERAL)).warnings == []
+
+
+def test_shortcut_weights_train_and_are_averaged():
+    # Generic through param_names: SGD moves them (with weight decay, as AlexeyAB's
+    # update_shortcut_layer does) and EMA averages them.
+    network = parse_network(LAYER_CFGS / "shortcut_weighted.cfg").initialize(0, np.float32)
+    rng = np.random.default_rng(9)
+    x = rng.random((6,) + network.input_shape, dtype=np.float32)
+    truth = np.eye(network.outputs, dtype=np.float32)[rng.integers(0, network.outputs, 6)]
+    sgd = SGD(network.layers, 0.9, 0.0005, 6)
+    ema = EMA(network.layers, 0.5)
+    seen = []
+    for step in range(2):
+        network.forward(x, Pass.training())
+        network.backward(truth)
+        sgd.step(0.5)
+        ema.update()
+        seen.append({i: network.layers[i].weights.copy() for i in (2, 4, 6)})
+    averaged = ema.averaged()
+    for i in (2, 4, 6):
+        assert np.all(seen[0][i] != 1) and np.all(seen[1][i] != seen[0][i])
+        # (0.5·0.5·w1 + 0.5·w2) / (1 − 0.25)
+        want = (0.25 * seen[0][i].astype(float) + 0.5 * seen[1][i]) / 0.75
+        np.testing.assert_allclose(averaged[i]["weights"], want, rtol=1e-6)
