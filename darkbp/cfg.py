@@ -51,6 +51,7 @@ class Section:
     file: str
     line: int
     options: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (value, line)
+    notes: dict[str, CfgWarning] = field(default_factory=dict)   # key -> how its value was read
 
     def error(self, message: str, line: int | None = None) -> DarkbpError:
         return DarkbpError(message, file=self.file, line=line or self.line, section=self.header)
@@ -58,7 +59,7 @@ class Section:
     def warnings(self, implemented: frozenset[str], ignored: frozenset[str]) -> list[CfgWarning]:
         """One warning per option not in `implemented`: those Darknet knows (`ignored`), and
         unknown ones with a hint."""
-        found = []
+        found = list(self.notes.values())
         for key, (_, line) in self.options.items():
             if key in implemented:
                 continue
@@ -77,8 +78,27 @@ class Section:
     def _raw(self, key: str) -> tuple[str, int] | None:
         return self.options.get(key)
 
-    def get_int(self, key: str, default: int, minimum: int | None = None) -> int:
+    def _number_raw(self, key: str, listed: bool = False) -> tuple[str, int] | None:
+        """The text of a numeric option (or list) up to a '#', as Darknet reads it: C's atoi
+        and atof stop at the first character that is not part of a number, so
+        `filters=40#32` is 40 and `layers=-1,271###S4` is -1,271 in both Darknets (the
+        part after '#' reads as a comment). Noted once per key, as a warning. listed: the
+        value is a comma-separated list, whose entries Darknet counts by the commas."""
         raw = self._raw(key)
+        if raw is None or "#" not in raw[0][1:]:      # no number before a '#': bad as it is
+            return raw
+        text, line = raw
+        value, _, rest = text.partition("#")
+        if listed and "," in rest:
+            raise self.error(f"'{key}={text}': Darknet would count the ',' after the '#' as "
+                             f"one more value; remove the text after '#'", line)
+        self.notes.setdefault(key, CfgWarning(
+            self.file, line, f"[{self.header}] '{key}={text}': Darknet reads the number before "
+            f"'#' (C's atoi/atof stop there) and ignores '#{rest}'; so does darkbp"))
+        return value, line
+
+    def get_int(self, key: str, default: int, minimum: int | None = None) -> int:
+        raw = self._number_raw(key)
         if raw is None:
             return default
         text, line = raw
@@ -94,7 +114,7 @@ class Section:
 
     def get_float(self, key: str, default: float, minimum: float | None = None,
               positive: bool = False) -> float:
-        raw = self._raw(key)
+        raw = self._number_raw(key)
         if raw is None:
             return default
         text, line = raw
@@ -122,7 +142,7 @@ class Section:
         return tuple(self._list(key, _float_or_raise, "numbers"))
 
     def _list(self, key, convert, kind):
-        raw = self._raw(key)
+        raw = self._number_raw(key, listed=True)
         if raw is None:
             return []
         text, line = raw

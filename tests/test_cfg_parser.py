@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,59 @@ def test_whitespace_is_removed_anywhere_and_comments_are_skipped(write_cfg):
     assert net.input_shape == (1, 28, 28)
     assert net.layers[0].filters == 16
     assert net.layers[0].out_shape == (16, 26, 26)
+
+
+def test_a_number_ends_at_a_hash_as_atoi_ends_it(write_cfg):
+    # Both Darknets read numbers with C's atoi/atof, which stop at the first character that
+    # is not part of one: AlexeyAB's efficientnet-lite3.cfg has filters=40#32 (40), its
+    # cspx-p7-mish.cfg layers = -1, 271 ###S4 (-1, 271). Each is read so, with a warning.
+    path = write_cfg("""
+        [net]
+        width=8
+        height=8
+        channels=3
+        momentum=0.8#.9
+        [conv]
+        filters=4#32
+        size=3#5
+        [route]
+        layers=-1,0#first
+    """)
+    net = parse_network(path)
+    assert net.config.momentum == pytest.approx(0.8)
+    assert (net.layers[0].filters, net.layers[0].size) == (4, 3)
+    assert net.layers[1].sources == (0, 0)
+    warned = [(w.line, w.message) for w in net.warnings if "#" in w.message]
+    assert warned == [
+        (5, "[net] 'momentum=0.8#.9': Darknet reads the number before '#' (C's atoi/atof "
+            "stop there) and ignores '#.9'; so does darkbp"),
+        (7, "[conv] 'filters=4#32': Darknet reads the number before '#' (C's atoi/atof "
+            "stop there) and ignores '#32'; so does darkbp"),
+        (8, "[conv] 'size=3#5': Darknet reads the number before '#' (C's atoi/atof "
+            "stop there) and ignores '#5'; so does darkbp"),
+        (10, "[route] 'layers=-1,0#first': Darknet reads the number before '#' (C's "
+             "atoi/atof stop there) and ignores '#first'; so does darkbp")]
+
+
+@pytest.mark.parametrize("value, words", [
+    ("#4", "'filters' must be a whole number, got '#4'"),
+    ("4x", "'filters' must be a whole number, got '4x'"),
+])
+def test_a_hash_does_not_hide_other_junk(write_cfg, value, words):
+    path = write_cfg(f"[net]\nwidth=8\nheight=8\nchannels=3\n[conv]\nfilters={value}\n")
+    with pytest.raises(DarkbpError, match=re.escape(words)) as caught:
+        parse_network(path)
+    assert caught.value.line == 6
+
+
+def test_a_comma_after_a_hash_in_a_list_is_an_error(write_cfg):
+    # parse_route counts the entries by the commas of the whole value, then reads each with
+    # atoi: "-1#a,0" would be two layers, the second read from "0".
+    words = "Darknet would count the ',' after the '#' as one more value"
+    path = write_cfg("[net]\nwidth=8\nheight=8\nchannels=3\n[conv]\n[route]\nlayers=-1#a,0\n")
+    with pytest.raises(DarkbpError, match=re.escape(words)) as caught:
+        parse_network(path)
+    assert caught.value.line == 7
 
 
 def test_first_key_wins():
