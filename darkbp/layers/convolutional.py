@@ -55,7 +55,8 @@ class ConvolutionalLayer(AffineLayer):
     sections = ("convolutional", "conv")
     options = frozenset({"filters", "size", "stride", "pad", "padding", "groups", "activation",
                          "batch_normalize", "dilation", "antialiasing"})
-    ignored = AffineLayer.ignored | {"binary", "xnor", "flipped", "dot"}
+    ignored = AffineLayer.ignored | {"binary", "xnor", "bin_output", "flipped", "dot"}
+    alexeyab_kind = "conv  "       # AlexeyAB's table: "convX " (xnor=1), "convXB" (and bin_output)
     backward_cache = AffineLayer.backward_cache + ("_conv_cache", "_blur_cache")
 
     def __init__(self, in_shape, filters: int, size: int, stride: int, padding: int,
@@ -111,6 +112,10 @@ class ConvolutionalLayer(AffineLayer):
         if min(layer.out_shape[1:]) < 1:
             raise s.error(f"the antialiasing blur leaves no pixels of the {layer.conv_hw[1]} x "
                           f"{layer.conv_hw[0]} convolution output", s.line_of("antialiasing"))
+        if s.get_int("xnor", 0, minimum=0):
+            # AlexeyAB's XNOR convolution (binary weights and inputs): only its table line
+            # differs here; darkbp computes the layer in floats and warns that xnor is unused.
+            layer.alexeyab_kind = "convXB" if s.get_int("bin_output", 0, minimum=0) else "convX "
         return layer
 
     @staticmethod
@@ -145,7 +150,7 @@ class ConvolutionalLayer(AffineLayer):
         oh, ow = self.conv_hw
         line = _alexeyab_conv_line(self.filters, self.groups, self.size, self.conv_stride,
                                    self.dilation, (w, h, c), (ow, oh, self.filters),
-                                   self.alexeyab_bflops)
+                                   self.alexeyab_bflops, self.alexeyab_kind)
         if self.antialiasing:
             # AlexeyAB's blur is a layer of its own (not counted, not indexed) that prints its
             # line after the host's; the "AA:  " before it goes to stdout.
@@ -158,6 +163,11 @@ class ConvolutionalLayer(AffineLayer):
 
     @property
     def alexeyab_bflops(self) -> float:
+        """The convolution's BFLOPs (_conv_bflops); an XNOR convolution's a 32nd of them."""
+        return self._conv_bflops / 32 if self.alexeyab_kind != "conv  " else self._conv_bflops
+
+    @property
+    def _conv_bflops(self) -> float:
         """2·nweights·out_h·out_w / 1e9, as pjreddie's; with antialiasing the stride-1
         convolution's alone (AlexeyAB's total leaves its blur layer out)."""
         c = self.in_shape[0]
@@ -193,7 +203,7 @@ class ConvolutionalLayer(AffineLayer):
     @property
     def bflops(self) -> float:
         """The convolution's, and the blur's with antialiasing."""
-        return self.alexeyab_bflops + self._blur_bflops
+        return self._conv_bflops + self._blur_bflops
 
     def param_shapes(self):
         c = self.in_shape[0]
@@ -267,9 +277,11 @@ class ConvolutionalLayer(AffineLayer):
         return a.reshape(1, self.filters, -1)
 
 
-def _alexeyab_conv_line(filters, groups, size, stride, dilation, whc, out_whc, bflops) -> str:
-    """make_convolutional_layer's line (square kernel, stride_x = stride_y)."""
-    line = "conv  " + ("%5d/%4d " % (filters, groups) if groups > 1 else "%5d      " % filters)
+def _alexeyab_conv_line(filters, groups, size, stride, dilation, whc, out_whc, bflops,
+                        kind="conv  ") -> str:
+    """make_convolutional_layer's line (square kernel, stride_x = stride_y); kind "convX " or
+    "convXB" for an XNOR convolution."""
+    line = kind + ("%5d/%4d " % (filters, groups) if groups > 1 else "%5d      " % filters)
     line += ("%2d x%2d/%2d(%1d)" % (size, size, stride, dilation) if dilation > 1
              else "%2d x%2d/%2d   " % (size, size, stride))
     return line + ("%4d x%4d x%4d -> %4d x%4d x%4d %5.3f BF\n"
