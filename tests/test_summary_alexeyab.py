@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from darkbp.cli import main
 from darkbp.network import parse_network
-from darkbp.summary import alexeyab_text
+from darkbp.summary import alexeyab_table, alexeyab_text, alexeyab_totals
 from tests.conftest import SHARED
 
 GOLDEN = SHARED / "darknet-summary" / "alexeyab"
@@ -49,10 +49,9 @@ def test_cli_prints_alexeyab_table_on_stdout(name):
 # printf: make_convolutional_layer "conv  " "%5d      " "%2d x%2d/%2d   "
 # "%4d x%4d x%4d -> %4d x%4d x%4d %5.3f BF\n" (2·(c/groups)·n·size²·out_h·out_w/1e9);
 # make_shortcut_layer "Shortcut Layer: %d, " " wt = %d, wn = %d, outputs:%4d x%4d x%4d %5.3f BF\n"
-# (out_w·out_h·out_c·n/1e9) and parse_shortcut " (%4d x%4d x%4d) + (%4d x%4d x%4d) \n" when the
-# `from` layer's shape differs (AlexeyAB asserts equal widths and heights first and stops on
-# layer 2 here; darkbp prints the same note for another size);
-# make_upsample_layer
+# (out_w·out_h·out_c·n/1e9) and parse_shortcut " (%4d x%4d x%4d) + (%4d x%4d x%4d) \n" when
+# the `from` layer has other channels (its width and height it asserts are the same: see
+# test_shortcut_from_another_size_stops_the_table); make_upsample_layer
 # "upsample                %2dx  %4d x%4d x%4d -> %4d x%4d x%4d\n" and its "downsample" twin;
 # make_reorg_old_layer (AlexeyAB's [reorg]) "reorg_old              /%2d  %4d x%4d x%4d   ->  "
 # "%4d x%4d x%4d\n"; make_batchnorm_layer "Batch Normalization Layer: %d x %d x %d image\n";
@@ -68,9 +67,8 @@ RESIDUAL_CFG = """
     pad=1
     activation=leaky
     [convolutional]
-    filters=16
+    filters=32
     size=3
-    stride=2
     pad=1
     [shortcut]
     from=-2
@@ -85,24 +83,24 @@ RESIDUAL_CFG = """
     [batchnorm]
     [cost]
 """
-# conv 0: 2·3·16·9·64·64 = 3538944 -> 0.004; conv 1: 2·16·16·9·32·32 = 4718592 -> 0.005;
-# each shortcut 32·32·16 = 16384 -> 0.000; the sum 0.008290304 -> 0.008.
+# conv 0: 2·3·16·9·64·64 = 3538944 -> 0.004; conv 1: 2·16·32·9·64·64 = 37748736 -> 0.038;
+# each shortcut 64·64·32 = 131072 -> 0.000; the sum 0.041549824 -> 0.042.
 # avg_outputs: every layer but the cost (l.w = 0) has l.w, l.h > 1:
-# (65536 + 16384 + 16384 + 16384 + 65536 + 16384 + 16384 + 16384) / 8 = 28672.
+# (65536 + 131072 + 131072 + 131072 + 524288 + 131072 + 131072 + 131072) / 8 = 172032.
 RESIDUAL_TABLE = (
     HEADER
     + "   0 conv     16       3 x 3/ 1     64 x  64 x   3 ->   64 x  64 x  16 0.004 BF\n"
-    + "   1 conv     16       3 x 3/ 2     64 x  64 x  16 ->   32 x  32 x  16 0.005 BF\n"
-    + "   2 Shortcut Layer: 0,  wt = 0, wn = 0, outputs:  32 x  32 x  16 0.000 BF\n"
-    + " (  32 x  32 x  16) + (  64 x  64 x  16) \n"
-    + "   3 Shortcut Layer: 1,  wt = 0, wn = 0, outputs:  32 x  32 x  16 0.000 BF\n"
-    + "   4 upsample                 2x    32 x  32 x  16 ->   64 x  64 x  16\n"
-    + "   5 downsample               2x    64 x  64 x  16 ->   32 x  32 x  16\n"
-    + "   6 reorg_old              / 2    32 x  32 x  16   ->    16 x  16 x  64\n"
-    + "   7 Batch Normalization Layer: 16 x 16 x 64 image\n"
-    + "   8 cost" + " " * 43 + "16384\n"
-    + "Total BFLOPS 0.008 \n"
-    + "avg_outputs = 28672 \n")
+    + "   1 conv     32       3 x 3/ 1     64 x  64 x  16 ->   64 x  64 x  32 0.038 BF\n"
+    + "   2 Shortcut Layer: 0,  wt = 0, wn = 0, outputs:  64 x  64 x  32 0.000 BF\n"
+    + " (  64 x  64 x  32) + (  64 x  64 x  16) \n"
+    + "   3 Shortcut Layer: 1,  wt = 0, wn = 0, outputs:  64 x  64 x  32 0.000 BF\n"
+    + "   4 upsample                 2x    64 x  64 x  32 ->  128 x 128 x  32\n"
+    + "   5 downsample               2x   128 x 128 x  32 ->   64 x  64 x  32\n"
+    + "   6 reorg_old              / 2    64 x  64 x  32   ->    32 x  32 x 128\n"
+    + "   7 Batch Normalization Layer: 32 x 32 x 128 image\n"
+    + "   8 cost" + " " * 43 + "131072\n"
+    + "Total BFLOPS 0.042 \n"
+    + "avg_outputs = 172032 \n")
 
 
 def test_shortcut_upsample_reorg_batchnorm_cost(write_cfg):
@@ -160,13 +158,50 @@ ROUTES_TABLE = (
     + "avg_outputs = 183500 \n")
 
 
+def test_shortcut_from_another_size_stops_the_table(write_cfg):
+    # parse_shortcut asserts that the `from` layer has the shortcut's width and height, after
+    # make_shortcut_layer printed its line: AlexeyAB's Darknet aborts there (as on its own
+    # resnet50.cfg, FAILED.txt of alexeyab-own). darkbp prints the table up to that line.
+    path = write_cfg("""
+        [net]
+        width=64
+        height=64
+        channels=3
+        [convolutional]
+        filters=16
+        size=3
+        pad=1
+        [convolutional]
+        filters=16
+        size=3
+        stride=2
+        pad=1
+        [shortcut]
+        from=-2
+        [cost]
+    """)
+    table = (HEADER
+             + "   0 conv     16       3 x 3/ 1     64 x  64 x   3 ->   64 x  64 x  16 0.004 BF\n"
+             + "   1 conv     16       3 x 3/ 2     64 x  64 x  16 ->   32 x  32 x  16 0.005 BF\n"
+             + "   2 Shortcut Layer: 0,  wt = 0, wn = 0, outputs:  32 x  32 x  16 0.000 BF\n")
+    assert alexeyab_text(parse_network(path)) == table
+    result = CliRunner().invoke(main, ["summary", str(path), "--format", "alexeyab"])
+    assert result.exit_code == 0
+    assert result.stdout == table
+    assert ("cannot parse this cfg and stops here, before the end of its table: layer 2 "
+            "[shortcut] (line 14): its parse_shortcut asserts that the 'from' layer 0 "
+            "(64 x 64 x 16) has the width and height of this layer's input (32 x 32 x 16)"
+            in result.stderr)
+
+
 def test_routes_maxpool_connected_dropout_l1_cost(write_cfg):
     assert alexeyab_text(parse_network(write_cfg(ROUTES_CFG))) == ROUTES_TABLE
 
 
-def test_no_layer_wider_than_one_has_no_totals(write_cfg):
+def test_no_layer_wider_than_one_has_no_avg_outputs(write_cfg):
     # Connected layers have l.w = l.h = 1, and the softmax after them takes its input's 1 x 1:
-    # avg_counter stays 0 and AlexeyAB's integer division by it dies before the totals.
+    # avg_counter stays 0 and AlexeyAB's integer division by it dies (SIGFPE) after its Total
+    # BFLOPS line and before avg_outputs, as FAILED.txt of alexeyab-own shows for its rnn.cfg.
     path = write_cfg("""
         [net]
         width=1
@@ -178,7 +213,8 @@ def test_no_layer_wider_than_one_has_no_totals(write_cfg):
     """)
     table = (HEADER
              + "   0 connected" + " " * 28 + "   6  ->     4\n"
-             + "   1 softmax" + " " * 40 + "   4\n")
+             + "   1 softmax" + " " * 40 + "   4\n"
+             + "Total BFLOPS 0.000 \n")
     assert alexeyab_text(parse_network(path)) == table
     result = CliRunner().invoke(main, ["summary", str(path), "--format", "alexeyab"])
     assert result.exit_code == 0
@@ -229,7 +265,7 @@ def _resnet18_layers():
     return layers
 
 
-def test_resnet18_totals_follow_alexeyab_rules():
+def test_resnet18_totals_follow_alexeyab_rules_but_it_aborts_before_them():
     layers = _resnet18_layers()
     assert len(layers) == 29
     bflops = np.float32(0)                          # `float bflops` in parse_network_cfg_custom
@@ -256,12 +292,20 @@ def test_resnet18_totals_follow_alexeyab_rules():
             counted.append(outputs)
     expected = ["Total BFLOPS %5.3f " % bflops, "avg_outputs = %d " % (sum(counted)
                                                                        // len(counted))]
-    text = alexeyab_text(parse_network(SHARED / "darknet-cfg" / "resnet18.cfg"))
+    network = parse_network(SHARED / "darknet-cfg" / "resnet18.cfg")
+    totals = alexeyab_totals(network)
+    assert ["Total BFLOPS %5.3f " % totals[0], "avg_outputs = %d " % totals[1]] == expected
+    assert len(counted) == 27            # all but the 1 x 1 conv and the softmax after it
+    # AlexeyAB's Darknet never reaches them on resnet18: parse_shortcut asserts that the
+    # `from` layer has the shortcut's width and height and aborts at the first one that has
+    # not (as on its own resnet50.cfg: FAILED.txt of alexeyab-own). Before it, a shortcut
+    # from a layer of other channels adds a line.
+    first = next(index for index, (kind, *v) in enumerate(layers)
+                 if kind == "res" and v[:2] != v[3:5])
+    channels_only = sum(1 for kind, *v in layers[:first] if kind == "res" and v[:3] != v[3:])
+    text, stop = alexeyab_table(network)
     lines = text.splitlines()
     assert lines[0] + "\n" == HEADER
-    # parse_shortcut adds a line for each shortcut whose `from` layer has another shape.
-    resized = sum(1 for kind, *v in layers if kind == "res" and v[:3] != v[3:])
-    assert resized == 3
-    assert len(lines) == 1 + 29 + resized + 2
-    assert lines[-2:] == expected
-    assert len(counted) == 27            # all but the 1 x 1 conv and the softmax after it
+    assert len(lines) == 1 + first + 1 + channels_only
+    assert lines[-1].startswith("%4d Shortcut Layer: " % first)
+    assert f"layer {first} [shortcut]" in str(stop)

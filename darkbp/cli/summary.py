@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from darkbp.cli import main
 from darkbp.cli.common import human_bytes, load_network, print_rich
-from darkbp.summary import alexeyab_text, alexeyab_totals, darknet_text, summary_data
+from darkbp.summary import alexeyab_table, darknet_text, summary_data
 
 
 @main.command()
@@ -22,8 +23,10 @@ from darkbp.summary import alexeyab_text, alexeyab_totals, darknet_text, summary
                    "it computes: convolutions, maxpools and shortcuts, not connected "
                    "layers) and 'avg_outputs' (the integer mean of the outputs of the "
                    "layers whose l.w and l.h exceed 1: the input's width and height, but 1 "
-                   "for connected, 0 for cost and dropout, a route's first input's); json: "
-                   "the table's data.")
+                   "for connected, 0 for cost and dropout, a route's first input's); where "
+                   "AlexeyAB's Darknet cannot parse the cfg, what it prints before it dies, "
+                   "and why on stderr; json: the table's data, with notes where the two "
+                   "Darknets part.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Batch for the activation-memory total (default: the cfg's batch).")
 def summary(cfg: str, fmt: str, batch: int | None) -> None:
@@ -36,7 +39,9 @@ def summary(cfg: str, fmt: str, batch: int | None) -> None:
     activations = 4 bytes (float32) x (the input + every layer's output) x --batch images:
     the memory one forward pass holds. Shapes are width x height x channels. "reads": the
     layers a [route] or [shortcut] reads ("in": the network input); json "inputs": every
-    layer's, -1 for the network input.
+    layer's, -1 for the network input. Notes (under the table; json "notes"): where the
+    two Darknets part on this cfg, which rule darkbp followed, and whether AlexeyAB's fork
+    cannot parse it (its division by zero in avg_outputs, its parse_shortcut assertion).
 
     \b
     Examples:
@@ -50,10 +55,12 @@ def summary(cfg: str, fmt: str, batch: int | None) -> None:
         click.echo(darknet_text(network), nl=False)
         return
     if fmt == "alexeyab":
-        click.echo(alexeyab_text(network), nl=False)
-        if alexeyab_totals(network)[1] is None:
-            click.echo("darkbp: note: no layer has l.w and l.h above 1: AlexeyAB's Darknet "
-                       "divides by zero here and stops before its totals", err=True)
+        text, stop = alexeyab_table(network)
+        click.echo(text, nl=False)
+        if stop:
+            click.echo(f"darkbp: note: AlexeyAB's Darknet cannot parse this cfg and stops "
+                       f"here, before the end of its table: {stop} (darkbp's table and json "
+                       f"formats tabulate the whole cfg)", err=True)
         return
     data = summary_data(network, batch)
     if fmt == "json":
@@ -95,5 +102,7 @@ def _table(data, network) -> Table:
     table.caption = (f"{totals['params']:,} parameters · {flops} per image (forward) · "
                      f"activations {human_bytes(totals['activation_bytes'])} "
                      f"at batch {data['batch']} (float32)")
+    for note in data["notes"]:
+        table.caption += f"\nnote: {escape(note)}"
     table.caption_justify = "left"
     return table

@@ -90,6 +90,21 @@ def earlier_layer(section: Section, key: str, written: int, index: int, what: st
                         f"earlier layer", section.line_of(key))
 
 
+class AlexeyabStops(Exception):
+    """Raised by `alexeyab_line` where AlexeyAB's Darknet dies while it parses this layer (an
+    assertion): `printed` is what it printed for the layer before dying, `reason` says why and
+    `rule` what darkbp does there instead, for the user. The summary ends AlexeyAB's table
+    there (summary.alexeyab_table, which also raises none but makes one for its totals)."""
+
+    def __init__(self, printed: str, reason: str, rule: str):
+        super().__init__(reason)
+        self.printed, self.reason, self.rule = printed, reason, rule
+        self.where = ""                 # "layer 17 [shortcut] (line 149)": set by the summary
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}" if self.where else self.reason
+
+
 class Input(NamedTuple):
     """What a layer being built knows of one of its inputs."""
 
@@ -97,6 +112,8 @@ class Input(NamedTuple):
     shape: tuple[int, int, int]     # (C, H, W) per image
     flat: bool                      # a vector (a [connected] or [softmax] output), not an image
     header: str                     # the section header that made it ("net" for the input)
+    layer: "Layer | None" = None    # the layer itself (None for the input): for a layer that
+                                    # reads another's settings ([contrastive] its [yolo]'s)
 
 
 class Layer:
@@ -128,6 +145,8 @@ class Layer:
     trainable: bool = True             # False: darkbp can not train it
     detects: bool = False              # a detection head: `detect` decodes its output to boxes
     backward_cache: tuple[str, ...] = ()   # attributes forward keeps for backward alone
+    fork_rule: str = ""                # which fork's rule darkbp follows where the two Darknets
+                                       # build this section differently (the summary says it)
 
     # Set by the network builder.
     index: int = 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from darkbp.layers.base import Layer, c_float, earlier_layer, read_activation, register
+from darkbp.layers.base import (AlexeyabStops, Layer, c_float, earlier_layer, read_activation,
+                                register)
 from darkbp.ops.activations import ACTIVATIONS
 from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.shortcut import (mix_backward, mix_factors, mix_forward, mix_weights_grad,
@@ -142,16 +143,23 @@ class ShortcutLayer(Layer):
                 % (fw, fh, fc, w, h, c))
 
     def alexeyab_line(self):
-        # make_shortcut_layer's line (AlexeyAB reads no alpha or beta), then parse_shortcut's
-        # note for each `from` layer whose shape differs from the previous layer's (AlexeyAB
-        # asserts equal widths and heights first: there only the channels can differ).
+        # make_shortcut_layer's line (AlexeyAB reads no alpha or beta), then for each `from`
+        # layer parse_shortcut asserts it has this layer's width and height (AlexeyAB's
+        # Darknet aborts otherwise) and prints both shapes when its channels differ.
         c, h, w = self.out_shape
         line = ("Shortcut Layer: " + "".join("%d, " % source for source in self.sources_from)
                 + " wt = %d, wn = %d, outputs:%4d x%4d x%4d %5.3f BF\n"
                 % (TYPE_CODES[self.weights_type], NORMALIZATION_CODES[self.normalization],
                    w, h, c, c_float(self.alexeyab_bflops)))
-        for fc, fh, fw in self.from_shapes:
-            if (fc, fh, fw) != self.out_shape:
+        for source, (fc, fh, fw) in zip(self.sources_from, self.from_shapes):
+            if (fh, fw) != (h, w):
+                raise AlexeyabStops(line, f"its parse_shortcut asserts that the 'from' layer "
+                                          f"{source} ({fw} x {fh} x {fc}) has the width and "
+                                          f"height of this layer's input ({w} x {h} x {c}), "
+                                          f"and aborts",
+                                    f"darkbp adds them as pjreddie's Darknet does (its "
+                                    f"shortcut_cpu samples the larger one with a stride)")
+            if fc != c:
                 line += " (%4d x%4d x%4d) + (%4d x%4d x%4d) \n" % (w, h, c, fw, fh, fc)
         return line
 
