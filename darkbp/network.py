@@ -348,7 +348,7 @@ def _build_layers(sections: list[Section], config: NetConfig, file: str,
                                     f"(this is layer {index})")
         inputs = [net_input if source == INPUT else
                   Input(source, layers[source].out_shape, layers[source].flat,
-                        layers[source].header) for source in sources]
+                        layers[source].header, layers[source]) for source in sources]
         layer = cls.build(section, inputs)
         layer.index, layer.line, layer.header, layer.sources = (index, section.line,
                                                                section.header, sources)

@@ -21,7 +21,7 @@ BAD_CFGS = [
     ("empty", "", None, "empty cfg"),
     ("only comments", "# nothing\n; here\n\n", None, "empty cfg"),
     ("no net first", "[convolutional]\nfilters=2\n", 1, "first section must be [net]"),
-    ("lstm", NET + "[lstm]\noutput=2\n", 5, "[lstm] is a Darknet section that darkbp does not support"),
+    ("iseg", NET + "[iseg]\nclasses=2\n", 5, "[iseg] is a Darknet section that darkbp does not support"),
     ("unknown section", NET + "[convolutionl]\n", 5, "did you mean [convolutional]"),
     ("malformed header", NET + "[convolutional\n", 5, "malformed section header"),
     ("key outside section", "batch=1\n[net]\n", 1, "outside any section"),
