@@ -136,7 +136,7 @@ def test_lstm_lines_are_the_same_in_both_forks():
 # ------------------------------------------------------------------ pjreddie's table refuses
 
 @pytest.mark.parametrize("name, section, line, words", [
-    ("gaussian_yolo", "Gaussian_yolo", 17, "pjreddie's Darknet has no [Gaussian_yolo] layer"),
+    ("Gaussian_yolo", "Gaussian_yolo", 17, "pjreddie's Darknet has no [Gaussian_yolo] layer"),
     ("crnn", "crnn", 10, "pjreddie's [crnn] reads other options (output_filters, "
                          "hidden_filters, always 3 x 3 convolutions)"),
     ("conv_lstm", "conv_lstm", 10, "pjreddie's Darknet has no [conv_lstm] layer"),
@@ -167,7 +167,7 @@ def test_pjreddies_table_is_refused_with_the_line(name, section, line, words):
     # 4 -> 2 with bottleneck and peephole: u* 4·(2·4·9 + 2), wf 2·4·9 + 2, v* 3·(2·2·9 + 2)
     # = 484.
     ("conv_lstm", [1072, 484]),
-    ("gaussian_yolo", [22 * 3 * 9 + 22, 0]),
+    ("Gaussian_yolo", [22 * 3 * 9 + 22, 0]),
     ("contrastive", [14 * 3 * 9 + 14, 0, 0, 16 * 14 + 16, 0]),
 ])
 def test_parameter_counts_worked_out_by_hand(name, params):
