@@ -394,13 +394,6 @@ CONV20 = "[convolutional]\nfilters=20\nsize=1\n"        # lines 5-7: layer 0, 4 
     (NET + CONV20 + "[yolo]\nnum=3\nmask=-1\nclasses=15\n", 10, "yolo",
      "mask entry -1 is not one of the num=3 anchors (0 to 2): Darknet would read past its "
      "anchors"),
-    # anchors: num pairs exactly (pjreddie writes past 2·num values; fewer become 0.5)
-    (NET + CONV20 + "[yolo]\nmask=0\nnum=2\nanchors=1,2,3,4,5,6\nclasses=15\n", 11, "yolo",
-     "anchors has 6 values, but num=2 anchors need 4, a width,height pair each (Darknet "
-     "would write past its anchors)"),
-    (NET + CONV20 + "[yolo]\nmask=0\nnum=2\nanchors=1,2,3\nclasses=15\n", 11, "yolo",
-     "anchors has 3 values, but num=2 anchors need 4, a width,height pair each (Darknet "
-     "would make the missing values 0.5)"),
     (NET + CONV20 + "[yolo]\nanchors=1,x\n", 9, "yolo",
      "'anchors' must be a comma-separated list of numbers, got '1,x'"),
     (NET + CONV20 + "[yolo]\nnum=0\n", 9, "yolo", "'num' must be at least 1, got 0"),
@@ -411,9 +404,6 @@ CONV20 = "[convolutional]\nfilters=20\nsize=1\n"        # lines 5-7: layer 0, 4 
     (NET + CONV20 + "[region]\nnum=5\nclasses=20\n", 8, "region",
      "reads num=5 x (classes=20 + coords=4 + 1) = 125 channels, but layer 0 "
      "([convolutional]) gives 4 x 4 x 20: set filters=125 there"),
-    (NET + CONV20 + "[region]\nnum=2\nclasses=5\nanchors=1,1,2\n", 11, "region",
-     "anchors has 3 values, but num=2 anchors need 4, a width,height pair each (Darknet "
-     "would make the missing values 0.5)"),
     (NET + CONV20 + "[region]\nnum=2\nclasses=5\ncoords=-1\n", 11, "region",
      "'coords' must be at least 0, got -1"),
     # make_detection_layer asserts side²·((1 + coords)·num + classes) == inputs
@@ -423,11 +413,48 @@ CONV20 = "[convolutional]\nfilters=20\nsize=1\n"        # lines 5-7: layer 0, 4 
      "inputs, but layer 1 ([connected]) gives 1460 (1 x 1 x 1460)"),
     (NET + "[detection]\nside=0\n", 6, "detection", "'side' must be at least 1, got 0"),
 ], ids=["yolo channels", "yolo on the input", "mask too large", "mask negative",
-        "too many anchors", "too few anchors", "anchors not numbers", "num 0",
-        "classes negative", "jitter not a number", "region channels", "region anchors",
-        "region coords", "detection inputs", "detection side"])
+        "anchors not numbers", "num 0", "classes negative", "jitter not a number",
+        "region channels", "region coords", "detection inputs", "detection side"])
 def test_bad_head_is_a_clear_error(write_cfg, text, line, section, words):
     assert_cfg_error(write_cfg(text), line, section, words, match="equals")
+
+
+def test_a_mask_beyond_num_reads_the_listed_anchors(write_cfg):
+    # AlexeyAB's cspx-p7-mish.cfg: mask = 16,17,18,19, num=16 and 20 anchors listed. pjreddie's
+    # Darknet wrote all 20 and reads the last 4 past its 16; darkbp uses them for the boxes.
+    network = parse_network(write_cfg(NET + CONV20 + "[yolo]\nmask=1,2\nnum=2\n"
+                                      "anchors=1,2,3,4,5,6\nclasses=5\n"))
+    head = network.layers[1]
+    assert head.anchors == ((1, 2), (3, 4), (5, 6))
+    assert head._anchors().tolist() == [[3, 4], [5, 6]]
+    assert [(w.line, w.message) for w in network.warnings if "mask" in w.message] == [(9, (
+        "[yolo] mask entries 2 are beyond the num=2 anchors: Darknet reads them past its "
+        "anchors (pjreddie's finds the cfg's values there, AlexeyAB's memory it never "
+        "wrote); darkbp uses the cfg's anchors 2 to 2 for them, and only the first 2 for "
+        "training's best anchor"))]
+
+
+@pytest.mark.parametrize("text, anchors, warning", [
+    # Both Darknets read the values into 2·num floats made 0.5 first: fewer leave 0.5
+    # (AlexeyAB's cspx-p7-mish_hp.cfg: 31 for 16 anchors); of more (its cspx-p7-mish.cfg: 40),
+    # AlexeyAB's reads 2·num and pjreddie's writes the rest past them.
+    (NET + CONV20 + "[yolo]\nmask=0\nnum=2\nanchors=1,2,3,4,5,6\nclasses=15\n",
+     ((1, 2), (3, 4)), "[yolo] anchors has 6 values, but num=2 anchors need 4, a width,height "
+                       "pair each: darkbp reads the first 4 (AlexeyAB's Darknet reads no more, "
+                       "pjreddie's writes the other 2 past its anchors)"),
+    (NET + CONV20 + "[yolo]\nmask=0\nnum=2\nanchors=1,2,3\nclasses=15\n",
+     ((1, 2), (3, 0.5)), "[yolo] anchors has 3 values, but num=2 anchors need 4, a "
+                         "width,height pair each: the missing 1 are 0.5, as in Darknet"),
+    (NET + CONV20 + "[region]\nnum=2\nclasses=5\nanchors=1,1,2\n",
+     ((1, 1), (2, 0.5)), "[region] anchors has 3 values, but num=2 anchors need 4, a "
+                         "width,height pair each: the missing 1 are 0.5, as in Darknet"),
+], ids=["too many anchors", "too few anchors", "region anchors"])
+def test_anchors_of_another_count_are_read_as_darknet_reads_them(write_cfg, text, anchors,
+                                                                 warning):
+    network = parse_network(write_cfg(text))
+    assert network.layers[1].anchors == anchors
+    assert [(w.line, w.message) for w in network.warnings if "anchors" in w.message] == [
+        (11, warning)]
 
 
 # --- what a user runs on yolov3.cfg ----------------------------------------------------------

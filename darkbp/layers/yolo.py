@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from darkbp.cfg import Section
+from darkbp.cfg import CfgWarning, Section
 from darkbp.layers.base import INPUT, Input, c_float, register
 from darkbp.layers.head import Head
 from darkbp.boxes import iou
@@ -50,18 +50,25 @@ NMS_KINDS = ("default", "greedynms", "diounms")
 
 def read_anchors(section: Section, count: int) -> tuple[tuple[float, float], ...]:
     """The section's `anchors`: `count` (width, height) pairs; Darknet's 0.5 x 0.5 for each
-    when the cfg gives none. A list of any other length is an error at its line: Darknet
-    writes past its 2·count values when there are more, and silently makes the missing
-    ones 0.5 when there are fewer (or a width has no height)."""
+    when the cfg gives none. Both Darknets read every value of the list into an array of
+    2·count made 0.5 first: with fewer values the missing ones stay 0.5 (a width may have
+    no height); with more, AlexeyAB's stops at 2·count and pjreddie's writes the rest past
+    the array (a mask beyond num reads them there: YoloLayer.build).
+    darkbp takes the same 2·count values and warns (AlexeyAB's own cspx-p7-mish.cfg has
+    40 values for its 16 anchors, its cspx-p7-mish_hp.cfg 31)."""
     values = section.get_floats("anchors")
     if not values:
         return ((0.5, 0.5),) * count
     if len(values) != 2 * count:
-        consequence = ("Darknet would write past its anchors" if len(values) > 2 * count
-                       else "Darknet would make the missing values 0.5")
-        raise section.error(f"anchors has {len(values)} values, but num={count} anchors need "
-                            f"{2 * count}, a width,height pair each ({consequence})",
-                            section.line_of("anchors"))
+        extra = len(values) - 2 * count
+        what = (f"darkbp reads the first {2 * count} (AlexeyAB's Darknet reads no more, "
+                f"pjreddie's writes the other {extra} past its anchors)" if extra > 0 else
+                f"the missing {-extra} are 0.5, as in Darknet")
+        section.notes.setdefault("anchors", CfgWarning(
+            section.file, section.line_of("anchors"),
+            f"[{section.header}] anchors has {len(values)} values, but num={count} anchors "
+            f"need {2 * count}, a width,height pair each: {what}"))
+        values = (tuple(values) + (0.5,) * (2 * count))[:2 * count]
     return tuple(zip(values[0::2], values[1::2]))
 
 
@@ -140,12 +147,27 @@ class YoloLayer(Head):
         classes = s.get_int("classes", 20, minimum=0)
         num = s.get_int("num", 1, minimum=1)
         mask = s.get_ints("mask") or tuple(range(num))    # Darknet: no mask, every anchor
+        anchors = read_anchors(s, num)
+        beyond = [index for index in mask if index >= num]
+        listed = len(s.get_floats("anchors")) // 2
         for index in mask:
-            if not 0 <= index < num:
+            if index < 0 or index >= max(num, listed):
                 raise s.error(f"mask entry {index} is not one of the num={num} anchors "
                               f"(0 to {num - 1}): Darknet would read past its anchors",
                               s.line_of("mask"))
-        anchors = read_anchors(s, num)
+        if beyond:
+            # AlexeyAB's cspx-p7-mish.cfg: mask = 16,17,18,19 with num=16 and 20 anchors
+            # listed. Darknet reads those anchors past its 2·num values: pjreddie's finds the
+            # cfg's there (it wrote every listed value), AlexeyAB's memory it never wrote.
+            values = s.get_floats("anchors")
+            anchors += tuple(zip(values[2 * num::2], values[2 * num + 1::2]))
+            s.notes.setdefault("mask", CfgWarning(
+                s.file, s.line_of("mask"),
+                f"[{s.header}] mask entries {','.join(map(str, beyond))} are beyond the "
+                f"num={num} anchors: Darknet reads them past its anchors (pjreddie's finds the "
+                f"cfg's values there, AlexeyAB's memory it never wrote); darkbp uses the cfg's "
+                f"anchors {num} to {max(beyond)} for them, and only the first {num} for "
+                f"training's best anchor"))
         need = len(mask) * (classes + 5)
         if source.shape[0] != need:
             anchors_read = f"{len(mask)} anchor{'s' if len(mask) != 1 else ''}"
@@ -293,7 +315,7 @@ class YoloLayer(Head):
         tb = boxes[b_idx, t_idx]
         i = np.minimum((tb[:, 0] * F32(w)).astype(np.int64), w - 1)
         j = np.minimum((tb[:, 1] * F32(h)).astype(np.int64), h - 1)
-        shapes = np.array(self.anchors, F32) / np.array([netw, neth], F32)    # (num, 2)
+        shapes = np.array(self.anchors[:self.num], F32) / np.array([netw, neth], F32)  # (num, 2)
         zero = np.zeros((len(shapes), 2), F32)
         anchor_ious = iou(np.concatenate([zero, shapes], axis=1)[None],
                           np.concatenate([np.zeros((len(tb), 2), F32), tb[:, 2:4]], axis=1)[:, None])
