@@ -28,7 +28,6 @@ import re
 
 import pytest
 
-from darkbp.errors import DarkbpError
 from darkbp.export import MIN_OPSET
 from darkbp.layers.local_avgpool import LocalAvgpoolLayer
 from darkbp.layers.reorg3d import Reorg3dLayer
@@ -168,17 +167,7 @@ def _uses_these_sections(path) -> bool:
 
 
 USERS = sorted(path.stem for path in ZOO.glob("*.cfg") if _uses_these_sections(path))
-# Zoo cfgs darkbp cannot read yet for a reason owned elsewhere (issue 20's zoo part: AlexeyAB
-# reads a `layers=180###P6` as atoi does, 180): {cfg: the words of today's error}. The lead
-# empties it when that lands; test_waiting_cfgs_fail_for_their_reason keeps it honest.
-WAITING = {"cspx-p7-mish": "got '180###P6'", "cspx-p7-mish_hp": "got '180###P6'"}
-READY = [name for name in USERS if name not in WAITING]
-
-
-@pytest.mark.parametrize("name", sorted(WAITING))
-def test_waiting_cfgs_fail_for_their_reason(name):
-    with pytest.raises(DarkbpError, match=re.escape(WAITING[name])):
-        parse_network(ZOO / f"{name}.cfg")
+READY = USERS           # cspx-p7-mish's layers=180###P6 reads as atoi reads it, 180 (cfg.py)
 
 
 def test_the_zoo_cfgs_using_these_sections_are_known():

@@ -36,36 +36,13 @@ TABLES = sorted(path.stem for path in OWN.glob("*.txt") if path.name != "FAILED.
 HEADER = "   layer   filters  size/strd(dil)      input                output"
 
 # What each cfg still needs from another branch, in the order darkbp's parser meets it
-# (ab-acts: activations; ab-layers: sections).
+# (ab-acts: relu6).
 WAITING = {
-    "csdarknet53-omega": ("mish",),
-    "cspx-p7-mish": ("mish", "[sam]"),
-    "cspx-p7-mish-omega": ("mish",),
-    "cspx-p7-mish_hp": ("mish", "[sam]"),
     "efficientnet-lite3": ("relu6",),
-    "efficientnet_b0": ("swish", "[scale_channels]"),
-    "yolov4": ("mish",),
-    "yolov4-csp-s-mish": ("mish",),
-    "yolov4-csp-swish": ("swish",),
-    "yolov4-csp-x-mish": ("mish",),
-    "yolov4-csp-x-swish": ("swish",),
-    "yolov4-csp-x-swish-frozen": ("swish",),
-    "yolov4-custom": ("mish",),
-    "yolov4-p5-frozen": ("mish",),
-    "yolov4-p6": ("mish",),
-    "yolov4-sam-mish-csp-reorg-bfm": ("mish", "[sam]", "[reorg3d]"),
-    "yolov4_new": ("mish",),
-    "yolov7": ("swish",),
-    "yolov7x": ("swish",),
 }
 # How darkbp says today that it lacks each (the start of its error message).
 LACKS = {
-    "mish": "unknown activation 'mish'",
-    "swish": "unknown activation 'swish'",
     "relu6": "unknown activation 'relu6'",
-    "[sam]": "unknown section [sam]",
-    "[scale_channels]": "unknown section [scale_channels]",
-    "[reorg3d]": "unknown section [reorg3d]",
 }
 
 
