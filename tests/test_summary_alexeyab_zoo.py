@@ -11,9 +11,9 @@ zero in its avg_outputs for the recurrent cfgs, parse_shortcut's assertion for t
   sections, each output shape as AlexeyAB's own table prints it (where its line has one),
   and for the 9 a note saying AlexeyAB cannot parse them, why, and what darkbp did.
 
-WAITING names the cfgs that still fail here only for features other branches of issue 20
-add, in the order darkbp meets them; a test checks that each fails today for exactly its
-first one, so the list cannot outlive its reasons. It empties as those branches merge.
+(While issue 20's other parts were landing, a WAITING map here named the cfgs that failed
+only for their features, each checked to fail for exactly that reason; they have all landed
+and it is gone.)
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import pytest
 from click.testing import CliRunner
 
 from darkbp.cli import main
-from darkbp.errors import DarkbpError
-from darkbp.network import parse_network
 from tests.conftest import SHARED
 
 ZOO = SHARED / "darknet-cfg" / "alexeyab"
@@ -34,16 +32,6 @@ OWN = SHARED / "darknet-summary" / "alexeyab-own"
 CFGS = sorted(path.stem for path in ZOO.glob("*.cfg"))
 TABLES = sorted(path.stem for path in OWN.glob("*.txt") if path.name != "FAILED.txt")
 HEADER = "   layer   filters  size/strd(dil)      input                output"
-
-# What each cfg still needs from another branch, in the order darkbp's parser meets it
-# (ab-acts: relu6).
-WAITING = {
-    "efficientnet-lite3": ("relu6",),
-}
-# How darkbp says today that it lacks each (the start of its error message).
-LACKS = {
-    "relu6": "unknown activation 'relu6'",
-}
 
 
 def _failed() -> dict[str, tuple[str, list[str]]]:
@@ -66,27 +54,12 @@ def _run(*args):
     return CliRunner().invoke(main, ["summary", *map(str, args)])
 
 
-def _assert_waits(name: str, result=None):
-    """The cfg fails today for the first feature it waits for, and for nothing else."""
-    lacks = LACKS[WAITING[name][0]]
-    if result is None:
-        with pytest.raises(DarkbpError) as caught:
-            parse_network(ZOO / f"{name}.cfg")
-        assert caught.value.message.startswith(lacks), caught.value.message
-    else:
-        assert result.exit_code == 2
-        assert result.stdout == ""
-        assert f"]: {lacks}" in result.stderr
-
-
 def test_the_zoo_is_65_cfgs_56_tables_and_9_that_alexeyab_cannot_parse():
     assert len(CFGS) == 65
     assert len(TABLES) == 56
     assert sorted(set(CFGS) - set(TABLES)) == DIED
     assert DIED == ["crnn.train", "gru", "lstm.train", "resnet101", "resnet152", "resnet50",
                     "resnext152-32x4d", "rnn", "rnn.train"]
-    assert set(WAITING) <= set(TABLES)
-    assert {need for needs in WAITING.values() for need in needs} <= set(LACKS)
 
 
 # ------------------------------------------------------------------ --format alexeyab
@@ -94,9 +67,6 @@ def test_the_zoo_is_65_cfgs_56_tables_and_9_that_alexeyab_cannot_parse():
 @pytest.mark.parametrize("name", TABLES)
 def test_alexeyab_table_byte_for_byte(name):
     result = _run(ZOO / f"{name}.cfg", "--format", "alexeyab")
-    if name in WAITING:
-        _assert_waits(name, result)
-        return
     assert result.exit_code == 0, result.output
     assert result.stdout == (OWN / f"{name}.txt").read_text()
     assert "note:" not in result.stderr
@@ -171,9 +141,6 @@ def _expected_outputs(name: str) -> dict[int, tuple[int, int, int]]:
 @pytest.mark.parametrize("name", CFGS)
 def test_json_on_every_cfg(name):
     result = _run(ZOO / f"{name}.cfg", "--format", "json")
-    if name in WAITING:
-        _assert_waits(name, result)
-        return
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     rows = data["layers"]
@@ -195,17 +162,9 @@ def test_json_on_every_cfg(name):
 @pytest.mark.parametrize("name", CFGS)
 def test_table_on_every_cfg(name):
     result = _run(ZOO / f"{name}.cfg")
-    if name in WAITING:
-        _assert_waits(name, result)
-        return
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines()
             if re.match(r"│\s+\d+ │", line)]
     assert len(rows) == _sections(name)
     noted = "note: AlexeyAB's Darknet cannot parse this cfg" in result.stdout
     assert noted == (name in FAILED)
-
-
-@pytest.mark.parametrize("name", sorted(WAITING))
-def test_each_waiting_cfg_fails_today_for_its_first_need(name):
-    _assert_waits(name)
