@@ -141,7 +141,7 @@ def _worker_pass(network: Network, x: np.ndarray, truth, ctx: Pass) -> tuple[flo
     and its heads' numbers (a detector's input takes the size of the caller's: multi-scale
     training resizes the network every few batches)."""
     network.zero_grads()
-    if x.shape[2:] != network.input_shape[1:]:
+    if x.ndim == 4 and x.shape[2:] != network.input_shape[1:]:     # not (N, inputs)
         network.resize(x.shape[3], x.shape[2])
     return _pass(network, x, truth, ctx), head_numbers(network, truth)
 
