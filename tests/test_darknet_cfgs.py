@@ -48,15 +48,17 @@ def _random_boxes(network, seed=0):
     return x, Truth(truth.boxes, w, h, seen=IMAGES)
 
 
-@pytest.mark.parametrize("name", CLASSIFIERS + DETECTORS)
-def test_one_training_step(name):
-    network = parse_network(DARKNET_CFG / f"{name}.cfg").initialize(0, np.float32)
+def one_training_step(network) -> np.ndarray:
+    """One training step of `network` on 2 random images (and boxes), checked: a finite
+    cost, and every parameter that receives a gradient moved by SGD; the input."""
     network.check_trainable()
     config = network.config
     before = {(layer.index, n): w.copy() for layer in network.layers
               for n, w, _ in layer.parameters()}
     x, truth = (_random_boxes if network.heads else _random_batch)(network)
-    cost = Runner(network, 1).train_step(x, truth)
+    x = x.astype(network.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):    # as the trainer: Darknet's exp()s
+        cost = Runner(network, 1).train_step(x, truth)
     assert np.isfinite(cost)
     moved = {(layer.index, n): bool(g.any()) for layer in network.layers
              for n, _, g in layer.parameters()}
@@ -66,6 +68,13 @@ def test_one_training_step(name):
             if moved[(layer.index, n)]:
                 assert not np.array_equal(w, before[(layer.index, n)]), (layer.index, n)
     assert sum(moved.values()) >= len(moved) // 2     # gradients reach most of the network
+    return x
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS + DETECTORS)
+def test_one_training_step(name):
+    network = parse_network(DARKNET_CFG / f"{name}.cfg").initialize(0, np.float32)
+    x = one_training_step(network)
     # Evaluation uses the rolling statistics, still near their start (variance 0.01·batch's)
     # after one step: a deep batch-normalised network then overflows, in Darknet too.
     if not any(layer.batch_statistics for layer in network.layers):
