@@ -908,7 +908,9 @@ def _check_twins(job: dict, pool: dict) -> None:
     def close(a, b):
         return np.allclose(a, b, rtol=1e-7, atol=1e-9 * max(1.0, float(np.abs(b).max())))
 
-    ours, theirs = _DarkbpRunner(job, pool, "float64"), _TorchRunner(job, pool, "float64")
+    # darkbp in one process: its heads then hold the whole batch, whose targets the twin takes.
+    ours = _DarkbpRunner({**job, "threads": 1}, pool, "float64")
+    theirs = _TorchRunner(job, pool, "float64")
     p_ours, p_theirs = ours.forward_step(), theirs.forward_step()
     pairs = (zip(p_ours, p_theirs) if ours.heads else [(p_ours, p_theirs)])
     for a, b in pairs:
