@@ -1,5 +1,6 @@
 """[region]: YOLOv2's detection head: its forward and its boxes, as pjreddie's Darknet
-(forward_region_layer, get_region_detections). darkbp does not train it yet."""
+(forward_region_layer, get_region_detections), and its training delta and loss, which darkbp
+passes back as Darknet's GPU path does (pjreddie's CPU backward_region_layer is empty)."""
 
 from __future__ import annotations
 
