@@ -279,3 +279,113 @@ def diounms_sort(boxes, objectness, probs, thresh, kind, beta):
                 if ab_diou(dets[i]["box"], dets[j]["box"], power) > thresh:
                     dets[j]["prob"][c] = 0
     return [d["i"] for d in dets], np.array([d["prob"] for d in dets], F32)
+
+
+# --- AlexeyAB's process_batch (src/yolo_layer.c): the objectness and class deltas ------------
+def ab_yolo_obj_class_delta(output, truths, mask, anchors, netw, neth, ignore_thresh,
+                            truth_thresh, obj_normalizer=1.0, label_smooth_eps=0.0,
+                            iou_thresh=1.0, objectness_smooth=False, max_boxes=200):
+    """One image of AlexeyAB's forward_yolo_layer training: output (A, 5 + classes, H, W)
+    float32 after the logistic (no new_coords), truths (T, 5) x, y, w, h, class; returns the
+    delta of its objectness and class entries (A, 1 + classes, H, W), loop by loop as its C
+    (iou_thresh with its IoU kind iou; no focal_loss, map or classes_multipliers)."""
+    na, e, lh, lw = output.shape
+    classes = e - 5
+    out = np.asarray(output, F32).reshape(-1)
+    delta = np.zeros_like(out)
+    stride = lw * lh
+    norm = F32(obj_normalizer)
+    eps = F32(label_smooth_eps)
+
+    def index(n, j, i, entry):
+        return n * e * stride + entry * stride + j * lw + i
+
+    def box_of(t):
+        return [F32(v) for v in truths[t][:4]]
+
+    count = 0
+    while count < min(len(truths), max_boxes) and truths[count][0] != 0:
+        count += 1
+
+    def class_delta(at, class_id):
+        if delta[at + stride * class_id]:
+            y_true = F32(1)
+            if eps:
+                y_true = F32(y_true * (F32(1) - eps) + F32(0.5) * eps)
+            delta[at + stride * class_id] = F32(y_true - out[at + stride * class_id])
+            return
+        for c in range(classes):
+            y_true = F32(1 if c == class_id else 0)
+            if eps:
+                y_true = F32(y_true * (F32(1) - eps) + F32(0.5) * eps)
+            delta[at + stride * c] = F32(y_true - out[at + stride * c])
+
+    for j in range(lh):
+        for i in range(lw):
+            for n in range(na):
+                obj = index(n, j, i, 4)
+                at = index(n, j, i, 5)
+                anchor = anchors[mask[n]]
+                pred = [F32((F32(i) + out[index(n, j, i, 0)]) / F32(lw)),
+                        F32((F32(j) + out[index(n, j, i, 1)]) / F32(lh)),
+                        F32(math.exp(float(out[index(n, j, i, 2)])) * anchor[0] / netw),
+                        F32(math.exp(float(out[index(n, j, i, 3)])) * anchor[1] / neth)]
+                best_match_iou, best_iou, best_t = F32(0), F32(0), 0
+                for t in range(count):
+                    class_id = int(truths[t][4])
+                    if class_id >= classes or class_id < 0:
+                        continue
+                    match = any(out[at + stride * c] > F32(0.25) for c in range(classes))
+                    value = F32(ab_iou(pred, box_of(t)))
+                    if value > best_match_iou and match:
+                        best_match_iou = value
+                    if value > best_iou:
+                        best_iou, best_t = value, t
+                delta[obj] = F32(norm * F32(0 - out[obj]))
+                if best_match_iou > F32(ignore_thresh):
+                    if objectness_smooth:
+                        smooth = F32(norm * F32(best_match_iou - out[obj]))
+                        if smooth > delta[obj]:
+                            delta[obj] = smooth
+                    else:
+                        delta[obj] = 0
+                if best_iou > F32(truth_thresh):
+                    squared = F32(best_iou * best_iou)
+                    if objectness_smooth:
+                        delta[obj] = F32(norm * F32(squared - out[obj]))
+                    else:
+                        delta[obj] = F32(norm * F32(1 - out[obj]))
+                    class_id = int(truths[best_t][4])
+                    class_delta(at, class_id)
+                    if objectness_smooth:
+                        delta[at + stride * class_id] = F32(squared - out[at + stride * class_id])
+
+    shapes = [[F32(0), F32(0), F32(F32(w) / F32(netw)), F32(F32(h) / F32(neth))]
+              for w, h in anchors]
+    for t in range(count):
+        class_id = int(truths[t][4])
+        if class_id >= classes or class_id < 0:
+            continue
+        box = box_of(t)
+        i, j = int(box[0] * F32(lw)), int(box[1] * F32(lh))
+        shift = [F32(0), F32(0), box[2], box[3]]
+        best_iou, best_n = 0.0, 0
+        for n, shape in enumerate(shapes):
+            value = ab_iou(shape, shift)
+            if value > best_iou:
+                best_iou, best_n = value, n
+        chosen = [best_n] if best_n in mask else []
+        if iou_thresh < 1:
+            chosen += [n for n in range(len(anchors)) if n in mask and n != best_n
+                       and F32(ab_iou(shapes[n], shift)) > F32(iou_thresh)]
+        for n in chosen:
+            mask_n = list(mask).index(n)
+            obj = index(mask_n, j, i, 4)
+            if objectness_smooth:
+                if delta[obj] == 0:
+                    delta[obj] = F32(norm * F32(1 - out[obj]))
+            else:
+                delta[obj] = F32(norm * F32(1 - out[obj]))
+            class_delta(index(mask_n, j, i, 5), class_id)
+
+    return delta.reshape(na, e, lh, lw)[:, 4:]

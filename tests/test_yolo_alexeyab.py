@@ -182,9 +182,11 @@ def test_a_yolo_naming_an_alexeyab_option_is_alexeyabs(write_cfg):
     assert head.alexeyab["iou_loss_used"] == "iou"
     assert head.advice == ("line 11: iou_loss=l1 is not one of mse, iou, giou, diou, ciou; "
                            "AlexeyAB's Darknet and darkbp take iou",)
-    refused = parse_network(write_cfg(YOLO + "objectness_smooth=1\n")).heads[0]
-    assert refused.training_refusal() == ("objectness_smooth=1 is not trained by darkbp: "
-                                          "remove it")
+    refused = parse_network(write_cfg(YOLO + "focal_loss=1\n")).heads[0]
+    assert refused.training_refusal() == "focal_loss=1 is not trained by darkbp: remove it"
+    smooth = parse_network(write_cfg(YOLO + "objectness_smooth=1\n")).heads[0]
+    assert smooth.fork == "alexeyab" and smooth.alexeyab["objectness_smooth"]
+    assert smooth.training_refusal() is None
 
 
 # --- the IoU family and the box step ----------------------------------------------------------
@@ -368,6 +370,92 @@ def test_two_truths_in_one_cell_add_their_box_deltas_and_share_them():
     # the class targets smoothed: 1·(1 − 0.1) + 0.05 for both truths' classes
     np.testing.assert_allclose(found.target[0, 1, 5:, 1, 2], [0.95, 0.95])
     check_gradient(head, head._x, found, list(np.flatnonzero(found.scale.reshape(-1) > 0)))
+
+
+def near_predictions(head, seed: int, count: int = 6) -> Truth:
+    """Truths of 3 images close to `count` random predictions of each (their boxes moved a
+    little), so that the ignore and truth_thresh branches meet them; random classes."""
+    rng = np.random.default_rng(seed)
+    y = head._entries(head._y)
+    pred = head._pred_boxes(y, 8, 8)
+    boxes = np.zeros((3, 90, 5), np.float32)
+    for b in range(3):
+        n, j, i = (rng.integers(0, k, count) for k in pred.shape[1:4])
+        box = pred[b, n, j, i] * rng.uniform(0.9, 1.1, (count, 4))
+        box[:, :2] = np.clip(box[:, :2], 0.02, 0.98)
+        box[:, 2:] = np.clip(box[:, 2:], 0.05, 0.9)
+        boxes[b, :count] = np.concatenate([box, rng.integers(0, head.classes, (count, 1))], 1)
+    return Truth(boxes, 8, 8)
+
+
+def not_plain(targets: np.ndarray) -> np.ndarray:
+    """Which targets are none of the plain ones (0, 1, and 0.05, 0.95 of label_smooth_eps)."""
+    return ~np.isclose(np.asarray(targets, np.float64)[..., None], [0, 0.05, 0.95, 1],
+                       rtol=0, atol=1e-6).any(axis=-1)
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_objectness_and_class_deltas_equal_a_transcription_of_process_batch(smooth, seed):
+    # head 2 (obj_normalizer 1.5, label_smooth_eps, iou_thresh 0.213) with truth_thresh 0.85,
+    # so that both of forward_yolo_layer's loops meet objectness_smooth
+    network = parse_network(LAYER_CFG)
+    head = network.layers[2]
+    head.alexeyab["objectness_smooth"] = smooth
+    head.settings["truth_thresh"] = 0.85
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1.5, (3, *head.in_shape)).astype(np.float32)
+    head.forward(x, Pass.training())
+    truth = near_predictions(head, seed)
+    found = head.assign(truth)
+    y = head._entries(head._y)
+    fractional = 0
+    for b in range(3):
+        expected = naive_boxes.ab_yolo_obj_class_delta(
+            y[b], truth.boxes[b], head.mask, head.anchors, 8, 8, ignore_thresh=0.7,
+            truth_thresh=0.85, obj_normalizer=1.5, label_smooth_eps=0.1, iou_thresh=0.213,
+            objectness_smooth=smooth)
+        np.testing.assert_allclose(found.delta[b, :, 4:], expected, rtol=1e-6, atol=1e-7)
+        targets = found.target[b, :, 4:][found.scale[b, :, 4:] > 0]
+        fractional += int(not_plain(targets).sum())
+    # objectness_smooth's targets are IoUs (ignored) and IoU² (truth_thresh): met here
+    assert (fractional > 0) == smooth
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_with_objectness_smooth_positive_cells_keep_their_ignore_target(seed):
+    # AlexeyAB sets every prediction's objectness delta before the truths' loop, which with
+    # objectness_smooth writes 1 only where that delta is 0: a truth's cell keeps 0 or its
+    # best IoU as target
+    network = parse_network(LAYER_CFG)
+    head = network.layers[2]
+    head.alexeyab["objectness_smooth"] = True
+    rng = np.random.default_rng(seed)
+    head.forward(rng.normal(0, 1.5, (3, *head.in_shape)).astype(np.float32), Pass.training())
+    found = head.assign(near_predictions(head, seed))
+    positive = found.scale[:, :, 5] > 0
+    assert positive.any() and not (found.target[:, :, 4][positive] == 1).any()
+    head.alexeyab["objectness_smooth"] = False
+    plain = head.assign(near_predictions(head, seed))
+    assert (plain.target[:, :, 4][positive] == 1).all()
+
+
+@pytest.mark.parametrize("index", [2, 6])
+@pytest.mark.parametrize("seed", range(2))
+def test_input_grad_is_the_gradient_of_the_loss_with_objectness_smooth(index, seed):
+    # the ignore and truth_thresh targets (IoU, IoU²) are held fixed as the assignment is
+    head, x, _, _ = head_case(index, seed, objectness_smooth=True)
+    head.settings["truth_thresh"] = 0.85
+    found = head.assign(near_predictions(head, seed, count=20))
+    target = found.target[:, :, 4:].reshape(-1)
+    live = np.flatnonzero(found.scale[:, :, 4:].reshape(-1) > 0)
+    fractional = live[not_plain(target[live])]
+    assert len(fractional) > 0
+    offset = np.zeros(found.scale.shape, bool)
+    offset[:, :, 4:] = True
+    entries = np.flatnonzero(offset.reshape(-1))[fractional]
+    rng = np.random.default_rng(seed)
+    check_gradient(head, x, found, list(entries[:60]) + list(rng.choice(x.size, 30, replace=False)))
 
 
 def test_delta_normalizer_scales_the_gradient_only():

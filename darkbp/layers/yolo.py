@@ -8,7 +8,9 @@ AlexeyAB's fork reads (`iou_loss=mse` suffices), as AlexeyAB's (its src/yolo_lay
                of all assignments to a cell added (iou_thresh: also other anchors of the
                mask, then divided by the cell's classes); iou_normalizer (0.75 by default)
                on the box delta; obj_normalizer; label_smooth_eps; iou_loss; cost and
-               statistics line its own; max=200 boxes
+               statistics line its own; max=200 boxes; objectness_smooth: objectness
+               targets an ignored prediction's best IoU, a truth_thresh match's IoU² (its
+               class too), and a truth's cell keeps the target it had (0 or that IoU)
 
 The AlexeyAB options also act in inference: scale_x_y on x and y, new_coords (no logistic;
 w = 4·x²·anchor), nms_kind and beta_nms in detection (`nms_overlap`)."""
@@ -36,15 +38,14 @@ ALEXEYAB_IOU_LOSS = {"giou": 1, "mse": 2, "diou": 3, "ciou": 4}
 ALEXEYAB_OPTIONS = frozenset({
     "iou_loss", "iou_normalizer", "obj_normalizer", "cls_normalizer", "delta_normalizer",
     "scale_x_y", "new_coords", "max_delta", "iou_thresh", "iou_thresh_kind",
-    "label_smooth_eps", "nms_kind", "beta_nms", "show_details"})
+    "label_smooth_eps", "nms_kind", "beta_nms", "show_details", "objectness_smooth"})
 # AlexeyAB's options darkbp reads but does not act on: data loading, tracking, logging.
 ALEXEYAB_IGNORED = frozenset({
     "resize", "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show",
     "track_ciou_norm", "uc_normalizer", "beta1"})
 # AlexeyAB's options that change its training and that darkbp does not train (refused when
 # set to anything else than their default).
-ALEXEYAB_UNTRAINED = {"objectness_smooth": "0", "focal_loss": "0", "counters_per_class": None,
-                      "embedding_layer": None}
+ALEXEYAB_UNTRAINED = {"focal_loss": "0", "counters_per_class": None, "embedding_layer": None}
 NMS_KINDS = ("default", "greedynms", "diounms")
 
 
@@ -82,6 +83,7 @@ def read_alexeyab(s: Section) -> dict:
         "max_delta": s.get_float("max_delta", float("inf"), positive=True),
         "new_coords": s.get_int("new_coords", 0, minimum=0) != 0,
         "show_details": s.get_int("show_details", 1) != 0,
+        "objectness_smooth": s.get_int("objectness_smooth", 0) != 0,
     }
     # A name AlexeyAB does not know counts as its default kind, as in parse_yolo (its table
     # prints the name as written): an advice says so.
@@ -373,7 +375,11 @@ class YoloLayer(Head):
         truth is above truth_thresh; then each truth, at its cell, with its best anchor by
         shape (if in the mask) and, with iou_thresh < 1, every other anchor of the mask whose
         shape's IoU (of iou_thresh_kind) with it is above iou_thresh. Box deltas of a cell add
-        up; the objectness target is 1; the class targets are the union of its truths'."""
+        up; the objectness target is 1; the class targets are the union of its truths'.
+        objectness_smooth: the ignored predictions' objectness targets their best IoU, a
+        truth_thresh match's objectness and class their IoU², and a truth's objectness 1
+        only where the delta before it is 0 (AlexeyAB's test of that delta): held fixed
+        like the assignment, these targets keep the delta the loss's gradient."""
         a = self.alexeyab
         n, na, e, h, w = y.shape
         f = y.dtype.type
@@ -394,8 +400,16 @@ class YoloLayer(Head):
         ious = ab_iou(pred[:, :, :, :, None], boxes[:, None, None, None, :, :4])
         best_iou, best_t = first_best(ious, valid[:, None, None, None])
         class_match = (y[:, :, 5:] > F32(0.25)).any(axis=2)
-        s[:, :, 4] = np.where(class_match & (best_iou > F32(self.settings["ignore_thresh"])),
-                              0, a["obj_normalizer"])
+        ignored = class_match & (best_iou > F32(self.settings["ignore_thresh"]))
+        if a["objectness_smooth"]:
+            # objectness_smooth: an ignored prediction's objectness goes towards that best
+            # IoU instead (AlexeyAB takes that delta where it is the larger of the two)
+            norm = f(F32(a["obj_normalizer"]))
+            larger = norm * (best_iou.astype(y.dtype) - obj) > norm * (0 - obj)
+            t[:, :, 4] = np.where(ignored & larger, best_iou, 0)
+            s[:, :, 4] = a["obj_normalizer"]
+        else:
+            s[:, :, 4] = np.where(ignored, 0, a["obj_normalizer"])
         matched = np.nonzero(best_iou > F32(self.settings["truth_thresh"]))    # (b, n, j, i)
         cells = [matched[0], matched[1], matched[2], matched[3]]
         truth_box = [boxes[matched[0], best_t[matched], :4]]
@@ -440,8 +454,20 @@ class YoloLayer(Head):
             np.add.at(box_delta[:, :, k], (bb, bn, bj, bi), step[:, k])
 
         # Objectness 1 and the classes (targets the union; label_smooth_eps: towards 0.5).
-        t[bb, bn, 4, bj, bi] = 1
         s[bb, bn, 4, bj, bi] = a["obj_normalizer"]
+        if a["objectness_smooth"]:
+            # objectness_smooth: a truth_thresh match's objectness goes towards its IoU²; a
+            # truth's towards 1 only where the delta so far is 0 (as good as never: the
+            # prediction keeps its ignore target, 0 or its best IoU).
+            m = len(matched[0])
+            squared = best_iou[matched] * best_iou[matched]
+            t[matched[0], matched[1], 4, matched[2], matched[3]] = squared
+            so_far = s[:, :, 4] * (t[:, :, 4] - obj)
+            own = (bb[m:], bn[m:], bj[m:], bi[m:])
+            t[own[0], own[1], 4, own[2], own[3]] = np.where(so_far[own] == 0, 1,
+                                                             t[own[0], own[1], 4, own[2], own[3]])
+        else:
+            t[bb, bn, 4, bj, bi] = 1
         s[bb, bn, 5:, bj, bi] = 1
         t[bb, bn, 5 + label, bj, bi] = 1
         eps = a["label_smooth_eps"]
@@ -449,6 +475,14 @@ class YoloLayer(Head):
             assigned = s[:, :, 5:] > 0
             t[:, :, 5:] = np.where(assigned, (t[:, :, 5:] * (F32(1) - F32(eps))
                                               ).astype(np.float64) + 0.5 * float(F32(eps)), 0)
+        if a["objectness_smooth"]:
+            # ... and its class towards IoU² too (no label_smooth_eps), unless a truth of
+            # the cell has that class (its target is then the truth's).
+            truths_class = np.zeros(t[:, :, 5:].shape, bool)
+            truths_class[bb[m:], bn[m:], label[m:], bj[m:], bi[m:]] = True
+            mine = ~truths_class[matched[0], matched[1], label[:m], matched[2], matched[3]]
+            t[matched[0][mine], matched[1][mine], 5 + label[:m][mine], matched[2][mine],
+              matched[3][mine]] = squared[mine]
         delta[:, :, 4:] = s[:, :, 4:] * (t[:, :, 4:] - y[:, :, 4:])
 
         # iou_thresh < 1: a cell's box delta divided by its number of classes whose delta is
