@@ -41,10 +41,8 @@ UNTRAINABLE = {
     "rnn": f"[rnn] {TABULATED}",
     "rnn.train": f"[rnn] {TABULATED}",
     "vgg-conv": "need a [softmax] or a [cost] as the last layer",
-} | {name: "objectness_smooth=1 is not trained by darkbp" for name in (
-    "cspx-p7-mish", "cspx-p7-mish_hp", "yolov4-csp-s-mish", "yolov4-csp-swish",
-    "yolov4-csp-x-mish", "yolov4-csp-x-swish-frozen", "yolov4-csp-x-swish", "yolov4-p5-frozen",
-    "yolov4-p6", "yolov4_new", "yolov7-tiny", "yolov7", "yolov7x")}
+    "cspx-p7-mish_hp": "counters_per_class=",
+}
 
 
 def _refusal(name: str) -> str | None:
