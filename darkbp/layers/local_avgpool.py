@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from darkbp.layers.base import Layer, c_float, register
+from darkbp.layers.maxpool import MaxpoolLayer
 from darkbp.ops.buffers import kernel_buffers
 from darkbp.ops.local_avgpool import (local_avgpool_backward, local_avgpool_forward,
                                       window_counts)
@@ -70,12 +71,7 @@ class LocalAvgpoolLayer(Layer):
                 + "%4d x%4d x%4d -> %4d x%4d x%4d %5.3f BF\n"
                 % (w, h, c, ow, oh, oc, c_float(self.alexeyab_bflops)))
 
-    @property
-    def alexeyab_bflops(self) -> float:
-        """As AlexeyAB's [maxpool]: size²·C·out_h·out_w / 1e9."""
-        c = self.in_shape[0]
-        _, out_h, out_w = self.out_shape
-        return self.size * self.size * c * out_h * out_w / 1e9
+    alexeyab_bflops = MaxpoolLayer.alexeyab_bflops        # size²·C·out_h·out_w / 1e9
 
     def describe(self):
         return {"size": self.size, "stride_x": self.stride_x, "stride_y": self.stride_y,
