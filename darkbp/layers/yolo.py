@@ -103,6 +103,18 @@ def read_alexeyab(s: Section) -> dict:
     return settings
 
 
+def cell_sums(values: np.ndarray, cells: tuple, shape: tuple) -> np.ndarray:
+    """Σ of `values` (k,) or (k, m) over the assignments that share a cell: (shape) or
+    (shape + (m,)) float64, zero elsewhere, each cell summed in the assignments' order (as
+    np.add.at, without its per-element cost)."""
+    flat = np.ravel_multi_index(cells, shape)
+    size = int(np.prod(shape))
+    if values.ndim == 1:
+        return np.bincount(flat, values, size).reshape(shape)
+    return np.stack([np.bincount(flat, column, size) for column in values.T],
+                    axis=-1).reshape(shape + (values.shape[1],))
+
+
 def source_name(source: Input) -> str:
     """How an error names the input a head reads: the network input or layer i ([type])."""
     return ("the network input" if source.index == INPUT
@@ -449,6 +461,8 @@ class YoloLayer(Head):
         # The box: each assignment's delta added to its cell's.
         step, iou_found = self._box_deltas(y[bb, bn, :4, bj, bi], pred[bb, bn, bj, bi],
                                            truth_box, anchors[anchor], bi, bj, w, h, netw, neth)
+        # In y's dtype, added one by one as AlexeyAB's float deltas are (not cell_sums'
+        # float64 sums, which round otherwise where three or more share a cell).
         box_delta = np.zeros((n, na, 4, h, w), y.dtype)
         for k in range(4):
             np.add.at(box_delta[:, :, k], (bb, bn, bj, bi), step[:, k])
@@ -502,14 +516,12 @@ class YoloLayer(Head):
         if a["iou_loss_used"] == "mse":
             weight = ((F32(2) - truth_box[:, 2] * truth_box[:, 3]).astype(y.dtype)
                       * f(F32(a["iou_normalizer"])))
-            coeff = np.zeros((n, na, h, w), np.float64)
-            np.add.at(coeff, (bb, bn, bj, bi), weight)
+            coeff = cell_sums(weight.astype(np.float64), (bb, bn, bj, bi), (n, na, h, w))
             coeff /= shares
-            target_sum = np.zeros((n, na, 4, h, w), np.float64)
             targets = self._mse_targets(truth_box, anchors[anchor], bi, bj, w, h, netw, neth)
-            for k in range(4):
-                np.add.at(target_sum[:, :, k], (bb, bn, bj, bi),
-                          weight * targets[:, k] / shares[bb, bn, bj, bi])
+            target_sum = np.moveaxis(cell_sums(
+                weight[:, None] * targets / shares[bb, bn, bj, bi][:, None], (bb, bn, bj, bi),
+                (n, na, h, w)), -1, 2)                                    # (n, na, 4, h, w)
             live = coeff > 0
             mean = np.where(live[:, :, None], target_sum / np.where(live, coeff, 1)[:, :, None], 0)
             sxy = a["scale_x_y"]
@@ -628,9 +640,7 @@ class YoloLayer(Head):
         pred = np.stack([(bi + out[:, 0]) / w, (bj + out[:, 1]) / h,
                          size[:, 0] / terms["netw"], size[:, 1] / terms["neth"]], axis=1)
         value = iou_kind64(self.alexeyab["iou_loss_used"], pred, terms["truths"])
-        per_image = np.zeros(len(z))
-        np.add.at(per_image, bb, terms["weight"] * (1 - value))
-        return per_image
+        return cell_sums(np.asarray(terms["weight"] * (1 - value), np.float64), (bb,), (len(z),))
 
     def input_grad(self, truth: Truth) -> np.ndarray:
         """d(Σ_images cost)/d(input) = −delta: Darknet adds its delta to the previous layer's
