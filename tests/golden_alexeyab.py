@@ -49,17 +49,21 @@ class CpuRun:
     """What AlexeyAB's CPU training computes, by cpu_replay."""
 
     losses: list[float] = field(default_factory=list)
+    train_forward: np.ndarray | None = None          # step 1's output, (N, outputs)
     step_weights: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     forward_step5: np.ndarray | None = None
 
 
 def cpu_replay(fixture: Golden, steps: int = STEPS,
-               rate: Callable[[int], float] = lambda step: LEARNING_RATE) -> CpuRun:
+               rate: Callable[[int], float] = lambda step: LEARNING_RATE,
+               zeroed: frozenset = ZEROED) -> CpuRun:
     """The fixture driver's run (Golden.replay) with AlexeyAB's CPU deltas: each layer's
     delta persists between steps unless its type is ZEROED, and is assigned instead of added
     to where ASSIGNS says. The last layer must be the cost ([softmax]: its delta is set).
     Step k updates at rate(k): AlexeyAB's train_network counts the batch into *net.seen
-    before update_network asks get_current_rate, so step k's is that of batch k."""
+    before update_network asks get_current_rate, so step k's is that of batch k.
+    `zeroed`: the layer types whose delta is cleared each step (another set than ZEROED
+    shows what a persisting delta changes)."""
     network = fixture.network()
     config = network.config
     x, truth = fixture.input, fixture.truth
@@ -69,9 +73,11 @@ def cpu_replay(fixture: Golden, steps: int = STEPS,
     run = CpuRun()
     for step in range(1, steps + 1):
         for layer in network.layers[:-1]:
-            if layer.type in ZEROED or layer.index not in delta:
+            if layer.type in zeroed or layer.index not in delta:
                 delta[layer.index] = np.zeros((len(x),) + layer.out_shape, network.dtype)
-        network.run(x, Pass.training(Noise(0, step - 1)))
+        output = network.run(x, Pass.training(Noise(0, step - 1)))[-1]
+        if step == 1:
+            run.train_forward = output.reshape(len(x), -1)
         run.losses.append(float(network.cost(truth).sum()))
         delta[cost.sources[0]] += cost.input_grad(truth).reshape(delta[cost.sources[0]].shape)
         for layer in reversed(network.layers[:-1]):

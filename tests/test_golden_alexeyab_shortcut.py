@@ -6,7 +6,8 @@ output, its table, the losses of five SGD steps, every array after steps 1 and 5
 after training, and the place of the shortcut weights in its .weights files.
 
 AlexeyAB's CPU training differs from darkbp's in three ways, all reproduced here by a small
-reference (`CpuBackward`, `cpu_factor_gradient`) and measured against the fixture:
+reference (tests/golden_alexeyab.py `cpu_replay`, and `cpu_factor_gradient` here) and
+measured against the fixture:
 
 - its convolution's backward overwrites its input's gradient (col2im_cpu_ext sets the
   buffer to zero first), so the gradient a shortcut adds into a `from` layer that feeds a
@@ -32,13 +33,11 @@ import numpy as np
 import pytest
 
 import darkbp.layers.shortcut as shortcut_module
-from darkbp.layers.base import INPUT
 from darkbp.network import parse_network
-from darkbp.passes import Noise, Pass
-from darkbp.sgd import SGD
 from darkbp.summary import alexeyab_text
 from darkbp.weights import load_weights, save_weights
-from tests.golden import LEARNING_RATE, STEPS, Golden, Replay, arrays, relative
+from tests.golden import Golden, arrays, relative
+from tests.golden_alexeyab import ZEROED, cpu_replay
 
 FORWARD_TOL = 1e-6
 LOSS_TOL = 1e-6
@@ -51,66 +50,16 @@ def fixture():
     return Golden("alexeyab-new/shortcut_weighted")
 
 
-class CpuBackward:
-    """backward_network (AlexeyAB src/network.c) over darkbp's layers, one call per step:
-    layers in reverse, each adding its input gradients into its sources' deltas, except
-
-    - a convolution's backward (backward_convolutional_layer -> col2im_cpu_ext, whose
-      caffe_set zeroes the buffer) writes its input's delta instead of adding to it;
-    - an [avgpool]'s delta is never cleared (its l.train is 0): it keeps the sum of every
-      step's gradient so far.
-    """
-
-    def __init__(self):
-        self.kept: dict[int, np.ndarray] = {}          # the [avgpool] deltas, step after step
-
-    def __call__(self, network, truth):
-        cost = network.layers[-1]
-        deltas = {cost.sources[0]: cost.input_grad(truth)}
-        for layer in reversed(network.layers[:-1]):
-            delta = deltas.pop(layer.index)
-            if layer.type == "avgpool":
-                delta = delta + self.kept.get(layer.index, 0)
-                self.kept[layer.index] = delta.copy()
-            dxs = layer.backward(delta)
-            for source, dx in zip(layer.sources, [dxs] if layer.arity == 1 else dxs):
-                if source == INPUT:
-                    continue
-                overwrites = layer.type == "convolutional" or source not in deltas
-                deltas[source] = dx.copy() if overwrites else deltas[source] + dx
-
-
 def cpu_factor_gradient(weights, a, g, normalization):
     """backward_shortcut_multilayer_cpu's weight rule: the gradient g of the factors a."""
     return g.copy()
-
-
-def replay(fixture, backward, steps=STEPS) -> Replay:
-    """Golden.replay with another network backward: predict, then `steps` SGD steps."""
-    network = fixture.network()
-    config = network.config
-    x, truth = fixture.input, fixture.truth
-    run = Replay(forward=network.forward(x), train_forward=None, losses=[], network=network)
-    sgd = SGD(network.layers, config.momentum, config.decay, config.batch)
-    for step in range(1, steps + 1):
-        output = network.forward(x, Pass.training(Noise(0, step - 1)))
-        cost = float(network.cost(truth).sum())
-        backward(network, truth)
-        sgd.step(LEARNING_RATE)
-        if step == 1:
-            run.train_forward = output
-        run.losses.append((cost, cost / config.batch))
-        if step in (1, 5):
-            run.step_weights[step] = arrays(network)
-    run.forward_step5 = network.forward(x)
-    return run
 
 
 @pytest.fixture(scope="module")
 def cpu_run(fixture):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(shortcut_module, "mix_weights_grad", cpu_factor_gradient)
-        return replay(fixture, CpuBackward())
+        return cpu_replay(fixture)
 
 
 # --- inference ------------------------------------------------------------------------------------
@@ -142,10 +91,11 @@ def test_relu_factors_are_the_cpus_here(fixture):
 
 def test_training_forward_and_losses_equal_alexeyabs(cpu_run, fixture):
     assert relative(cpu_run.train_forward, fixture.f32("train_forward.f32")) < FORWARD_TOL
-    for step, ((ours, ours_per_image), (theirs, theirs_per_image)) in enumerate(
+    batch = fixture.batch
+    for step, (ours, (theirs, theirs_per_image)) in enumerate(
             zip(cpu_run.losses, fixture.losses, strict=True), start=1):
         assert ours == pytest.approx(theirs, rel=LOSS_TOL), step
-        assert ours_per_image == pytest.approx(theirs_per_image, rel=LOSS_TOL), step
+        assert ours / batch == pytest.approx(theirs_per_image, rel=LOSS_TOL), step
 
 
 @pytest.mark.parametrize("step", [1, 5])
@@ -187,7 +137,7 @@ def test_darkbps_own_step_differs_only_where_alexeyab_cpu_loses_gradients(cpu_ru
         patch.setattr(shortcut_module, "mix_weights_grad", cpu_factor_gradient)
         rule_only = Golden.replay(fixture, steps=1).step_weights[1]
     assert relative(rule_only["0.biases"], theirs["0.biases"]) > 1
-    backward_only = replay(fixture, CpuBackward(), steps=1).step_weights[1]
+    backward_only = cpu_replay(fixture, steps=1).step_weights[1]
     for key in ("0.biases", "0.weights", "1.weights", "3.weights"):
         assert relative(backward_only[key], theirs[key]) < WEIGHTS_TOL, key
     assert relative(backward_only["6.weights"] - init["6.weights"],
@@ -197,15 +147,10 @@ def test_darkbps_own_step_differs_only_where_alexeyab_cpu_loses_gradients(cpu_ru
 def test_alexeyab_cpus_avgpool_keeps_its_gradient_from_step_to_step(fixture):
     # With the overwrite and the weight rule but a cleared [avgpool] gradient, the losses
     # of steps 1 and 2 are AlexeyAB's and step 3's is not.
-    class Cleared(CpuBackward):
-        def __call__(self, network, truth):
-            self.kept.clear()
-            super().__call__(network, truth)
-
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(shortcut_module, "mix_weights_grad", cpu_factor_gradient)
-        run = replay(fixture, Cleared(), steps=3)
-    (ours1, _), (ours2, _), (ours3, _) = run.losses
+        run = cpu_replay(fixture, steps=3, zeroed=ZEROED | {"avgpool"})
+    ours1, ours2, ours3 = run.losses
     (theirs1, _), (theirs2, _), (theirs3, _), *_ = fixture.losses
     assert ours1 == pytest.approx(theirs1, rel=LOSS_TOL)
     assert ours2 == pytest.approx(theirs2, rel=LOSS_TOL)
