@@ -335,6 +335,33 @@ def test_chunked_columns_equal_naive(case, chunk_bytes, small_k_bytes, monkeypat
     check_against_naive(np.random.default_rng(sum(case) + chunk_bytes), *case)
 
 
+def test_chunked_dx_through_col2im_never_holds_every_column():
+    """More filters than channels: dx is Wᵀ·dy folded back by col2im, a chunk of output rows
+    at a time, so a backward never allocates the whole dcols (C·9 rows by every output
+    pixel of the batch: 4.7 MB here, where dx is 0.5 MB)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    stride = 1
+    x = as_nchw(ordered(rng.standard_normal((8, 4, 64, 32)), "CHWN"), "CHWN")
+    weights = rng.standard_normal((16, 4, 3, 3))
+    y, cache = conv_forward(x, weights, stride, 1, 1, keep_layout=True)
+    assert cache.chunked and not conv._dx_as_convolution(cache, 4, 16)
+    dy = as_nchw(ordered(rng.standard_normal(y.shape), "CHWN"), "CHWN")  # as layers pass it
+    dcols_bytes = 4 * 9 * dy[:, 0].size * 8
+    conv_backward(dy, cache, weights)                 # the thread's chunk buffer, grown once
+    tracemalloc.start()
+    try:
+        dx, dw = conv_backward(dy, cache, weights)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    ndx, ndw = naive.conv_backward(np.asarray(x), weights, dy, stride, 1, 1)
+    np.testing.assert_allclose(dx, ndx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, ndw, rtol=1e-12, atol=1e-12)
+    assert peak < dcols_bytes / 2, (peak, dcols_bytes)
+
+
 def test_few_columns_beside_the_filters_make_smaller_chunks():
     # 3x3 over 3 channels into 16 filters (a first layer): 2,048 columns of 28 + 16 values
     # fill SMALL_K_BYTES; 16 channels into 16 filters (K = 144 >= 4·16) fill CHUNK_BYTES.

@@ -276,6 +276,8 @@ def conv_backward(dy: np.ndarray, cache: ConvCache, weights: np.ndarray,
         pass                             # depthwise_backward gave dx with dweights
     elif cache.chunked and _dx_as_convolution(cache, c // g, f // g):
         dxl = _chunked_dx(dyl, cache, weights)
+    elif cache.chunked:
+        dxl = _chunked_col2im(dyl, cache, weights)
     else:
         wg = weights.reshape(g, f // g, kg)
         dcols = _matmul(wg.swapaxes(-1, -2), dyc)                      # (B, G, Kg, M)
@@ -429,3 +431,34 @@ def _chunked_dx(dyl: np.ndarray, cache: ConvCache, weights: np.ndarray) -> np.nd
     dx = _chunked_product(dyl, turned, size, 1, cache.dilation * (size - 1) - cache.padding,
                           h, w, dilation=cache.dilation)
     return dx.reshape(c, h, w, n)
+
+
+def _chunked_col2im(dyl: np.ndarray, cache: ConvCache, weights: np.ndarray) -> np.ndarray:
+    """dx (C, H, W, N) from dy (F, OH, OW, N) as Wᵀ·dy and col2im, a few output rows at a
+    time: each chunk's dcols (C, size, size, rows, OW, N) is added into the zero-padded dx
+    while it is in cache, and no more than a chunk of them exists at once (the whole
+    dcols of 16 -> 32 channels at 64x64, batch 64, would be 151 MB)."""
+    n, c, h, w = cache.x_shape
+    out_h, out_w = cache.out_hw
+    f, cg, size, _ = weights.shape
+    groups, stride, padding, dilation = cache.groups, cache.stride, cache.padding, cache.dilation
+    kg = cg * size * size
+    wt = np.ascontiguousarray(weights.reshape(groups, f // groups, kg).swapaxes(-1, -2))
+    dy = dyl.reshape(groups, f // groups, -1)                          # (G, Fg, OH·OW·N)
+    dxp = np.zeros((c, h + 2 * padding, w + 2 * padding, n), dyl.dtype)
+    per_row = out_w * n
+    rows = _chunk_rows(c * size * size, f, out_h, out_w, n, dyl.itemsize)
+    flat = _chunk_buffer(rows * c * size * size * per_row, dyl.dtype)
+    for r0 in range(0, out_h, rows):
+        r1 = min(out_h, r0 + rows)
+        mc = (r1 - r0) * per_row
+        dcols = flat[:groups * kg * mc].reshape(groups, kg, mc)
+        np.matmul(wt, dy[:, :, r0 * per_row:r1 * per_row], out=dcols)
+        dcols = dcols.reshape(c, size, size, r1 - r0, out_w, n)
+        for i in range(size):
+            top = r0 * stride + i * dilation
+            for j in range(size):
+                left = j * dilation
+                dxp[:, top:top + stride * (r1 - r0 - 1) + 1:stride,
+                    left:left + stride * (out_w - 1) + 1:stride] += dcols[:, i, j]
+    return np.ascontiguousarray(dxp[:, padding:padding + h, padding:padding + w])
