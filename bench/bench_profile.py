@@ -18,6 +18,10 @@ darkbp  the profiled step's time by category (below), in ms per step and share o
 torch   `torch.profiler.profile` over the twin's steps (bench/twin.py): the operators by
         self CPU time, in ms per step and share of the profiled step, and what is outside
         any operator (Python, the autograd engine); its plain step's median beside.
+        One table holds both, darkbp's categories on the left and torch's operators on
+        the right, each by its own ranking; below it, the time each framework spends in
+        its convolutions (darkbp: its GEMM, im2col/col2im, conv other and depthwise
+        categories; torch: the operators named *convolution*).
 
 darkbp's categories come from timers wrapped around its functions at run time, where the
 code looks them up (a module that imported a function holds its own name for it); darkbp
@@ -389,15 +393,9 @@ def render(report: dict, console=None) -> None:
         plain = statistics.median(ours["plain_ms"])
         profiled = statistics.median(ours["profiled_ms"])
         title = f"{row['cfg']}, batch {row['batch']}, 1 thread, {row['input']}"
-        console.print(f"[bold]darkbp[/bold]: {title}")
-        table = Table()
-        table.add_column("category")
-        table.add_column("ms / step", justify="right")
-        table.add_column("share", justify="right")
-        for name, ms in ours["categories"].items():
-            if ms > 0:
-                table.add_row(name, f"{ms:.2f}", f"{ms / step:.1%}")
-        console.print(table)
+        console.print(f"[bold]darkbp[/bold]" + (" and [bold]torch[/bold]" if "torch" in row
+                                                 else "") + f": {title}")
+        console.print(_side_by_side(ours, row.get("torch"), Table))
         console.print(f"  profiled step {step:.1f} ms (mean; median {profiled:.1f}), plain step "
                       f"{plain:.1f} ms (median of {len(ours['plain_ms'])}): the timers cost "
                       f"~{profiled - plain:.1f} ms a step"
@@ -413,24 +411,58 @@ def render(report: dict, console=None) -> None:
                       f"{1 / max(blas, 1e-9):.1f}x as fast")
         if "torch" in row:
             theirs = row["torch"]
-            console.print(f"[bold]torch[/bold]: {title}")
-            console.print(_torch_table(theirs, Table))
             console.print(f"  torch.profiler, self CPU time; profiled step "
                           f"{theirs['step_ms']:.1f} ms (mean), plain step "
                           f"{statistics.median(theirs['plain_ms']):.1f} ms (median of "
                           f"{len(theirs['plain_ms'])})")
+            mine, yours = convolution_ms(ours, theirs)
+            console.print(f"  convolutions in all (darkbp: its GEMMs, im2col/col2im and conv "
+                          f"other; torch: the operators named *convolution*): darkbp "
+                          f"{mine:.1f} ms ({mine / step:.0%} of its profiled step), torch "
+                          f"{yours:.1f} ms ({yours / theirs['step_ms']:.0%})")
         console.print()
 
 
-def _torch_table(theirs: dict, Table):
-    step = theirs["step_ms"]
+CONVOLUTION = (GEMM_FORWARD, GEMM_DW, GEMM_DX, IM2COL_FORWARD, IM2COL_BACKWARD, CONV_OTHER,
+               DEPTHWISE)
+
+
+def convolution_ms(ours: dict, theirs: dict) -> tuple[float, float]:
+    """Each framework's time in its convolutions, ms per profiled step: darkbp's convolution
+    categories; torch's operators with "convolution" in their name (forward, backward and
+    autograd's node), among those the report kept."""
+    mine = sum(ours["categories"].get(name, 0.0) for name in CONVOLUTION)
+    yours = sum(op["ms"] for op in theirs["operators"] if "convolution" in op["name"].lower())
+    return mine, yours
+
+
+def _side_by_side(ours: dict, theirs: dict | None, Table):
+    """darkbp's categories and, beside them, torch's operators (each by time, largest first,
+    as share of its own profiled step)."""
+    step = sum(ours["categories"].values())
+    mine = [(name, ms, ms / step) for name, ms in ours["categories"].items() if ms > 0]
     table = Table()
-    table.add_column("operator")
-    table.add_column("ms / step", justify="right")
-    table.add_column("share", justify="right")
-    rows = [(op["name"], op["ms"]) for op in theirs["operators"]]
-    rows += [("other operators", theirs["other_operators_ms"]),
-             ("outside operators (Python, autograd)", theirs["outside_operators_ms"])]
-    for name, ms in rows:
-        table.add_row(name, f"{ms:.2f}", f"{ms / step:.1%}")
+    for column in ("darkbp category", "ms / step", "share") + (
+            ("torch operator", "ms / step", "share") if theirs else ()):
+        table.add_column(column, justify="left" if "ms" not in column and column != "share"
+                         else "right")
+    yours = []
+    if theirs:
+        yours = [(op["name"], op["ms"]) for op in theirs["operators"]]
+        yours += [("other operators", theirs["other_operators_ms"]),
+                  ("outside operators (Python, autograd)", theirs["outside_operators_ms"])]
+        yours = [(name, ms, ms / theirs["step_ms"]) for name, ms in yours]
+    for i in range(max(len(mine), len(yours))):
+        cells = []
+        for rows, width in ((mine, 3), (yours, 3 if theirs else 0)):
+            if i < len(rows):
+                name, ms, share = rows[i]
+                cells += [name, f"{ms:.2f}", f"{share:.1%}"]
+            else:
+                cells += [""] * width
+        table.add_row(*cells)
+    total = ["step", f"{step:.2f}", "100%"]
+    if theirs:
+        total += ["step", f"{theirs['step_ms']:.2f}", "100%"]
+    table.add_row(*total, style="bold")
     return table

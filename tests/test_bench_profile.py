@@ -176,3 +176,14 @@ def test_bench_profile_runs_and_keeps_its_numbers(cfg, tmp_path):
     assert ours["gemm_share"] == pytest.approx(sum(ours["categories"][n] for n in GEMMS) / step)
     assert len(ours["plain_ms"]) == len(ours["profiled_ms"]) == 2
     assert row["torch"]["operators"] and row["torch"]["step_ms"] > 0
+
+
+def test_convolution_time_adds_darkbps_conv_categories_and_torchs_conv_operators():
+    from bench.bench_profile import CONV_OTHER, convolution_ms
+    ours = {"categories": {GEMM_DW: 2.0, GEMM_DX: 3.0, IM2COL_BACKWARD: 0.5, CONV_OTHER: 0.25,
+                           POOLING: 7.0, TAIL: 11.0}}
+    theirs = {"operators": [{"name": "aten::convolution_backward", "ms": 4.0},
+                            {"name": "aten::mkldnn_convolution", "ms": 1.5},
+                            {"name": "ConvolutionBackward0", "ms": 0.125},
+                            {"name": "aten::native_batch_norm", "ms": 9.0}]}
+    assert convolution_ms(ours, theirs) == (5.75, 5.625)
