@@ -1,6 +1,7 @@
 """Micro-benchmark of darkbp's kernels against PyTorch CPU, forward + backward.
 
     python bench/bench_ops.py [--threads 1] [--batch 64] [--repeat 50] [--mallopt]
+    python bench/bench_ops.py --cfg resnet_cifar --mallopt     # every conv of a cfg
 
 Times, float32, median of --repeat runs, each kernel as the layers call it:
 the convolutions of cfg/mnist.cfg (20 5x5 on 28x28x1, 50 5x5 on 12x12x20)
@@ -14,6 +15,12 @@ gradient, in darkbp and in torch alike.  The conv rows also time both column
 layouts, to check `choose_layout`.  The script re-runs itself with
 OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS set, so BLAS honours
 --threads.
+
+--cfg NAME (a path, or a name in cfg/) times instead each distinct [convolutional] of that
+cfg (how many times it occurs beside it), forward + backward as above, with each
+framework's GFLOP/s (Darknet's FLOPs: forward, dW and, but in a first layer, dx), and
+one float32 `np.matmul` of 512x512 by 512x512 for what NumPy's BLAS reaches on a large
+square product.
 
 --mallopt keeps freed memory in glibc's heap (M_MMAP_THRESHOLD and
 M_TRIM_THRESHOLD raised): otherwise glibc hands the kernels' multi-MB
@@ -67,7 +74,36 @@ POOLS = (("maxpool 2/2 24x24x20", 20, 24), ("maxpool 2/2 8x8x50", 50, 8),
          ("maxpool 2/2 28x28x16", 16, 28))
 
 
-def darkbp_cases(batch):
+def cfg_convs(path) -> tuple:
+    """CONVS' rows for each distinct [convolutional] of a cfg (square inputs, no dilation),
+    and how many layers each stands for."""
+    from collections import Counter
+
+    from darkbp.network import parse_network
+
+    counts = Counter()
+    for layer in parse_network(path).layers:
+        if layer.type != "convolutional":
+            continue
+        c, h, w = layer.in_shape
+        if h != w or layer.dilation != 1 or layer.antialiasing:
+            raise SystemExit(f"bench_ops: layer {layer.index}: only square, undilated convs")
+        counts[(c, h, layer.filters, layer.size, layer.stride, layer.padding, layer.groups,
+                layer.index == 0)] += 1
+    rows = tuple((f"{f} {k}x{k}/{st}{f'/g{g}' if g > 1 else ''} {hw}x{hw}x{c}"
+                  f"{' (first)' if first else ''}", c, hw, f, k, st, p, g, first)
+                 for (c, hw, f, k, st, p, g, first) in counts)
+    return rows, [counts[key] for key in counts]
+
+
+def conv_gflop(batch: int, c, hw, f, size, stride, padding, groups, first) -> float:
+    """A conv's forward + backward FLOPs (Darknet's count), in GFLOP."""
+    out = (hw + 2 * padding - size) // stride + 1
+    forward = 2.0 * f * (c // groups) * size * size * out * out * batch / 1e9
+    return forward * (2 if first else 3)
+
+
+def darkbp_cases(batch, convs=CONVS, extras=True):
     from darkbp.ops import conv, im2col
     from darkbp.ops.batchnorm import batchnorm_backward, batchnorm_forward
     from darkbp.ops.buffers import kernel_buffers
@@ -103,10 +139,13 @@ def darkbp_cases(batch):
                 conv.choose_layout = original
         return run
 
-    for name, *args in CONVS:
+    for name, *args in convs:
         cases[name] = conv_case(*args)
-        for layout in im2col.LAYOUTS:
-            cases[f"  {name} [{layout}]"] = conv_case(*args, layout=layout)
+        if extras:
+            for layout in im2col.LAYOUTS:
+                cases[f"  {name} [{layout}]"] = conv_case(*args, layout=layout)
+    if not extras:
+        return cases
 
     def pool_case(c, hw, train):
         x = stored((batch, c, hw, hw), "CHWN")
@@ -141,7 +180,7 @@ def darkbp_cases(batch):
     return cases
 
 
-def torch_cases(batch, threads):
+def torch_cases(batch, threads, convs=CONVS, extras=True):
     try:
         import torch
         import torch.nn.functional as F
@@ -161,8 +200,10 @@ def torch_cases(batch, threads):
         return lambda: torch.autograd.grad(F.conv2d(x, w, b, stride, padding, 1, groups),
                                            inputs, dy)
 
-    for name, *args in CONVS:
+    for name, *args in convs:
         cases[name] = conv_case(*args)
+    if not extras:
+        return cases
 
     def pool_case(c, hw, train):
         x = torch.randn(batch, c, hw, hw, generator=g, requires_grad=train)
@@ -202,6 +243,7 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--mallopt", action="store_true", help="keep freed memory in the heap")
+    parser.add_argument("--cfg", help="time the convolutions of this cfg instead")
     args = parser.parse_args()
 
     if os.environ.get("OMP_NUM_THREADS") != str(args.threads):
@@ -210,6 +252,8 @@ def main():
     if args.mallopt:
         keep_freed_memory()
 
+    if args.cfg:
+        return cfg_main(args)
     ours = {k: median_ms(fn, args.repeat) for k, fn in darkbp_cases(args.batch).items()}
     theirs = {k: median_ms(fn, args.repeat)
               for k, fn in torch_cases(args.batch, args.threads).items()}
@@ -221,6 +265,31 @@ def main():
         t = theirs.get(name)
         tail = f"{t:8.3f} {t / ms:13.2f}" if t is not None else ""
         print(f"{name:{width}s} {ms:8.3f} {tail}")
+
+
+
+def cfg_main(args) -> None:
+    """--cfg: each distinct conv of the cfg in both frameworks, and a large square matmul."""
+    from bench import _find_cfg                  # bench/bench.py, beside this script
+    convs, counts = cfg_convs(_find_cfg(args.cfg))
+    ours = {k: median_ms(fn, args.repeat)
+            for k, fn in darkbp_cases(args.batch, convs, extras=False).items()}
+    theirs = {k: median_ms(fn, args.repeat)
+              for k, fn in torch_cases(args.batch, args.threads, convs, extras=False).items()}
+    print(f"{args.cfg}: each conv forward+backward, float32, batch {args.batch}, "
+          f"{args.threads} thread(s), median of {args.repeat} (ms){', mallopt' if args.mallopt else ''}")
+    width = max(map(len, ours))
+    print(f"{'conv':{width}s} {'layers':>6s} {'darkbp':>8s} {'torch':>8s} {'torch/darkbp':>13s} "
+          f"{'darkbp GFLOP/s':>15s} {'torch GFLOP/s':>14s}")
+    for (name, *shape), count in zip(convs, counts):
+        ms, t = ours[name], theirs.get(name)
+        gflop = conv_gflop(args.batch, *shape)
+        tail = (f"{t:8.3f} {t / ms:13.2f} {gflop / ms * 1e3:15.1f} {gflop / t * 1e3:14.1f}"
+                if t is not None else f"{'':8s} {'':13s} {gflop / ms * 1e3:15.1f}")
+        print(f"{name:{width}s} {count:6d} {ms:8.3f} {tail}")
+    a = np.random.default_rng(0).random((512, 512), np.float32)
+    print(f"np.matmul 512x512x512 float32: "
+          f"{2 * 512 ** 3 / median_ms(lambda: a @ a, args.repeat) / 1e6:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
