@@ -12,8 +12,9 @@ def threads_option(command):
     return click.option(
         "--threads", type=click.IntRange(min=1), default=default_threads, metavar="N",
         show_default="all cores",
-        help="CPU threads. Each batch is split across them (a network with batch "
-             "normalisation uses them inside the matrix products instead).")(command)
+        help="CPU threads. Each batch is split across them, one process each (where "
+             "worker processes are not available, a network with batch normalisation "
+             "uses them inside the matrix products instead).")(command)
 
 
 def names_options(data_also: str = ""):
