@@ -23,7 +23,8 @@ and the direct kernels move where each tap reads (im2col.py), the products stay 
 
 A batch stored CHWN (every batch of more than one image) does not materialise its
 columns: they run a few output rows at a time (`_chunked_forward`), and backward
-remakes them chunk by chunk from the input, which is all the cache keeps.
+remakes them chunk by chunk from the input, which is all the cache keeps; its dx is made
+chunk by chunk too (`_chunked_dx`, `_chunked_col2im`).
 """
 
 from __future__ import annotations
