@@ -335,6 +335,17 @@ def test_chunked_columns_equal_naive(case, chunk_bytes, small_k_bytes, monkeypat
     check_against_naive(np.random.default_rng(sum(case) + chunk_bytes), *case)
 
 
+@pytest.mark.parametrize("piece", [2, 3])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
+def test_chunks_in_pieces_of_a_few_columns_equal_naive(case, piece, monkeypatch):
+    """Products with few rows run over pieces of PIECE columns: pieces of 2 or 3 columns, so
+    that every small case runs them, a last shorter piece included."""
+    monkeypatch.setattr(conv, "choose_layout", lambda *shape: "CHWN")
+    monkeypatch.setattr(conv, "PIECE", piece)
+    monkeypatch.setattr(conv, "SMALL_GEMM", 0)
+    check_against_naive(np.random.default_rng(sum(case) + piece), *case)
+
+
 def test_chunked_dx_through_col2im_never_holds_every_column():
     """More filters than channels: dx is Wᵀ·dy folded back by col2im, a chunk of output rows
     at a time, so a backward never allocates the whole dcols (C·9 rows by every output
