@@ -62,12 +62,6 @@ class ConvLstmLayer(ConvRecurrentLayer):
         raise NotImplementedError("pjreddie's Darknet has no [conv_lstm] layer (AlexeyAB's "
                                   "fork only): use --format alexeyab")
 
-    def alexeyab_line(self):
-        c, h, w = self.in_shape
-        return ("%s: %d x %d x %d image, %d filters\n" % (self.banner, h, w, c,
-                                                          self.out_shape[0])
-                + self._cells_text())
-
     @property
     def alexeyab_bflops(self) -> float:
         # The cells' float sum, then (double) 12 (peephole) or 9 operations per output value

@@ -91,8 +91,12 @@ class ConvRecurrentLayer(Layer):
                           f"would have no pixels")
         return ConvolutionalLayer(shape, filters=filters, **conv)
 
-    def _cells_text(self) -> str:
-        return "".join(cell.conv.alexeyab_line() for cell in self.cells)
+    def alexeyab_line(self):
+        # make_<name>_layer's own line, then each cell's as make_convolutional_layer prints it.
+        c, h, w = self.in_shape
+        return ("%s: %d x %d x %d image, %d filters\n" % (self.banner, h, w, c,
+                                                          self.out_shape[0])
+                + "".join(cell.conv.alexeyab_line() for cell in self.cells))
 
     @property
     def bflops(self) -> float:
@@ -177,12 +181,6 @@ class CrnnLayer(ConvRecurrentLayer):
         raise NotImplementedError("pjreddie's [crnn] reads other options (output_filters, "
                                   "hidden_filters, always 3 x 3 convolutions) and builds "
                                   "another layer from this section: use --format alexeyab")
-
-    def alexeyab_line(self):
-        c, h, w = self.in_shape
-        return ("%s: %d x %d x %d image, %d filters\n" % (self.banner, h, w, c,
-                                                          self.out_shape[0])
-                + self._cells_text())
 
     def describe(self):
         return {**super().describe(), "hidden": self.cells[0].conv.filters,

@@ -10,8 +10,8 @@ AlexeyAB's table line; it does not run or train it.
 
 from __future__ import annotations
 
-from darkbp.layers.base import Layer, c_float, register
-from darkbp.layers.yolo import ALEXEYAB_IOU_LOSS, channels_error, read_anchors
+from darkbp.layers.base import Layer, register
+from darkbp.layers.yolo import channels_error, printed_loss_settings, read_anchors
 
 # AlexeyAB's YOLO_POINT enum (yolo_point=): the table prints its value; any other name is center.
 YOLO_POINT = {"center": 1, "left_top": 2, "right_bottom": 4}
@@ -71,15 +71,11 @@ class GaussianYoloLayer(Layer):
                                   "(AlexeyAB's fork only): use --format alexeyab")
 
     def alexeyab_line(self):
-        # make_gaussian_yolo_layer prints nothing; parse_gaussian_yolo one line, "%2.2f" of
-        # C floats. An iou_loss it does not know counts as IOU (0).
-        a = self.alexeyab
-        f32 = [c_float(a[key]) for key in ("iou_normalizer", "obj_normalizer",
-                                           "cls_normalizer", "delta_normalizer", "scale_x_y")]
+        # make_gaussian_yolo_layer prints nothing; parse_gaussian_yolo one line.
         return ("[Gaussian_yolo] iou loss: %s (%d), iou_norm: %2.2f, obj_norm: %2.2f, "
                 "cls_norm: %2.2f, delta_norm: %2.2f, scale: %2.2f, point: %d\n"
-                % (a["iou_loss"], ALEXEYAB_IOU_LOSS.get(a["iou_loss"], 0), *f32,
-                   YOLO_POINT.get(a["yolo_point"], 1)))
+                % (*printed_loss_settings(self.alexeyab),
+                   YOLO_POINT.get(self.alexeyab["yolo_point"], 1)))
 
     def describe(self):
         return {"classes": self.classes, "num": self.num, "mask": list(self.mask),

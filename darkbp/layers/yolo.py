@@ -33,6 +33,16 @@ F32 = np.float32
 # a name it does not know counts as IOU.
 ALEXEYAB_IOU_LOSS = {"giou": 1, "mse": 2, "diou": 3, "ciou": 4}
 
+
+def printed_loss_settings(alexeyab: dict) -> tuple:
+    """What AlexeyAB's parse_yolo (and parse_gaussian_yolo) print of a head's loss: its
+    iou_loss, that loss's number (one it does not know counts as IOU, 0), and the
+    normalizers and scale_x_y as C floats (the float32 value is what "%2.2f" rounds)."""
+    return (alexeyab["iou_loss"], ALEXEYAB_IOU_LOSS.get(alexeyab["iou_loss"], 0),
+            *(c_float(alexeyab[key]) for key in ("iou_normalizer", "obj_normalizer",
+                                                 "cls_normalizer", "delta_normalizer",
+                                                 "scale_x_y")))
+
 # The [yolo] options darkbp reads that only AlexeyAB's fork knows: naming any of them (or of
 # ALEXEYAB_IGNORED) makes the head AlexeyAB's.
 ALEXEYAB_OPTIONS = frozenset({
@@ -210,12 +220,9 @@ class YoloLayer(Head):
     def alexeyab_line(self):
         # make_yolo_layer prints "yolo", then parse_yolo its loss settings with "%2.2f" of
         # C floats (so the float32 value is what is rounded).
-        a = self.alexeyab
-        f32 = [c_float(a[key]) for key in ("iou_normalizer", "obj_normalizer",
-                                           "cls_normalizer", "delta_normalizer", "scale_x_y")]
         return ("yolo\n[yolo] params: iou loss: %s (%d), iou_norm: %2.2f, obj_norm: %2.2f, "
                 "cls_norm: %2.2f, delta_norm: %2.2f, scale_x_y: %2.2f\n"
-                % (a["iou_loss"], ALEXEYAB_IOU_LOSS.get(a["iou_loss"], 0), *f32))
+                % printed_loss_settings(self.alexeyab))
 
     def describe(self):
         return {"classes": self.classes, "num": self.num, "mask": list(self.mask),
