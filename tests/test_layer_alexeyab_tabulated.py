@@ -24,6 +24,7 @@ from darkbp.network import parse_network
 from darkbp.summary import alexeyab_text, darknet_text, summary_data
 from darkbp.weights import load_weights
 from tests.conftest import ROOT, assert_cfg_error
+from tests.test_layer_recurrent import _cell as _connected  # save_connected_weights
 
 LAYER_CFGS = ROOT / "tests" / "layer_cfgs"
 HEADER = "   layer   filters  size/strd(dil)      input                output\n"
@@ -186,16 +187,6 @@ def _conv(layer, name, filters, per_filter, bn):
         arrays += [(layer, f"{name}_{array}", (filters,))
                    for array in ("scales", "rolling_mean", "rolling_variance")]
     return arrays + [(layer, f"{name}_weights", (filters, *per_filter))]
-
-
-def _connected(layer, name, inputs, outputs, bn):
-    """save_connected_weights: biases, weights, [scales, rolling_mean, rolling_variance]."""
-    arrays = [(layer, f"{name}_biases", (outputs,)),
-              (layer, f"{name}_weights", (outputs, inputs))]
-    if bn:
-        arrays += [(layer, f"{name}_{array}", (outputs,))
-                   for array in ("scales", "rolling_mean", "rolling_variance")]
-    return arrays
 
 
 # The arrays in file order, from save_weights_upto: [lstm] in pjreddie's order (wi wf wo wg
