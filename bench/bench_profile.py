@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import statistics
 import sys
 import tempfile
@@ -439,30 +440,22 @@ def convolution_ms(ours: dict, theirs: dict) -> tuple[float, float]:
 def _side_by_side(ours: dict, theirs: dict | None, Table):
     """darkbp's categories and, beside them, torch's operators (each by time, largest first,
     as share of its own profiled step)."""
-    step = sum(ours["categories"].values())
-    mine = [(name, ms, ms / step) for name, ms in ours["categories"].items() if ms > 0]
+    sides = [("darkbp category", [(name, ms) for name, ms in ours["categories"].items()
+                                  if ms > 0], sum(ours["categories"].values()))]
+    if theirs:
+        rows = [(op["name"], op["ms"]) for op in theirs["operators"]]
+        rows += [("other operators", theirs["other_operators_ms"]),
+                 ("outside operators (Python, autograd)", theirs["outside_operators_ms"])]
+        sides.append(("torch operator", rows, theirs["step_ms"]))
     table = Table()
-    for column in ("darkbp category", "ms / step", "share") + (
-            ("torch operator", "ms / step", "share") if theirs else ()):
-        table.add_column(column, justify="left" if "ms" not in column and column != "share"
-                         else "right")
-    yours = []
-    if theirs:
-        yours = [(op["name"], op["ms"]) for op in theirs["operators"]]
-        yours += [("other operators", theirs["other_operators_ms"]),
-                  ("outside operators (Python, autograd)", theirs["outside_operators_ms"])]
-        yours = [(name, ms, ms / theirs["step_ms"]) for name, ms in yours]
-    for i in range(max(len(mine), len(yours))):
-        cells = []
-        for rows, width in ((mine, 3), (yours, 3 if theirs else 0)):
-            if i < len(rows):
-                name, ms, share = rows[i]
-                cells += [name, f"{ms:.2f}", f"{share:.1%}"]
-            else:
-                cells += [""] * width
-        table.add_row(*cells)
-    total = ["step", f"{step:.2f}", "100%"]
-    if theirs:
-        total += ["step", f"{theirs['step_ms']:.2f}", "100%"]
-    table.add_row(*total, style="bold")
+    for title, _, _ in sides:
+        table.add_column(title)
+        table.add_column("ms / step", justify="right")
+        table.add_column("share", justify="right")
+    columns = [[[name, f"{ms:.2f}", f"{ms / step:.1%}"] for name, ms in rows]
+               for _, rows, step in sides]
+    for row in itertools.zip_longest(*columns, fillvalue=["", "", ""]):
+        table.add_row(*itertools.chain(*row))
+    table.add_row(*itertools.chain(*(["step", f"{step:.2f}", "100%"] for *_, step in sides)),
+                  style="bold")
     return table
