@@ -29,7 +29,7 @@ from darkbp.layers.base import INPUT
 from darkbp.layers.shortcut import ShortcutLayer
 from darkbp.network import parse_network
 from darkbp.ops.activations import ACTIVATIONS
-from darkbp.ops.layout import as_nchw
+from darkbp.ops.layout import as_nchw, ordered
 from darkbp.ops.shortcut import (mix_backward, shortcut_backward, shortcut_forward,
                                  shortcut_plan)
 from darkbp.passes import EVAL, Pass
@@ -86,9 +86,12 @@ def test_kernel_equals_the_loop_reference(case, alpha, beta, layouts):
                                atol=1e-14)
     dy = _stored(rng.standard_normal(prev_shape), layouts[0])
     want_prev, want_src = nl.shortcut_backward(prev_shape, src_shape, dy, alpha, beta)
-    d_prev, d_src = shortcut_backward(dy.copy(), src_shape, alpha, beta, plan)
+    d_prev, d_src = shortcut_backward(dy.copy(order="K"), src_shape, alpha, beta, plan)
     np.testing.assert_allclose(d_prev, want_prev, rtol=1e-14, atol=1e-14)
     np.testing.assert_allclose(d_src, want_src, rtol=1e-14, atol=1e-14)
+    # stored as dz, so that the sum with src's other gradient and src's own backward (a
+    # CHWN conv's, its activation's) run without a transposing pass
+    assert np.shares_memory(ordered(d_src, layouts[0]), d_src)
     assert not np.shares_memory(d_prev, d_src)
     assert not np.shares_memory(z, prev) and not np.shares_memory(z, src)
     np.testing.assert_array_equal(prev, copies[0])            # inputs untouched
@@ -595,6 +598,11 @@ def test_weighted_sum_equals_alexeyabs_loops(case):
     for ours, want in zip(grads, [want_prev, *want_srcs], strict=True):
         np.testing.assert_allclose(ours, want, rtol=1e-13, atol=1e-14)
     assert all(not np.shares_memory(a, b) for i, a in enumerate(grads) for b in grads[i + 1:])
+    # CHWN inputs get CHWN gradients (each stored as its input)
+    stored = [_stored(a, "CHWN") for a in (prev, *srcs)]
+    layer.forward(stored, Pass.training())
+    assert all(np.shares_memory(ordered(d, "CHWN"), d)
+               for d in layer.backward(_stored(dy, "CHWN")))
     # What AlexeyAB's CPU code accumulates is the gradient of the normalised factors, g:
     # mix_backward's third result.
     a = layer._factors(np.float64)

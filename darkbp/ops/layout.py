@@ -47,6 +47,14 @@ def spatial_index(layout: str, rows, cols) -> tuple:
     return tuple(index)
 
 
+def stored_like(shape: tuple[int, ...], like: np.ndarray, zeros: bool = False) -> np.ndarray:
+    """An (N, C, H, W) array of `shape` and like's dtype, stored in the layout `like` is:
+    uninitialised, or zeros."""
+    layout = layout_of(like)
+    make = np.zeros if zeros else np.empty
+    return as_nchw(make(layout_shape(layout, *shape), like.dtype), layout)
+
+
 def as_nchw(a: np.ndarray, layout: str) -> np.ndarray:
     """The (N, C, H, W) view of an array in `layout`'s axis order."""
     return a.transpose(_INVERSE[layout])

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from darkbp.ops.layout import stored_like
+
 
 @dataclass(frozen=True)
 class ShortcutPlan:
@@ -105,12 +107,13 @@ def shortcut_forward(prev: np.ndarray, src: np.ndarray, alpha: float, beta: floa
 def shortcut_backward(dz: np.ndarray, src_shape: tuple[int, ...], alpha: float, beta: float,
                       plan: ShortcutPlan) -> tuple[np.ndarray, np.ndarray]:
     """dz (N, C2, H2, W2), the gradient at z -> (d_prev, d_src), two arrays sharing no
-    memory: d_prev is dz itself, overwritten; d_src is (N, C1, H1, W1) = src_shape."""
+    memory: d_prev is dz itself, overwritten; d_src is (N, C1, H1, W1) = src_shape, stored
+    as dz is (see layout.py)."""
     paired = dz[plan.prev_index]                  # a view: read it before scaling it
     if plan.same:
         d_src = paired * beta if beta != 1 else paired.copy(order="K")
     else:
-        d_src = np.zeros(src_shape, dz.dtype)     # the values src's forward never read: 0
+        d_src = stored_like(src_shape, dz, zeros=True)   # values src's forward never read: 0
         d_src[plan.src_index] = paired * beta if beta != 1 else paired
     if alpha != 1:
         paired *= alpha
@@ -173,7 +176,7 @@ def mix_backward(dz: np.ndarray, prev: np.ndarray, srcs: list[np.ndarray], a: np
     for i, (src, plan) in enumerate(zip(srcs, plans), start=1):
         paired = dz if plan.same else dz[plan.prev_index]       # (N, channels, rows, cols)
         g[i, :plan.channels if k > 1 else 1] = _factor_grad(paired, src[plan.src_index], k)
-        d_src = np.zeros(src.shape, d_prev.dtype)
+        d_src = np.zeros_like(src, d_prev.dtype)                # stored as src is
         d_src[plan.src_index] = paired * _per_channel(a[i], plan.channels)
         d_srcs.append(d_src)
     return d_prev, d_srcs, g
