@@ -12,6 +12,7 @@ import pytest
 
 from darkbp.layers.upsample import UpsampleLayer
 from darkbp.network import parse_network
+from darkbp.ops.layout import ordered
 from darkbp.passes import EVAL, Pass
 from darkbp.summary import darknet_text
 from tests import naive_layers as nl
@@ -48,6 +49,7 @@ def test_forward_and_backward_equal_the_loop_reference(shape, stride, scale, lay
     y = layer.forward(chwn(x) if layout == "CHWN" else x, Pass.training())
     np.testing.assert_allclose(y, nl.upsample_forward(x, stride, scale), rtol=1e-14, atol=0)
     assert y.shape == (shape[0],) + layer.out_shape
+    assert np.shares_memory(ordered(y, layout), y)   # stored as x: no transposing copy
     dy = rng.standard_normal(y.shape)
     dx = layer.backward(chwn(dy) if layout == "CHWN" else dy.copy())
     np.testing.assert_allclose(dx, nl.upsample_backward(shape, dy, stride, scale),

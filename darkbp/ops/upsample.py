@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from darkbp.ops.layout import stored_like
+
 
 def nearest(x: np.ndarray, s: int, scale: float) -> np.ndarray:
-    """x: (N, C, H, W) -> (N, C, H·s, W·s): y[n, c, j, i] = scale·x[n, c, j div s, i div s]."""
+    """x: (N, C, H, W) -> (N, C, H·s, W·s): y[n, c, j, i] = scale·x[n, c, j div s, i div s],
+    stored as x is (see layout.py)."""
     n, c, h, w = x.shape
-    y = np.empty((n, c, h * s, w * s), x.dtype)
+    y = stored_like((n, c, h * s, w * s), x)
     # (N, C, H, 1, W, 1) broadcast over the block's (s, s) axes of y seen as (N, C, H, s, W, s)
     np.multiply(x[:, :, :, None, :, None], x.dtype.type(scale),
                 out=y.reshape(n, c, h, s, w, s))
