@@ -616,12 +616,12 @@ class YoloLayer(Head):
         new_coords (no logistic), times delta_normalizer; with an iou_loss, the box's term
         is iou_normalizer·(1 − IoU of iou_loss) instead (its delta is AlexeyAB's step)."""
         z = self._entries(x)
-        square = found.scale * (found.target - z) ** 2 / 2
         if self.fork == "alexeyab" and self.alexeyab["new_coords"]:
-            terms = square
+            terms = found.scale * (found.target - z) ** 2 / 2
         else:
             terms = found.scale * bce_logits(found.target, z)
-            terms[:, :, 2:4] = square[:, :, 2:4]
+            wh = np.s_[:, :, 2:4]
+            terms[wh] = found.scale[wh] * (found.target[wh] - z[wh]) ** 2 / 2
         total = terms.reshape(len(z), -1).sum(axis=1)
         if found.terms is not None:
             total = total + self._iou_terms(z, found.terms)
