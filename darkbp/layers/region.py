@@ -234,7 +234,8 @@ class RegionLayer(Head):
 
     def loss(self, x: np.ndarray, found: Targets) -> np.ndarray:
         """`cost` at the input x (N, C, H, W), the targets held fixed (gradcheck's)."""
-        z = self._entries(x)
+        z = np.ascontiguousarray(self._entries(x))   # as the targets (a CHWN conv's output
+                                                     # would make every pass below strided)
         y = self._entries(self.forward(x, EVAL))
         s, t = found.scale, found.target
         terms = s * (t - y) ** 2 / 2

@@ -615,7 +615,8 @@ class YoloLayer(Head):
         target of x and y, see _alexeyab_targets), ½·s·(t − z)² on every entry with
         new_coords (no logistic), times delta_normalizer; with an iou_loss, the box's term
         is iou_normalizer·(1 − IoU of iou_loss) instead (its delta is AlexeyAB's step)."""
-        z = self._entries(x)
+        z = np.ascontiguousarray(self._entries(x))   # as the targets (a CHWN conv's output
+                                                     # would make every pass below strided)
         if self.fork == "alexeyab" and self.alexeyab["new_coords"]:
             terms = found.scale * (found.target - z) ** 2 / 2
         else:
