@@ -57,8 +57,8 @@ pixels and random boxes (Truth.random: 1 to 4 per image).  darkbp's step is the
 Trainer's: Runner.train_step(x, truth, noise), which for each head assigns the
 targets (the box matching of Darknet's forward_yolo_layer), computes the loss and
 backward, then SGD; its Runner splits the batch between processes as for a classifier.
-Its forward is `darkbp detect`'s and `map`'s: in one process, the threads working in
-the matrix products.  The twin's step is its forward, darkbp's [yolo] loss
+Its forward is `darkbp detect`'s and `map`'s: the batch split between the Runner's
+processes.  The twin's step is its forward, darkbp's [yolo] loss
 (s·BCE-with-logits on x, y, objectness, classes, ½·s·(t − z)² on w, h) at darkbp's
 scale s and target t, backward and SGD: the box matching is NOT in the torch step.
 The parent assigns each pool batch's targets once, with darkbp's heads on its
@@ -826,15 +826,9 @@ class _DarkbpRunner:
         i = self.forward_index % len(self.x)
         self.forward_index += 1
         if self.heads:
-            # Every head's output, as darkbp.detector.detect_passes runs them: in this
-            # process, the threads in BLAS (the Runner's workers idle).
-            from darkbp.detector import head_outputs
-            from darkbp.threads import set_threads
-            set_threads(self.runner.threads)
-            try:
-                return head_outputs(self.network, self.x[i])
-            finally:
-                set_threads(1 if self.runner.split else self.runner.threads)
+            # Every head's output, as darkbp.detector.detect_passes runs them: the batch
+            # split across the Runner's workers.
+            return self.runner.head_outputs(self.x[i])
         return self.runner.forward(self.x[i])
 
     def params(self) -> dict[str, "object"]:

@@ -265,10 +265,14 @@ class DetectionTrainer(Trainer):
     def valid_scores(self, forward=None):
         """The valid list detected as `darkbp map` detects it (thresh .005, NMS .45) and
         scored (darkbp.mapeval's result); `forward`: the heads' outputs of a batch in place
-        of the network's (darkbp.detector.detect_files), e.g. a twin's in another framework."""
+        of the network's (darkbp.detector.detect_files), e.g. a twin's in another framework;
+        by default the training Runner's, whose workers split the passes."""
         scorer = Scorer(self.dataset.classes)
+        threads = self.options.threads
+        if forward is None and self.runner is not None and self.runner.split:
+            forward, threads = self.runner.head_outputs, 1      # BLAS: 1 thread beside them
         found = detect_files(self.network, self.valid_paths, thresh=MAP_THRESH, hier=0,
-                             nms=NMS, threads=self.options.threads, forward=forward)
+                             nms=NMS, threads=threads, forward=forward)
         for image, (boxes, classes) in zip(found, self.valid_truths):
             scorer.add(*as_arrays(image["detections"], MAP_THRESH), boxes, classes)
         return scorer.result()

@@ -20,6 +20,7 @@ them. Pure library code: `darkbp detect` and `darkbp map` render or score the re
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -29,7 +30,7 @@ from darkbp.boxes import correct_boxes, nms_sort
 from darkbp.classifier import MAX_PASS, PASS_BYTES, check_input, letterboxed
 from darkbp.errors import DarkbpError
 from darkbp.network import Network
-from darkbp.passes import EVAL, PJREDDIE_EVAL
+from darkbp.parallel import Runner, head_outputs
 from darkbp.threads import get_threads, set_threads
 
 THRESH, HIER, NMS = 0.5, 0.5, 0.45      # test_detector's defaults
@@ -53,15 +54,6 @@ def check_detector(network: Network) -> int:
                               f"classes={heads[0].classes}: every head must detect the "
                               "same classes", file=network.file, line=head.line)
     return heads[0].classes
-
-
-def head_outputs(network: Network, x: np.ndarray, pjreddie_batchnorm: bool = False
-                 ) -> list[np.ndarray]:
-    """Each detection head's output for the letterboxed inputs x (N, C, h, w), in order of
-    the heads, in evaluation mode (`pjreddie_batchnorm`: batch norm as pjreddie's
-    inference, see darkbp.passes.Pass)."""
-    outputs = network.run(x, PJREDDIE_EVAL if pjreddie_batchnorm else EVAL)
-    return [outputs[head.index] for head in network.heads]
 
 
 def network_boxes(network: Network, outputs: Sequence[np.ndarray],
@@ -126,17 +118,25 @@ def detect_passes(network: Network, paths: Sequence[str], thresh: float = THRESH
                   ) -> Iterator[tuple[list[dict], float]]:
     """(the images of one forward pass as `detect_files` gives them, the seconds of that
     pass), pass by pass: as many letterboxed images as fit in darkbp.classifier's
-    PASS_BYTES (at most MAX_PASS) go through the network at once; `threads` threads work
-    in its matrix products (and after the last pass BLAS has its thread count of before:
-    a training Runner's workers run beside it). Only the detections are kept, so memory stays bounded over
-    any number of images. `forward`: the heads' outputs of a batch in place of the
-    network's own (`head_outputs`), e.g. another framework's twin of it."""
+    PASS_BYTES (at most MAX_PASS) go through the network at once. With `threads` > 1 and
+    at least 2·threads images each pass is split across `threads` workers
+    (darkbp.parallel.Runner, started here, whose start costs ~0.2 s); else `threads`
+    threads work in its matrix products. After the last pass BLAS has its thread count of
+    before (a training Runner's workers run beside it). Only the detections are kept, so
+    memory stays bounded over any number of images. `forward`: the heads' outputs of a
+    batch in place of the network's own (`head_outputs`), e.g. another framework's twin of
+    it, or a training Runner's `head_outputs` (then no workers are started here)."""
     check_detector(network)
     shape = network.input_shape
     per_pass = max(1, min(MAX_PASS, PASS_BYTES // (4 * int(np.prod(shape)))))
     before = get_threads()
     set_threads(threads)
+    runner = None
     try:
+        if forward is None and threads > 1 and len(paths) >= 2 * threads:
+            runner = Runner(network, threads)       # with workers, BLAS on 1 thread
+            forward = functools.partial(runner.head_outputs,
+                                        pjreddie_batchnorm=pjreddie_batchnorm)
         for start in range(0, len(paths), per_pass):
             chunk = paths[start:start + per_pass]
             inputs = [letterboxed(path, shape, with_size=True) for path in chunk]
@@ -151,6 +151,8 @@ def detect_passes(network: Network, paths: Sequence[str], thresh: float = THRESH
                     "detections": detections(*image, w, h, thresh, names)}
                    for path, (w, h), image in zip(chunk, sizes, found)], seconds
     finally:
+        if runner is not None:
+            runner.close()
         set_threads(before)
 
 

@@ -20,7 +20,8 @@ training ~1.15x as fast as one thread, two processes run it ~1.9x as fast.
 A detector's shards are split the same way, each with its images' boxes (a Truth's
 slice): its heads' deltas are per image. What Darknet prints beside the loss, each head's
 cost and statistics line, is made of sums over the images, which the workers send back
-with their cost (`Runner.head_numbers`).
+with their cost (`Runner.head_numbers`). In evaluation (`Runner.head_outputs`) the workers
+send back each head's output for their images.
 
 Batch normalisation in training needs the statistics of the whole pass: with
 worker processes each batch-norm layer adds up its per-channel sums across the
@@ -64,7 +65,7 @@ import numpy as np
 from darkbp.errors import RunFailed
 from darkbp.layers.base import Layer, grad_name
 from darkbp.network import Network
-from darkbp.passes import EVAL, Noise, Pass
+from darkbp.passes import EVAL, PJREDDIE_EVAL, Noise, Pass
 from darkbp.threads import default_threads, set_threads
 
 # Worker processes need memfd_create (Linux) and passing descriptors to a child (POSIX).
@@ -144,6 +145,24 @@ def _worker_pass(network: Network, x: np.ndarray, truth, ctx: Pass) -> tuple[flo
     if x.ndim == 4 and x.shape[2:] != network.input_shape[1:]:     # not (N, inputs)
         network.resize(x.shape[3], x.shape[2])
     return _pass(network, x, truth, ctx), head_numbers(network, truth)
+
+
+def head_outputs(network: Network, x: np.ndarray, pjreddie_batchnorm: bool = False
+                 ) -> list[np.ndarray]:
+    """Each detection head's output for the letterboxed inputs x (N, C, h, w), in order of
+    the heads, in evaluation mode (`pjreddie_batchnorm`: batch norm as pjreddie's
+    inference, see darkbp.passes.Pass). darkbp.detector re-exports it."""
+    outputs = network.run(x, PJREDDIE_EVAL if pjreddie_batchnorm else EVAL)
+    return [outputs[head.index] for head in network.heads]
+
+
+def _worker_heads(network: Network, x: np.ndarray, pjreddie_batchnorm: bool
+                  ) -> list[np.ndarray]:
+    """A worker's shard of `Runner.head_outputs`, at the caller's input size (the worker's
+    copy may still have the size of the last multi-scale training pass)."""
+    if x.shape[2:] != network.input_shape[1:]:
+        network.resize(x.shape[3], x.shape[2])
+    return head_outputs(network, x, pjreddie_batchnorm)
 
 
 def head_numbers(network: Network, truth) -> list[tuple[float, dict]]:
@@ -269,6 +288,23 @@ class Runner:
             y = self.network.forward(x[first], EVAL)
         return np.concatenate([y, *_results(replies)])
 
+    def head_outputs(self, x: np.ndarray, pjreddie_batchnorm: bool = False
+                     ) -> list[np.ndarray]:
+        """A detector's darkbp.detector.head_outputs for x (N, C, h, w): each head's
+        evaluation-mode output, split as `forward` splits. Evaluation-mode batch norm uses
+        the rolling statistics, so the shards are independent."""
+        if not self.split or len(x) < 2 * self.threads:
+            return head_outputs(self.network, x, pjreddie_batchnorm)
+        first, *rest = self._shards(len(x))
+        busy = self.workers[:len(rest)]
+        replies = [worker.head_outputs(x[part], pjreddie_batchnorm)
+                   for worker, part in zip(busy, rest)]
+        with _answered(replies, busy):
+            mine = head_outputs(self.network, x[first], pjreddie_batchnorm)
+        theirs = _results(replies)
+        return [np.concatenate([y, *(outputs[k] for outputs in theirs)])
+                for k, y in enumerate(mine)]
+
 
 @contextlib.contextmanager
 def _answered(replies: list, workers: list):
@@ -321,6 +357,9 @@ class _ThreadWorker:
 
     def forward(self, x):
         return self._submit(self.network.forward, x, EVAL)
+
+    def head_outputs(self, x, pjreddie_batchnorm: bool):
+        return self._submit(_worker_heads, self.network, x, pjreddie_batchnorm)
 
     def abort(self) -> None:
         """Nothing to stop: a thread never waits for the caller in a pass."""
@@ -483,6 +522,10 @@ class _ProcessWorker:
         self._send(("forward", np.geterr(), x))
         return _Reply(self)
 
+    def head_outputs(self, x, pjreddie_batchnorm: bool) -> "_Reply":
+        self._send(("heads", np.geterr(), x, pjreddie_batchnorm))
+        return _Reply(self)
+
     def partial(self, like: np.ndarray) -> np.ndarray:
         """Its sums (shaped as `like`) for the batch norm the pass is at; raises its error
         if it failed instead."""
@@ -602,6 +645,7 @@ def serve(connection_fd: int, shared_fd: int, size: int) -> None:
 
     parent: ("train", errstate, x, truth, ctx)     ->  worker: ("done", True, (cost, heads))
             ("forward", errstate, x)               ->          ("done", True, y)
+            ("heads", errstate, x, pjreddie_batchnorm)  ->     ("done", True, [y per head])
     or ("done", False, error) if that failed. Within a training pass, at each batch
     norm the worker sends ("sum", sums) and gets ("total", totals) or ("abort",).
     """
@@ -633,6 +677,8 @@ def serve(connection_fd: int, shared_fd: int, size: int) -> None:
                     shards.images, shards.own_images = ctx.images, len(x)
                     ctx = ctx.shard(ctx.offset, ctx.images, shards)
                     reply = ("done", True, _worker_pass(network, x, truth, ctx))
+                elif kind == "heads":
+                    reply = ("done", True, _worker_heads(network, x, *rest))
                 else:
                     reply = ("done", True, network.forward(x, EVAL))
         except Exception as error:  # noqa: BLE001  (handed to the parent, which raises it)
