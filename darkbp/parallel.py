@@ -137,13 +137,18 @@ def _pass(network: Network, x: np.ndarray, truth: np.ndarray, ctx: Pass) -> floa
     return cost
 
 
-def _worker_pass(network: Network, x: np.ndarray, truth, ctx: Pass) -> tuple[float, list]:
-    """A worker's shard: its gradients start from zero (the caller adds them up). Its cost,
-    and its heads' numbers (a detector's input takes the size of the caller's: multi-scale
-    training resizes the network every few batches)."""
-    network.zero_grads()
+def _take_input_size(network: Network, x: np.ndarray) -> None:
+    """A worker's copy of the network resized to the caller's input x, if it differs
+    (multi-scale training resizes the caller's network every few batches)."""
     if x.ndim == 4 and x.shape[2:] != network.input_shape[1:]:     # not (N, inputs)
         network.resize(x.shape[3], x.shape[2])
+
+
+def _worker_pass(network: Network, x: np.ndarray, truth, ctx: Pass) -> tuple[float, list]:
+    """A worker's shard at the caller's input size: its gradients start from zero (the
+    caller adds them up). Its cost, and its heads' numbers."""
+    network.zero_grads()
+    _take_input_size(network, x)
     return _pass(network, x, truth, ctx), head_numbers(network, truth)
 
 
@@ -158,10 +163,8 @@ def head_outputs(network: Network, x: np.ndarray, pjreddie_batchnorm: bool = Fal
 
 def _worker_heads(network: Network, x: np.ndarray, pjreddie_batchnorm: bool
                   ) -> list[np.ndarray]:
-    """A worker's shard of `Runner.head_outputs`, at the caller's input size (the worker's
-    copy may still have the size of the last multi-scale training pass)."""
-    if x.shape[2:] != network.input_shape[1:]:
-        network.resize(x.shape[3], x.shape[2])
+    """A worker's shard of `Runner.head_outputs`, at the caller's input size."""
+    _take_input_size(network, x)
     return head_outputs(network, x, pjreddie_batchnorm)
 
 
