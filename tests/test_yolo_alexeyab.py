@@ -587,3 +587,24 @@ def test_onnxruntime_equals_the_heads_with_scale_x_y_and_new_coords(tmp_path):
     error = check_exports(tmp_path, network, LAYER_CFG, weights_file(tmp_path, network),
                           images(network))
     assert error < 1e-5
+
+
+def test_rounds_add_each_cells_deltas_one_by_one_in_order():
+    # The box deltas of assignments that share a cell add up in float32, in their order, as
+    # AlexeyAB's loop does: a plain loop is the reference, with magnitudes far apart so that
+    # another order or a float64 sum would round differently.
+    from darkbp.layers.yolo import _rounds
+    rng = np.random.default_rng(0)
+    shape = (3, 2, 4, 5)
+    for k in [0, 1, 2, 40]:
+        cells = tuple(rng.integers(0, d, k) for d in shape)
+        cells = tuple(np.concatenate([c, c[:k // 2]]) for c in cells)   # repeats
+        step = (rng.standard_normal((len(cells[0]), 4))
+                * 10.0 ** rng.integers(-6, 6, (len(cells[0]), 1))).astype(np.float32)
+        expected = np.zeros(shape[:2] + (4,) + shape[2:], np.float32)
+        for i, (b, a, j, c) in enumerate(zip(*cells)):
+            expected[b, a, :, j, c] += step[i]
+        got = np.zeros_like(expected)
+        for rows in _rounds(np.ravel_multi_index(cells, shape)):
+            got[cells[0][rows], cells[1][rows], :, cells[2][rows], cells[3][rows]] += step[rows]
+        np.testing.assert_array_equal(got, expected)

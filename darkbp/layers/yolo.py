@@ -125,6 +125,20 @@ def cell_sums(values: np.ndarray, cells: tuple, shape: tuple) -> np.ndarray:
                     axis=-1).reshape(shape + (values.shape[1],))
 
 
+def _rounds(flat: np.ndarray) -> list[np.ndarray]:
+    """The positions of `flat` (k,) in rounds: round r holds each value's r-th occurrence,
+    so a round's values are distinct, and adding round after round adds each value's
+    occurrences one by one in their order (as np.add.at does, a round per occurrence
+    rather than a Python step per element)."""
+    order = np.argsort(flat, kind="stable")
+    ranked = flat[order]
+    first = np.r_[True, ranked[1:] != ranked[:-1]] if len(flat) else np.zeros(0, bool)
+    steps = np.arange(len(flat))
+    rank = np.empty(len(flat), np.int64)
+    rank[order] = steps - np.maximum.accumulate(np.where(first, steps, 0))
+    return [np.flatnonzero(rank == r) for r in range(int(rank.max(initial=-1)) + 1)]
+
+
 def source_name(source: Input) -> str:
     """How an error names the input a head reads: the network input or layer i ([type])."""
     return ("the network input" if source.index == INPUT
@@ -471,8 +485,8 @@ class YoloLayer(Head):
         # In y's dtype, added one by one as AlexeyAB's float deltas are (not cell_sums'
         # float64 sums, which round otherwise where three or more share a cell).
         box_delta = np.zeros((n, na, 4, h, w), y.dtype)
-        for k in range(4):
-            np.add.at(box_delta[:, :, k], (bb, bn, bj, bi), step[:, k])
+        for rows in _rounds(np.ravel_multi_index((bb, bn, bj, bi), (n, na, h, w))):
+            box_delta[bb[rows], bn[rows], :, bj[rows], bi[rows]] += step[rows]
 
         # Objectness 1 and the classes (targets the union; label_smooth_eps: towards 0.5).
         s[bb, bn, 4, bj, bi] = a["obj_normalizer"]
