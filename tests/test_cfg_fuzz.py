@@ -95,10 +95,13 @@ TYPES = sorted({cls.sections[0] for cls in REGISTRY.values()})
 # 147 inputs for [detection], 1·(20 + 9) = 29 channels for [Gaussian_yolo]. A layer giving
 # that comes right before them. [contrastive] reads a [yolo] head (yolo_layer, its EXTRA);
 # [crnn] must keep its input's size, which its default size=3 without pad=1 does not.
+# [scale_channels] with from=-1 scales its previous layer by itself, so that layer must be
+# 1 x 1 x C: an [avgpool] makes it so.
 LEAD_IN = {"yolo": ["[convolutional]\nfilters=25"], "region": ["[convolutional]\nfilters=25"],
            "detection": ["[connected]\noutput=147"],
            "Gaussian_yolo": ["[convolutional]\nfilters=29"],
-           "contrastive": ["[convolutional]\nfilters=25", "[yolo]"]}
+           "contrastive": ["[convolutional]\nfilters=25", "[yolo]"],
+           "scale_channels": ["[avgpool]"]}
 EXTRA = {"contrastive": ["yolo_layer=-1"], "crnn": ["pad=1"]}
 
 
