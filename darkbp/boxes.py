@@ -30,9 +30,9 @@ def corners(boxes: np.ndarray) -> np.ndarray:
 
 def intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Darknet's box_intersection of (..., 4) boxes, broadcast: 0 where they do not overlap
-    (a negative width or height), float32."""
+    (a negative width or height), float32; an area past float32's range is inf, as in C."""
     ca, cb = corners(a), corners(b)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         # overlap(): the larger left edge and the smaller right one, by C's ?: (NaN-safe as C)
         left = np.where(ca[..., 0] > cb[..., 0], ca[..., 0], cb[..., 0])
         right = np.where(ca[..., 2] < cb[..., 2], ca[..., 2], cb[..., 2])

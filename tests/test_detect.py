@@ -128,6 +128,20 @@ def test_iou_equals_darknets_formula_step_by_step():
     assert np.isnan(matrix[:, 5:8]).sum() == 0 and matrix.dtype == np.float32
 
 
+def test_iou_of_boxes_too_large_for_float32_is_darknets_nan_without_a_warning():
+    """An untrained head's exp(w) can give boxes whose overlap area is past float32's
+    range: Darknet's C computes inf, then inf − inf, silently; so does darkbp (a NumPy
+    overflow warning printed by `darkbp map` would only alarm)."""
+    a = np.array([[0.5, 0.5, 3e20, 3e20], [0.5, 0.5, 0.2, 0.2]], np.float32)
+    b = np.array([[0.4, 0.6, 2e20, 1e20], [0.5, 0.5, 0.2, 0.2]], np.float32)
+    with np.errstate(all="ignore"):
+        expected = np.array([[naive.iou(p, q) for q in b] for p in a], np.float32)
+    with np.errstate(all="raise"):
+        matrix = iou_matrix(a, b)
+    np.testing.assert_array_equal(matrix, expected)
+    assert np.isnan(matrix[0, 0]) and matrix[1, 1] > 0.99
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_nms_sort_equals_do_nms_sort_read_from_the_c(seed):
     rng = np.random.default_rng(seed)
