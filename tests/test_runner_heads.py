@@ -5,6 +5,9 @@ detect`, `darkbp map` and a detector's training at --threads 2 run their passes 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +220,34 @@ def test_a_detectors_valid_map_runs_on_the_training_workers(tmp_path, monkeypatc
     assert result.exit_code == 0, result.output
     assert "test mAP@0.5" in result.stderr and "EMA weights" in result.stderr
     assert sizes == [6, 6]                            # the raw weights' pass, the EMA's
+
+
+@needs_processes
+def test_a_worker_killed_in_the_valid_pass_is_replaced_and_the_map_unchanged(tmp_path,
+                                                                             monkeypatch):
+    """A worker that stops during a detector's valid pass (here: SIGKILL as the raw weights'
+    pass starts) is replaced and the pass run again, as a training batch is: the run ends
+    normally, says so once, and scores what an undisturbed run scores."""
+    make_mnist_det(tmp_path, monkeypatch, 64, 6)
+    args = ["train", str(CFG_DIR / "yolo-digits.cfg"), "--data", "mnist-det",
+            "--max-batches", "1", "--threads", "2"]
+    calm = CliRunner().invoke(main, args + ["--out", str(tmp_path / "calm")])
+    assert calm.exit_code == 0, calm.output
+    own = Runner.head_outputs
+    killed = []
+
+    def kill_first(self, x, pjreddie_batchnorm=False):
+        if not killed:
+            pid = self.pids[-1]
+            os.kill(pid, signal.SIGKILL)
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)    # dead before the pass asks it
+            killed.append(pid)
+        return own(self, x, pjreddie_batchnorm)
+    monkeypatch.setattr(Runner, "head_outputs", kill_first)
+    hit = CliRunner().invoke(main, args + ["--out", str(tmp_path / "hit")])
+    assert hit.exit_code == 0, hit.output
+    assert len(killed) == 1
+    assert hit.stderr.count("a worker process stopped in the test (exit code -9, SIGKILL); "
+                            "a new one took its place and the test was run again") == 1
+    scores = re.compile(r"test mAP@0\.5 [\d.]+%, EMA weights [\d.]+%")
+    assert scores.findall(calm.stderr) == scores.findall(hit.stderr) != []
