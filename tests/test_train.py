@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -190,3 +191,31 @@ def test_resume_after_a_run_that_ended_mid_epoch(tmp_path, sample):
                      resume=True)
     assert resumed.batch_num == 150
     assert resumed.path("final").read_bytes() == whole.path("final").read_bytes()
+
+
+@pytest.mark.parametrize("darknet_cost", [None, 12345.67])
+def test_the_progress_lines_fit_an_80_column_terminal(darknet_cost):
+    """The training progress display, a detector's (with Darknet's cost) and a classifier's,
+    at the widest figures a long run shows: on an 80-column terminal nothing is cut to '…',
+    so the batch count, the times and every number stay readable."""
+    from rich.console import Console, Group
+
+    from darkbp.cli.train import _ProgressListener
+    from darkbp.train import BatchReport
+    console = Console(width=80, force_terminal=True, color_system=None, record=True,
+                      file=open(os.devnull, "w"))
+    listener = _ProgressListener(console)
+    progress = listener.progress
+    listener.task = progress.add_task("train", total=500200, completed=0, epoch=1, stats="")
+    listener.smoothed = None
+    listener.batch(BatchReport(batch_num=123456, total_batches=500200, epoch=12,
+                               loss=180.7329, lr=0.00125, images_per_s=17914.0,
+                               darknet_cost=darknet_cost))
+    console.print(Group(*progress.get_renderables()))
+    bar, numbers = console.export_text().rstrip("\n").split("\n")
+    for line in (bar, numbers):
+        assert "…" not in line and len(line) <= 80, line
+    assert bar.startswith("epoch 12 ") and "123456/500200" in bar
+    assert numbers == ("loss 180.7329" + ("" if darknet_cost is None else
+                                          " (Darknet's cost 12345.67)")
+                       + "  lr 0.00125  17914 img/s")

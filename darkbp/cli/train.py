@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
 
 from darkbp import chart
 from darkbp.cli import main
@@ -157,17 +158,27 @@ def _stopped(trainer: Trainer, signum: int, at_once: bool) -> None:
     sys.exit(128 + signum)
 
 
+class _TwoLineProgress(Progress):
+    """A progress bar whose task's numbers (its `stats` field) go on a line of their own
+    below it, so that on an 80-column terminal neither is cut short."""
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            if task.fields.get("stats"):
+                yield Text(task.fields["stats"], overflow="fold")
+
+
 class _ProgressListener(TrainListener):
-    """Bars while image files are decoded, then a rich progress bar (batch, loss, learning
-    rate, images/s, ETA) and a line per epoch."""
+    """Bars while image files are decoded, then a rich progress bar (epoch, batch, time
+    taken and left) above the batch's numbers (loss, learning rate, images/s), and a line
+    per epoch."""
 
     def __init__(self, console: Console):
         self.console = console
         self.decoding = DecodeBars(console)
-        self.progress = Progress(
+        self.progress = _TwoLineProgress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}{task.fields[darknet]}  "
-                       "lr {task.fields[lr]:.3g}  {task.fields[speed]:.0f} img/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
         self.task = None
 
@@ -194,7 +205,7 @@ class _ProgressListener(TrainListener):
         epoch = trainer.batch_num // trainer.batches_per_epoch + 1
         self.task = self.progress.add_task("train", total=trainer.total_batches,
                                            completed=trainer.batch_num, epoch=epoch,
-                                           loss=float("nan"), lr=0.0, speed=0.0, darknet="")
+                                           stats="")
         self.smoothed = None
 
     def batch(self, report):
@@ -203,8 +214,8 @@ class _ProgressListener(TrainListener):
         darknet = ("" if report.darknet_cost is None else
                    f" (Darknet's cost {report.darknet_cost:.2f})")
         self.progress.update(self.task, completed=report.batch_num, epoch=report.epoch,
-                             loss=report.loss, lr=report.lr, speed=self.smoothed,
-                             darknet=darknet)
+                             stats=f"loss {report.loss:.4f}{darknet}  lr {report.lr:.3g}  "
+                                   f"{self.smoothed:.0f} img/s")
 
     def notice(self, message):
         self.console.print(f"darkbp: {message}", markup=False, soft_wrap=True)
