@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 
 import numpy as np
 import pytest
@@ -203,7 +203,7 @@ def test_the_progress_lines_fit_an_80_column_terminal(darknet_cost):
     from darkbp.cli.train import _ProgressListener
     from darkbp.train import BatchReport
     console = Console(width=80, force_terminal=True, color_system=None, record=True,
-                      file=open(os.devnull, "w"))
+                      file=io.StringIO())
     listener = _ProgressListener(console)
     progress = listener.progress
     listener.task = progress.add_task("train", total=500200, completed=0, epoch=1, stats="")
