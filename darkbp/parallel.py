@@ -284,12 +284,8 @@ class Runner:
         """Evaluation-mode forward pass -> (N, outputs)."""
         if not self.split or len(x) < 2 * self.threads:
             return self.network.forward(x, EVAL)
-        first, *rest = self._shards(len(x))
-        busy = self.workers[:len(rest)]
-        replies = [worker.forward(x[part]) for worker, part in zip(busy, rest)]
-        with _answered(replies, busy):
-            y = self.network.forward(x[first], EVAL)
-        return np.concatenate([y, *_results(replies)])
+        return np.concatenate(self._evaluated(x, lambda part: self.network.forward(part, EVAL),
+                                              lambda worker, part: worker.forward(part)))
 
     def head_outputs(self, x: np.ndarray, pjreddie_batchnorm: bool = False
                      ) -> list[np.ndarray]:
@@ -298,15 +294,21 @@ class Runner:
         the rolling statistics, so the shards are independent."""
         if not self.split or len(x) < 2 * self.threads:
             return head_outputs(self.network, x, pjreddie_batchnorm)
+        shards = self._evaluated(
+            x, lambda part: head_outputs(self.network, part, pjreddie_batchnorm),
+            lambda worker, part: worker.head_outputs(part, pjreddie_batchnorm))
+        return [np.concatenate(per_head) for per_head in zip(*shards)]
+
+    def _evaluated(self, x: np.ndarray, own, ask) -> list:
+        """An evaluation pass split into shards: each worker asked for its shard
+        (`ask(worker, part)`, a reply) while this process runs the first (`own(part)`);
+        every shard's result, in the order of x."""
         first, *rest = self._shards(len(x))
         busy = self.workers[:len(rest)]
-        replies = [worker.head_outputs(x[part], pjreddie_batchnorm)
-                   for worker, part in zip(busy, rest)]
+        replies = [ask(worker, x[part]) for worker, part in zip(busy, rest)]
         with _answered(replies, busy):
-            mine = head_outputs(self.network, x[first], pjreddie_batchnorm)
-        theirs = _results(replies)
-        return [np.concatenate([y, *(outputs[k] for outputs in theirs)])
-                for k, y in enumerate(mine)]
+            mine = own(x[first])
+        return [mine, *_results(replies)]
 
 
 @contextlib.contextmanager
