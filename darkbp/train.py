@@ -290,8 +290,9 @@ class Trainer:
         self.elapsed += epoch_time
         self._epoch_started = None
         self.epoch = epoch
-        raw = self._despite_worker_deaths(self.test_evaluation, "the test")
-        ema = (self._despite_worker_deaths(lambda: self.test_evaluation(ema=True), "the test")
+        what = f"epoch {epoch}'s evaluation"
+        raw = self._despite_worker_deaths(self.test_evaluation, what)
+        ema = (self._despite_worker_deaths(lambda: self.test_evaluation(ema=True), what)
                if self.ema else None)
         report = EpochReport(epoch=epoch, batch_num=self.batch_num, accuracy=raw.accuracy,
                              ema_accuracy=ema.accuracy if ema else None,

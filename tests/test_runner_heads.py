@@ -251,8 +251,8 @@ def test_a_worker_killed_in_the_valid_pass_is_replaced_and_the_pass_run_again(tm
         assert results[run].exit_code == 0, results[run].output
     assert len(killed) == 1
     assert results["hit"].stderr.count(
-        "a worker process stopped in the test (exit code -9, SIGKILL); a new one took its "
-        "place and the test was run again") == 1
+        "a worker process stopped in epoch 1's evaluation (exit code -9, SIGKILL); a new one "
+        "took its place and epoch 1's evaluation was run again") == 1
     assert len(passes["calm"]) == len(passes["hit"]) == 2        # raw weights, then EMA
     for calm, hit in zip(passes["calm"], passes["hit"]):
         for y, expected in zip(hit, calm):
