@@ -322,6 +322,14 @@ def test_detect_json_equals_net_detect_on_the_same_files(tmp_path, photos):
     assert result.stderr.count("Predicted in") == 1          # one pass of three images
 
 
+def test_detect_makes_a_missing_out_folder(tmp_path, photos):
+    out = tmp_path / "runs" / "boxes"
+    result = run_cli("detect", Golden("yolo").cfg, GOLDEN / "yolo" / "bn_eval.weights", photos[0],
+                     "--out", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.png"]
+
+
 def test_detect_text_prints_darknets_lines(tmp_path, photos):
     names = tmp_path / "three.names"
     names.write_text("cat\ndog\nbird\n")
@@ -355,8 +363,9 @@ def test_detect_bad_input_is_one_line(tmp_path, photos, problem):
         args[0] = GOLDEN / "lenet" / "lenet.cfg"
         words = "has no detection head"
     else:
-        args[4] = tmp_path / "missing"
-        words = "missing: no such folder"
+        (tmp_path / "afile").write_text("")
+        args[4] = tmp_path / "afile" / "boxes"
+        words = "cannot create the folder"
     result = run_cli("detect", *args)
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if ": warning: " not in line]

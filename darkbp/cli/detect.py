@@ -4,13 +4,12 @@ them, with a picture of the boxes per image."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 import numpy as np
 
-from darkbp.atomic import atomic_open
+from darkbp.atomic import atomic_open, ensure_writable_dir
 from darkbp.classifier import data_file_names, image_paths
 from darkbp.cli import main
 from darkbp.cli.common import load_network
@@ -36,8 +35,8 @@ from darkbp.weights import load_weights
                    "of that class overlaps it with an IoU above this (0: no NMS).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".",
               show_default=True, metavar="DIR",
-              help="Where the pictures go: DIR/predictions.png for one image, "
-                   "DIR/NAME_predictions.png for several.")
+              help="Where the pictures go (made if missing): DIR/predictions.png for one "
+                   "image, DIR/NAME_predictions.png for several.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="text: Darknet's lines; json: one document for "
                                       "scripts (and darkbp map --detections).")
@@ -82,11 +81,9 @@ def detect(cfg: str, weights: str, images: tuple[str, ...], names_file: str | No
         raise DarkbpError(f"holds {len(names)} names, but the detection heads of "
                           f"{network.file} have classes={classes}", file=source)
     paths = image_paths(images)
-    if not os.path.isdir(out_dir):
-        raise DarkbpError("no such folder (make it first: the pictures go there)",
-                          file=out_dir)
     network.initialize(0, np.float32)
     load_weights(weights, network.layers)
+    ensure_writable_dir(out_dir)
     found = []                          # kept for JSON only: text is printed as it comes
     done = 0
     for chunk, seconds in detect_passes(network, paths, thresh, hier, nms, threads, names,
