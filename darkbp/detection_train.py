@@ -25,10 +25,10 @@ from darkbp import catalogue
 from darkbp.cfg import CfgWarning
 from darkbp.classifier import data_file_names
 from darkbp.detdata import DetectionAugment, DetectionList, load_list
-from darkbp.detector import NMS, check_detector, detect_files
+from darkbp.detector import NMS, check_detector, detected_arrays
 from darkbp.errors import DarkbpError
 from darkbp.imagedata import existing_file, read_data_file
-from darkbp.mapeval import Scorer, ValidList, as_arrays, image_paths, read_truths, valid_list
+from darkbp.mapeval import Scorer, ValidList, image_paths, read_truths, valid_list
 from darkbp.mnistdet import make_mnist_det
 from darkbp.ops.detection import Truth
 from darkbp.train import Trainer
@@ -265,14 +265,14 @@ class DetectionTrainer(Trainer):
     def valid_scores(self, forward=None):
         """The valid list detected as `darkbp map` detects it (thresh .005, NMS .45) and
         scored (darkbp.mapeval's result); `forward`: the heads' outputs of a batch in place
-        of the network's (darkbp.detector.detect_files), e.g. a twin's in another framework;
+        of the network's (darkbp.detector.detected_arrays), e.g. a twin's in another framework;
         by default the training Runner's, whose workers split the passes."""
         scorer = Scorer(self.dataset.classes)
         threads = self.options.threads
         if forward is None and self.runner is not None and self.runner.split:
             forward, threads = self.runner.head_outputs, 1      # BLAS: 1 thread beside them
-        found = detect_files(self.network, self.valid_paths, thresh=MAP_THRESH, hier=0,
-                             nms=NMS, threads=threads, forward=forward)
+        found = detected_arrays(self.network, self.valid_paths, thresh=MAP_THRESH, hier=0,
+                                nms=NMS, threads=threads, forward=forward)
         for image, (boxes, classes) in zip(found, self.valid_truths):
-            scorer.add(*as_arrays(image["detections"], MAP_THRESH), boxes, classes)
+            scorer.add(*image, boxes, classes)
         return scorer.result()

@@ -126,6 +126,30 @@ def detect_passes(network: Network, paths: Sequence[str], thresh: float = THRESH
     memory stays bounded over any number of images. `forward`: the heads' outputs of a
     batch in place of the network's own (`head_outputs`), e.g. another framework's twin of
     it, or a training Runner's `head_outputs` (then no workers are started here)."""
+    for chunk, sizes, found, seconds in _passes(network, paths, thresh, hier, nms, threads,
+                                                pjreddie_batchnorm, forward):
+        yield [{"path": path, "width": w, "height": h,
+                "detections": detections(*image, w, h, thresh, names)}
+               for path, (w, h), image in zip(chunk, sizes, found)], seconds
+
+
+def detected_arrays(network: Network, paths: Sequence[str], thresh: float = THRESH,
+                    hier: float = HIER, nms: float = NMS, threads: int = 1,
+                    forward: Callable[[np.ndarray], list[np.ndarray]] | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image, in order, the (box, class) pairs `detect_files` lists, as arrays for
+    scoring: (boxes (n, 4) float32, classes (n,) int64, probabilities (n,) float32), equal
+    to darkbp.mapeval.as_arrays of its dicts, without making a dict per pair (an untrained
+    network has thousands an image). Arguments as for detect_passes."""
+    for _, _, found, _ in _passes(network, paths, thresh, hier, nms, threads, False, forward):
+        for boxes, _, probs in found:
+            rows, classes = np.nonzero(probs > F32(thresh))    # detections' order
+            yield boxes[rows], classes.astype(np.int64), probs[rows, classes]
+
+
+def _passes(network, paths, thresh, hier, nms, threads, pjreddie_batchnorm, forward):
+    """(the paths of one pass, their photos' (width, height), network_boxes of each, the
+    seconds of the pass's forward), pass by pass, as detect_passes describes."""
     check_detector(network)
     shape = network.input_shape
     per_pass = max(1, min(MAX_PASS, PASS_BYTES // (4 * int(np.prod(shape)))))
@@ -147,9 +171,7 @@ def detect_passes(network: Network, paths: Sequence[str], thresh: float = THRESH
                        head_outputs(network, x, pjreddie_batchnorm))
             seconds = time.perf_counter() - started
             found = network_boxes(network, outputs, sizes, thresh, hier, nms)
-            yield [{"path": path, "width": w, "height": h,
-                    "detections": detections(*image, w, h, thresh, names)}
-                   for path, (w, h), image in zip(chunk, sizes, found)], seconds
+            yield chunk, sizes, found, seconds
     finally:
         if runner is not None:
             runner.close()

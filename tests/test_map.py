@@ -20,8 +20,8 @@ from PIL import Image
 
 import darkbp
 from darkbp.cli import main
-from darkbp.detector import detect_files
-from darkbp.mapeval import Scorer
+from darkbp.detector import detect_files, detected_arrays
+from darkbp.mapeval import Scorer, as_arrays
 from tests.conftest import assert_error
 from tests.naive_map import naive_map
 
@@ -346,6 +346,19 @@ def test_the_network_scores_as_its_detections_file(voc, tiny_yolo):
     from_network = run(*tiny_yolo, "--data", "obj.data", "--threads", "1")
     assert from_network.exit_code == 0, from_network.output
     assert from_network.stdout == from_file.stdout
+
+
+def test_the_scored_arrays_are_the_detections_as_arrays(voc, tiny_yolo):
+    net = darkbp.load(*tiny_yolo)
+    paths = [f"VOC/JPEGImages/{n}.jpg" for n in "abc"]
+    images = detect_files(net.network, paths, thresh=0.005, hier=0, nms=0.45)
+    arrays = list(detected_arrays(net.network, paths, thresh=0.005, hier=0, nms=0.45))
+    assert len(arrays) == 3 and sum(len(probs) for _, _, probs in arrays) > 10
+    for image, got in zip(images, arrays):
+        expected = as_arrays(image["detections"], 0.005)
+        for a, b in zip(got, expected):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_names_count_that_is_not_the_heads_classes(voc, tiny_yolo):

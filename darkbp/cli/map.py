@@ -14,7 +14,7 @@ from darkbp.classifier import data_file_names
 from darkbp.cli import main
 from darkbp.cli.common import load_network
 from darkbp.cli.options import threads_option
-from darkbp.detector import check_detector, detect_files
+from darkbp.detector import check_detector, detected_arrays
 from darkbp.errors import DarkbpError
 from darkbp.mapeval import (MapResult, Scorer, ValidList, as_arrays, image_paths,
                             match_images, read_detections, read_truths, valid_list)
@@ -107,9 +107,7 @@ def _from_network(cfg: str, weights: str, valid: ValidList, names: list[str],
     paths = image_paths(valid)
     network.initialize(0, np.float32)
     load_weights(weights, network.layers)
-    images = detect_files(network, paths, thresh=thresh, hier=HIER, nms=NMS, threads=threads,
-                          names=names)
-    return (as_arrays(image["detections"], thresh) for image in images)
+    return detected_arrays(network, paths, thresh=thresh, hier=HIER, nms=NMS, threads=threads)
 
 
 def text_lines(result: MapResult, names: list[str]) -> list[str]:
