@@ -88,6 +88,26 @@ def correct_boxes(boxes: np.ndarray, w: int, h: int, netw: int, neth: int) -> np
     return out
 
 
+def _shared_overlaps(box: np.ndarray, probs: np.ndarray, live: np.ndarray, nms: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """For nms_sort with box_iou: (IoU > nms of every pair of the live detections with a
+    nonzero probability of some class, each input's place in that matrix, whether each of
+    them overlaps another), when the one matrix has fewer pairs than the classes' own
+    matrices together (an untrained network's thousands of boxes are live in every class);
+    else None. Its IoUs are the classes' matrices', pair for pair and in the same order (a
+    box before the other), for box_iou is elementwise."""
+    nonzero = probs[live] != 0
+    counts = nonzero.sum(axis=0)
+    shared = live[nonzero.any(axis=1)]
+    if len(shared) ** 2 >= int((counts[counts > 1].astype(np.int64) ** 2).sum()):
+        return None
+    place = np.zeros(len(probs), np.intp)
+    place[shared] = np.arange(len(shared))
+    matrix = iou_matrix(box[shared], box[shared]) > F32(nms)
+    overlapping = (matrix & ~np.eye(len(shared), dtype=bool)).any(axis=1)
+    return matrix, place, overlapping
+
+
 def nms_sort(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, nms: float,
              overlap=None) -> tuple[np.ndarray, np.ndarray]:
     """Darknet's do_nms_sort: (the order Darknet leaves the detections in, their
@@ -117,6 +137,7 @@ def nms_sort(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, nms: 
     total = k + 1
     live = order[:total]
     box = np.asarray(boxes, F32)
+    above = _shared_overlaps(box, probs, live, nms) if overlap is None else None
     for c in range(classes):
         p = probs[live, c]
         # C's comparator: a before b when a.prob - b.prob > 0 (NaN differences count as ties).
@@ -125,12 +146,19 @@ def nms_sort(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, nms: 
         keep = np.flatnonzero(p != 0)
         if len(keep) < 2:
             continue
-        kept = box[live[keep]]
-        overlaps = (iou_matrix(kept, kept) if overlap is None
-                    else overlap(kept[:, None, :], kept[None, :, :])) > F32(nms)
+        if above is not None:
+            matrix, place, overlapping = above
+            at = place[live[keep]]
+            rows = np.flatnonzero(overlapping[at])
+            overlaps = matrix[at[rows, None], at]                 # (rows, keep)
+        else:
+            kept = box[live[keep]]
+            overlaps = (iou_matrix(kept, kept) if overlap is None
+                        else overlap(kept[:, None, :], kept[None, :, :])) > F32(nms)
+            rows = np.arange(len(keep))
         alive = np.ones(len(keep), bool)
-        for a in range(len(keep) - 1):   # greedy: only a surviving box suppresses
+        for row, a in enumerate(rows):  # greedy: only a surviving box suppresses
             if alive[a]:
-                alive[a + 1:] &= ~overlaps[a, a + 1:]
+                alive[a + 1:] &= ~overlaps[row, a + 1:]
         probs[live[keep[~alive]], c] = 0
     return np.concatenate([live, order[total:]]), probs

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import darkbp
-from darkbp.boxes import correct_boxes, iou_matrix, letterbox_shape, nms_sort
+from darkbp.boxes import _shared_overlaps, correct_boxes, iou_matrix, letterbox_shape, nms_sort
 from darkbp.cli import main
 from darkbp.detector import head_outputs, network_boxes
 from darkbp.imagedata import letterbox
@@ -143,7 +143,10 @@ def test_iou_of_boxes_too_large_for_float32_is_darknets_nan_without_a_warning():
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_nms_sort_equals_do_nms_sort_read_from_the_c(seed):
+@pytest.mark.parametrize("classes_a_box", ["many", "one"])
+def test_nms_sort_equals_do_nms_sort_read_from_the_c(seed, classes_a_box):
+    """Boxes live in most classes take one IoU matrix for all classes, boxes of one class
+    each a matrix per class (boxes._shared_overlaps): both equal the C's loops."""
     rng = np.random.default_rng(seed)
     n, classes = 60, 4
     centres = rng.integers(0, 4, (n, 2)) / 4 + rng.normal(0, 0.02, (n, 2))
@@ -152,7 +155,12 @@ def test_nms_sort_equals_do_nms_sort_read_from_the_c(seed):
     objectness[rng.random(n) < 0.3] = 0                  # swapped to the end one by one
     probs = np.round(rng.random((n, classes)), 1).astype(np.float32)   # many ties
     probs[probs < 0.3] = 0
+    if classes_a_box == "one":
+        probs[np.arange(classes) != rng.integers(0, classes, n)[:, None]] = 0
     probs[objectness == 0] = 0
+    live = np.flatnonzero(objectness != 0)
+    shared = _shared_overlaps(boxes, probs, live, 0.45)
+    assert (shared is None) == (classes_a_box == "one")
     order, after = nms_sort(boxes, objectness, probs, 0.45)
     expected_order, expected = naive.nms_sort(boxes, objectness, probs, 0.45)
     assert list(order) == expected_order
