@@ -155,9 +155,10 @@ def nms_sort(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, nms: 
             kept = box[live[keep]]
             overlaps = (iou_matrix(kept, kept) if overlap is None
                         else overlap(kept[:, None, :], kept[None, :, :])) > F32(nms)
-            rows = np.arange(len(keep))
+            rows = np.flatnonzero(np.triu(overlaps, 1).any(axis=1))
+            overlaps = overlaps[rows]
         alive = np.ones(len(keep), bool)
-        for row, a in enumerate(rows):  # greedy: only a surviving box suppresses
+        for row, a in enumerate(rows):  # greedy: only a surviving box that overlaps suppresses
             if alive[a]:
                 alive[a + 1:] &= ~overlaps[row, a + 1:]
         probs[live[keep[~alive]], c] = 0
