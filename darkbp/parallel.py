@@ -273,7 +273,8 @@ class Runner:
         for cost, theirs in _results(replies):
             costs.append(cost)
             numbers = _add_numbers(numbers, theirs)
-        self.head_numbers = numbers
+        self.head_numbers = [(head.split_darknet_cost(cost, stats), stats)
+                             for head, (cost, stats) in zip(self.network.heads, numbers)]
         mine = _gradients(self.network)
         for worker in busy:
             for grad, theirs in zip(mine, worker.gradients):

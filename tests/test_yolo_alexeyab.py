@@ -17,6 +17,7 @@ from darkbp.layers.yolo import YoloLayer
 from darkbp.network import parse_network
 from darkbp.ops.detection import Truth
 from darkbp.ops.iou_loss import ab_iou, box_step, diou, diounms, giou, ciou, iou_kind64
+from darkbp.parallel import Runner
 from darkbp.passes import EVAL, Noise, Pass
 from darkbp.sgd import SGD
 from darkbp.weights import load_weights
@@ -102,6 +103,26 @@ def test_every_layer_and_the_forward_equal_alexeyabs(name, tmp_path):
         assert relative(output.reshape(8, -1), f32(name, f"layers/forward_{index:02d}.f32")
                         ) < FORWARD_TOL, index
     assert relative(outputs[-1].reshape(8, -1), f32(name, "forward.f32")) < FORWARD_TOL
+
+
+@pytest.mark.parametrize("name", ["yolo_mse", "yolo_ciou"])
+def test_a_split_pass_has_the_whole_passs_darknet_cost(name, tmp_path):
+    """AlexeyAB's cost with an IoU loss holds a mean over the pass's truths: the cost of a
+    batch split between workers is made from their summed statistics, not the sum of
+    their own means (which would count 1 − IoU twice over two shards)."""
+    cfg = fixture_cfg(name, tmp_path)
+    truth = Truth(fixture_truth(name), 16, 16, seen=8)
+    noise = Noise(0, 0)
+    costs = []
+    for threads in (1, 2):
+        network = network_of(cfg, FOLDER / name / "init.weights")
+        x = f32(name, "input.f32").reshape(8, *network.input_shape)
+        with Runner(network, threads) as runner:
+            assert runner.split == (threads == 2)
+            runner.train_step(x, truth, noise)
+            costs.append([cost for cost, _ in runner.head_numbers])
+    assert costs[1] == pytest.approx(costs[0], rel=1e-6)
+    assert costs[0] == pytest.approx([losses(name)[0][0]], rel=LOSS_TOL)
 
 
 @pytest.mark.parametrize("name", ["yolo_mse", "yolo_ciou"])

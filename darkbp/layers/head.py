@@ -49,6 +49,11 @@ class Head(Layer):
         """Darknet's *l.cost: |delta|² over the pass (float32, summed in order)."""
         return sum32(self.assign(truth).delta ** 2)
 
+    def split_darknet_cost(self, costs: float, stats: dict) -> float:
+        """Darknet's *l.cost of a pass split into shards, from the sum of the shards' own
+        costs and their summed `statistics`: that sum, |delta|² being a sum too."""
+        return costs
+
     def statistics(self, truth: Truth) -> dict:
         """The sums and counts behind Darknet's statistics line (`stats_line`), over the
         pass: sums of shards' statistics give the whole batch's line."""

@@ -682,6 +682,13 @@ class YoloLayer(Head):
             return super().darknet_cost(truth)
         return self._alexeyab_costs(stats)[0]
 
+    def split_darknet_cost(self, costs: float, stats: dict) -> float:
+        """AlexeyAB's cost with an IoU loss holds a mean over the pass's truths, made again
+        from the shards' summed statistics (a sum of the shards' means would be wrong)."""
+        if self.fork == "pjreddie":
+            return costs
+        return self._alexeyab_costs(stats)[0]
+
     def _alexeyab_costs(self, stats: dict) -> tuple[float, float, float]:
         """(*l.cost, |delta|², obj_normalizer·|delta without the boxes|²) in float32."""
         a = self.alexeyab
