@@ -26,7 +26,9 @@ DarkbpError naming the label file and the line:
 - a line without exactly five fields;
 - a class that is not a whole number from 0 to classes - 1, or a coordinate that is not a
   number (`nan` and `inf` included);
-- a coordinate outside [0, 1].
+- a coordinate outside [0, 1];
+- a width or height of 0 (Darknet drops such a box in training, below .001, and counts it
+  as a truth nothing can find in `detector map`).
 
 Not errors, counted and reported once by `LabelCounts` (Darknet reads both as an image
 without objects, printing a line per missing file): an image whose label file does not
@@ -89,6 +91,10 @@ def read_label_file(path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
         ids.append(_class_id(fields[0], classes, path, number))
         rows.append([_coordinate(text, name, path, number)
                      for text, name in zip(fields[1:], ("x", "y", "width", "height"))])
+        for text, size, name in zip(fields[3:], rows[-1][2:], ("width", "height")):
+            if size == 0:
+                raise DarkbpError(f"{name} {text!r}: a box of no area (the width and height "
+                                  "must be above 0)", file=path, line=number)
     return (np.array(rows, np.float32).reshape(-1, 4), np.array(ids, np.int64))
 
 

@@ -267,6 +267,7 @@ def test_a_list_is_checked_and_loads_batches(tmp_path):
     ("0 0.5 0.5 0.1 0.1\n3 0.5 0.5 0.1 0.1\n", 2, "class '3'"),
     ("\n0 0.5 nan 0.1 0.1\n", 2, "y 'nan'"),
     ("0 0.5 0.5 1.5 0.1\n", 1, "width '1.5'"),
+    ("0 0.5 0.5 0.1 0.1\n0 0.5 0.5 0.0 0.1\n", 2, "width '0.0': a box of no area"),
 ])
 def test_a_bad_label_file_is_one_error_naming_file_and_line(tmp_path, text, line, message):
     listing = write_set(tmp_path, {"a": "0 0.5 0.5 0.1 0.1\n", "b": text})

@@ -72,6 +72,8 @@ def test_read_label_file(tmp_path):
     ("0 0.5 -0.5 0.2 0.2\n", 1, "y '-0.5'"),
     ("0 0.5 0.5 inf 0.2\n", 1, "width 'inf'"),
     ("0 0.5 0.5 0.2 ?\n", 1, "height '?'"),
+    ("0 0.5 0.5 0.2 0.2\n\n1 0.5 0.5 0 0.2\n", 3, "width '0': a box of no area"),
+    ("0 0.5 0.5 0.2 0.0e0\n", 1, "height '0.0e0': a box of no area"),
 ])
 def test_a_bad_line_names_the_file_and_line(tmp_path, text, line, words):
     path = tmp_path / "bad.txt"
