@@ -165,6 +165,19 @@ class _MapEvaluation:
         self.top_accuracy = None
 
 
+RECENT = 10     # batches the progress display's head statistics are running means over
+
+
+def _summed(stats: list[dict]) -> dict:
+    """Statistics (dicts of sums and counts) added key by key."""
+    return {key: sum(each[key] for each in stats) for key in stats[0]}
+
+
+def _added(sums: list[dict] | None, more: list[dict]) -> list[dict]:
+    """Per head, the statistics `sums` plus `more` (sums None: `more`)."""
+    return list(more) if sums is None else [_summed(pair) for pair in zip(sums, more)]
+
+
 class DetectionTrainer(Trainer):
     """Trains a detector (a cfg with [yolo], [region] or [detection] heads) on DetectionData."""
 
@@ -225,20 +238,29 @@ class DetectionTrainer(Trainer):
     # ------------------------------------------------------------------ Darknet's numbers
     def _pass_done(self) -> None:
         """Darknet's cost of the pass (the mean of its heads' |delta|²) and the heads'
-        statistics, summed over the batch (the runner's shards) and over the log's window."""
+        statistics, summed over the batch (the runner's shards and the batch's passes)."""
         numbers = self.runner.head_numbers
         self._batch_cost = getattr(self, "_batch_cost", 0.0) + float(
             np.mean([cost for cost, _ in numbers]))
-        window = getattr(self, "_window_stats", None) or [{} for _ in numbers]
-        for sums, (_, stats) in zip(window, numbers):
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0) + value
-        self._window_stats = window
+        self._batch_stats = _added(getattr(self, "_batch_stats", None),
+                                   [stats for _, stats in numbers])
 
-    def _batch_done(self) -> float:
+    def _batch_done(self) -> dict:
+        """Darknet's cost per image of the batch, and each head's running means: its
+        statistics line over the last RECENT batches, "count" per batch. The batch's
+        statistics join the log's window."""
         cost, self._batch_cost = self._batch_cost / self.batch, 0.0
+        stats, self._batch_stats = self._batch_stats, None
         self._window_costs = getattr(self, "_window_costs", []) + [cost]
-        return cost
+        self._window_stats = _added(getattr(self, "_window_stats", None), stats)
+        self._recent = (getattr(self, "_recent", []) + [stats])[-RECENT:]
+        heads = []
+        for k, head in enumerate(self.network.heads):
+            sums = _summed([batch[k] for batch in self._recent])
+            means = head.stats_means(sums)
+            means["count"] = sums["count"] / len(self._recent)
+            heads.append((f"[{head.header}] {head.index}", means))
+        return {"darknet_cost": cost, "heads": tuple(heads)}
 
     def _log_extras(self) -> dict:
         """Darknet's cost per image (mean over the window) and each head's statistics line

@@ -87,6 +87,9 @@ class BatchReport:
     lr: float
     images_per_s: float
     darknet_cost: float | None = None   # a detector's: Darknet's printed cost, per image
+    # A detector's: per head, its name and the running means of its statistics line
+    # (Head.stats_means over the last RECENT batches; "count" per batch).
+    heads: tuple[tuple[str, dict[str, float]], ...] | None = None
 
 
 @dataclass
@@ -272,7 +275,7 @@ class Trainer:
             self.lrs.append(lr)
             report = BatchReport(self.batch_num, self.total_batches, epoch, loss, lr,
                                  self.batch / (time.perf_counter() - tic),
-                                 self._batch_done())
+                                 **self._batch_done())
             self.listener.batch(report)
             if self.batch_num % LOG_EVERY == 0:
                 window = self.losses[logged:]
@@ -405,9 +408,9 @@ class Trainer:
     def _pass_done(self) -> None:
         """After each training pass (a subdivision): the runner holds its numbers."""
 
-    def _batch_done(self) -> float | None:
-        """After a batch's passes: Darknet's cost per image of the batch, where it differs."""
-        return None
+    def _batch_done(self) -> dict:
+        """After a batch's passes: more of its BatchReport (a detector's Darknet numbers)."""
+        return {}
 
     def _log_extras(self) -> dict:
         """More of the metrics log's batch record, for the batches since the last."""

@@ -430,3 +430,45 @@ def test_a_detector_stopped_by_sigterm_at_2_threads_resumes_to_the_same_weights(
     finish(train("parts", 2, "--resume"))
     name = "yolo-digits_final.weights"
     assert (tmp_path / "parts" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_the_progress_shows_each_heads_running_statistics(tmp_path, monkeypatch):
+    """BatchReport.heads, which the progress display prints: per head, stats_means of its
+    statistics summed over the passes of the last RECENT batches (two passes a batch here:
+    subdivisions=2), "count" per batch; made here from the runner's numbers pass by pass."""
+    from darkbp.cli.train import _ProgressListener
+    from darkbp.detection_train import RECENT
+    from darkbp.parallel import Runner
+    fixture = Golden("yolo")
+    cfg, data = write_fixture_data(fixture, tmp_path)
+    cfg.write_text(cfg.read_text().replace("subdivisions=1", "subdivisions=2", 1))
+    passes, reports = [], []
+    train_step = Runner.train_step
+
+    def recorded_step(self, *args, **kwargs):
+        cost = train_step(self, *args, **kwargs)
+        passes.append([dict(stats) for _, stats in self.head_numbers])
+        return cost
+    monkeypatch.setattr(Runner, "train_step", recorded_step)
+    shown = _ProgressListener.batch
+    monkeypatch.setattr(_ProgressListener, "batch",
+                        lambda self, report: (reports.append(report), shown(self, report)))
+    steps = RECENT + 3
+    result = CliRunner().invoke(main, ["train", str(cfg), "--data", str(data), "--max-batches",
+                                       str(steps), "--out", str(tmp_path / "out"),
+                                       "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(passes) == 2 * steps and len(reports) == steps
+    network = parse_network(cfg)
+    heads = network.heads
+    for b, report in enumerate(reports, start=1):
+        batches = range(max(0, b - RECENT), b)
+        assert [label for label, _ in report.heads] == [f"[yolo] {h.index}" for h in heads]
+        for k, (head, (_, means)) in enumerate(zip(heads, report.heads)):
+            sums = {key: sum(passes[2 * i + j][k][key] for i in batches for j in (0, 1))
+                    for key in passes[0][k]}
+            expected = head.stats_means(sums)
+            expected["count"] = sums["count"] / len(batches)
+            assert list(means) == list(expected)
+            np.testing.assert_array_equal(list(means.values()), list(expected.values()))
+    assert "Avg IOU" in result.stderr and f"[yolo] {heads[0].index}" in result.stderr

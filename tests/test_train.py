@@ -193,11 +193,25 @@ def test_resume_after_a_run_that_ended_mid_epoch(tmp_path, sample):
     assert resumed.path("final").read_bytes() == whole.path("final").read_bytes()
 
 
-@pytest.mark.parametrize("darknet_cost", [None, 12345.67])
-def test_the_progress_lines_fit_an_80_column_terminal(darknet_cost):
-    """The training progress display, a detector's (with Darknet's cost) and a classifier's,
-    at the widest figures a long run shows: on an 80-column terminal nothing is cut to '…',
-    so the batch count, the times and every number stay readable."""
+# A detector's heads as BatchReport.heads holds them: the widest names and figures of each
+# kind (pjreddie's [yolo], AlexeyAB's, [region], [detection]).
+YOLO = {"Avg IOU": 0.7123, "Class": 0.9981, "Obj": 0.8745, "No Obj": 0.0042, ".5R": 1.0,
+        ".75R": 0.5312, "count": 1234.5}
+HEADS = (("[yolo] 106", YOLO), ("[yolo] 94", YOLO),
+         ("[yolo] 130", {"Avg IOU": 0.7123, "count": 1234.5, "class_loss": 123.4567,
+                         "iou_loss": 1234.5678, "total_loss": 1358.0245}),
+         ("[region] 31", {"Avg IOU": 0.7, "Class": 0.9, "Obj": 0.8, "No Obj": 0.0042,
+                          "Avg Recall": 0.95, "count": 1234.5}),
+         ("[detection] 27", {"Avg IOU": 0.7, "Pos Cat": 0.9, "All Cat": 0.1, "Pos Obj": 0.8,
+                             "Any Obj": 0.0042, "count": 1234.5}))
+
+
+@pytest.mark.parametrize("darknet_cost, heads", [(None, None), (12345.67, HEADS)])
+def test_the_progress_lines_fit_an_80_column_terminal(darknet_cost, heads):
+    """The training progress display, a detector's (with Darknet's cost and its heads'
+    running statistics) and a classifier's, at the widest figures a long run shows: on an
+    80-column terminal nothing is cut to '…', so the batch count, the times and every
+    number stay readable."""
     from rich.console import Console, Group
 
     from darkbp.cli.train import _ProgressListener
@@ -210,12 +224,27 @@ def test_the_progress_lines_fit_an_80_column_terminal(darknet_cost):
     listener.smoothed = None
     listener.batch(BatchReport(batch_num=123456, total_batches=500200, epoch=12,
                                loss=180.7329, lr=0.00125, images_per_s=17914.0,
-                               darknet_cost=darknet_cost))
+                               darknet_cost=darknet_cost, heads=heads))
     console.print(Group(*progress.get_renderables()))
-    bar, numbers = console.export_text().rstrip("\n").split("\n")
-    for line in (bar, numbers):
+    bar, numbers, *table = console.export_text().rstrip("\n").split("\n")
+    for line in (bar, numbers, *table):
         assert "…" not in line and len(line) <= 80, line
     assert bar.startswith("epoch 12 ") and "123456/500200" in bar
     assert numbers == ("loss 180.7329" + ("" if darknet_cost is None else
                                           " (Darknet's cost 12345.67)")
                        + "  lr 0.00125  17914 img/s")
+    if heads is None:
+        assert table == []
+        return
+    # A row of names above each kind of head, then a row a head: its figures under them.
+    assert len(table) == 4 + len(HEADS)
+    assert table[0].split() == ["Avg", "IOU", "Class", "Obj", "No", "Obj", ".5R", ".75R",
+                                "count"]
+    assert table[1].split() == ["[yolo]", "106", "0.7123", "0.9981", "0.8745", "0.0042",
+                                "1.0000", "0.5312", "1234.5"]
+    assert table[2].split()[:2] == ["[yolo]", "94"]
+    assert table[4].split() == ["[yolo]", "130", "0.7123", "1234.5", "123.4567",
+                                "1234.5678", "1358.0245"]
+    assert [row.split()[0] for row in table[5:]] == ["Avg", "[region]", "Avg", "[detection]"]
+    for names, row in ((0, 1), (0, 2), (3, 4), (5, 6), (7, 8)):    # figures under names
+        assert len(table[row]) == len(table[names])

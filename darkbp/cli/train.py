@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import shlex
 import signal
 import sys
@@ -169,10 +170,31 @@ class _TwoLineProgress(Progress):
                 yield Text(task.fields["stats"], overflow="fold")
 
 
+def _head_lines(heads) -> list[str]:
+    """A detector's heads' running statistics (BatchReport.heads) as a small table: a row
+    of Darknet's names, then a row a head, right-aligned; the names again where the next
+    heads' differ."""
+    if not heads:
+        return []
+    lines = []
+    width = max(len(label) for label, _ in heads)
+    for names, group in itertools.groupby(heads, key=lambda head: tuple(head[1])):
+        rows = [(label, [f"{value:.1f}" if name == "count" else f"{value:.4f}"
+                         for name, value in means.items()]) for label, means in group]
+        widths = [max(len(name), *(len(figures[k]) for _, figures in rows))
+                  for k, name in enumerate(names)]
+        lines.append(" " * width + "".join(f"  {name:>{w}}" for name, w in zip(names, widths)))
+        lines += [f"{label:<{width}}" + "".join(f"  {figure:>{w}}"
+                                                for figure, w in zip(figures, widths))
+                  for label, figures in rows]
+    return lines
+
+
 class _ProgressListener(TrainListener):
     """Bars while image files are decoded, then a rich progress bar (epoch, batch, time
-    taken and left) above the batch's numbers (loss, learning rate, images/s), and a line
-    per epoch."""
+    taken and left) above the batch's numbers (loss, learning rate, images/s; a detector's
+    Darknet cost, and its heads' statistics over the last batches), and a line per
+    epoch."""
 
     def __init__(self, console: Console):
         self.console = console
@@ -213,9 +235,9 @@ class _ProgressListener(TrainListener):
         self.smoothed = speed if self.smoothed is None else 0.9 * self.smoothed + 0.1 * speed
         darknet = ("" if report.darknet_cost is None else
                    f" (Darknet's cost {report.darknet_cost:.2f})")
+        numbers = f"loss {report.loss:.4f}{darknet}  lr {report.lr:.3g}  {self.smoothed:.0f} img/s"
         self.progress.update(self.task, completed=report.batch_num, epoch=report.epoch,
-                             stats=f"loss {report.loss:.4f}{darknet}  lr {report.lr:.3g}  "
-                                   f"{self.smoothed:.0f} img/s")
+                             stats="\n".join([numbers, *_head_lines(report.heads or ())]))
 
     def notice(self, message):
         self.console.print(f"darkbp: {message}", markup=False, soft_wrap=True)

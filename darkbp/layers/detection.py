@@ -217,16 +217,20 @@ class DetectionLayer(Head):
         """−delta: Darknet passes the delta back as it is."""
         return -self.assign(truth).delta.reshape(-1, *self.in_shape)
 
-    def stats_line(self, stats: dict) -> str:
-        """forward_detection_layer's line, from `statistics`."""
+    def stats_means(self, stats: dict) -> dict[str, float]:
         count = stats["count"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            values = [F32(stats["iou"]) / F32(count), F32(stats["class"]) / F32(count),
-                      F32(stats["all_class"]) / F32(count * self.classes),
-                      F32(stats["obj"]) / F32(count),
-                      F32(stats["no_obj"]) / F32(stats["predictions"])]
+            return {"Avg IOU": F32(stats["iou"]) / F32(count),
+                    "Pos Cat": F32(stats["class"]) / F32(count),
+                    "All Cat": F32(stats["all_class"]) / F32(count * self.classes),
+                    "Pos Obj": F32(stats["obj"]) / F32(count),
+                    "Any Obj": F32(stats["no_obj"]) / F32(stats["predictions"]),
+                    "count": count}
+
+    def stats_line(self, stats: dict) -> str:
+        """forward_detection_layer's line, from `statistics`."""
         return ("Detection Avg IOU: %f, Pos Cat: %f, All Cat: %f, Pos Obj: %f, Any Obj: %f, "
-                "count: %d" % (*values, count))
+                "count: %d" % tuple(self.stats_means(stats).values()))
 
     def training_refusal(self):
         chosen = [key for key in ("random", "forced") if self.settings[key]]

@@ -59,5 +59,10 @@ class Head(Layer):
         pass: sums of shards' statistics give the whole batch's line."""
         return self.assign(truth).stats
 
+    def stats_means(self, stats: dict) -> dict[str, float]:
+        """The numbers of Darknet's statistics line made from `statistics` (float32
+        quotients, by Darknet's names for them, in its order); `stats_line` prints them."""
+        raise NotImplementedError
+
     def stats_line(self, stats: dict) -> str:
         raise NotImplementedError

@@ -264,16 +264,19 @@ class RegionLayer(Head):
         grad[:, :, squashed] *= y[:, :, squashed] * (1 - y[:, :, squashed])
         return grad.reshape(-1, *self.in_shape)
 
-    def stats_line(self, stats: dict) -> str:
-        """forward_region_layer's line, from `statistics`."""
+    def stats_means(self, stats: dict) -> dict[str, float]:
         count = stats["count"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            values = [F32(stats["iou"]) / F32(count), F32(stats["class"]) / F32(count),
-                      F32(stats["obj"]) / F32(count),
-                      F32(stats["no_obj"]) / F32(stats["predictions"]),
-                      F32(stats["recall50"]) / F32(count)]
+            return {"Avg IOU": F32(stats["iou"]) / F32(count),
+                    "Class": F32(stats["class"]) / F32(count),
+                    "Obj": F32(stats["obj"]) / F32(count),
+                    "No Obj": F32(stats["no_obj"]) / F32(stats["predictions"]),
+                    "Avg Recall": F32(stats["recall50"]) / F32(count), "count": count}
+
+    def stats_line(self, stats: dict) -> str:
+        """forward_region_layer's line, from `statistics`."""
         return ("Region Avg IOU: %f, Class: %f, Obj: %f, No Obj: %f, Avg Recall: %f,  "
-                "count: %d" % (*values, count))
+                "count: %d" % tuple(self.stats_means(stats).values()))
 
     def training_refusal(self):
         st = self.settings

@@ -701,35 +701,50 @@ class YoloLayer(Head):
         cost = F32(a["iou_normalizer"]) * (F32(total) / F32(count)) + classification
         return float(cost), float(loss), float(classification)
 
-    def stats_line(self, stats: dict) -> str:
-        """forward_yolo_layer's line, from `statistics` (summed over the shards of a pass)."""
+    def stats_means(self, stats: dict) -> dict[str, float]:
         if self.fork == "alexeyab":
-            return self._alexeyab_stats_line(stats)
+            return self._alexeyab_means(stats)
         count = stats["count"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            values = [F32(stats["iou"]) / F32(count), F32(stats["class"]) / F32(count),
-                      F32(stats["obj"]) / F32(count),
-                      F32(stats["no_obj"]) / F32(stats["predictions"]),
-                      F32(stats["recall50"]) / F32(count), F32(stats["recall75"]) / F32(count)]
-        return ("Region %d Avg IOU: %f, Class: %f, Obj: %f, No Obj: %f, .5R: %f, .75R: %f,  "
-                "count: %d" % (self.index, *values, count))
+            return {"Avg IOU": F32(stats["iou"]) / F32(count),
+                    "Class": F32(stats["class"]) / F32(count),
+                    "Obj": F32(stats["obj"]) / F32(count),
+                    "No Obj": F32(stats["no_obj"]) / F32(stats["predictions"]),
+                    ".5R": F32(stats["recall50"]) / F32(count),
+                    ".75R": F32(stats["recall75"]) / F32(count), "count": count}
 
-    def _alexeyab_stats_line(self, stats: dict) -> str:
-        """AlexeyAB's fprintf in forward_yolo_layer (diou and ciou print as "iou")."""
-        a = self.alexeyab
+    def stats_line(self, stats: dict) -> str:
+        """forward_yolo_layer's line, from `statistics` (summed over the shards of a pass)."""
+        means = self.stats_means(stats)
+        if self.fork == "alexeyab":
+            return self._alexeyab_stats_line(means)
+        return ("Region %d Avg IOU: %f, Class: %f, Obj: %f, No Obj: %f, .5R: %f, .75R: %f,  "
+                "count: %d" % (self.index, *means.values()))
+
+    def _alexeyab_means(self, stats: dict) -> dict[str, float]:
+        """AlexeyAB's numbers: the IoU over the truths, then the losses per image."""
         count = stats["count"] or 1
         _, loss, classification = self._alexeyab_costs(stats)
         images = F32(stats["images"])
+        means = {"Avg IOU": F32(stats["iou"]) / F32(count), "count": count}
+        if self.alexeyab["show_details"]:
+            means["class_loss"] = F32(classification) / images
+            means["iou_loss"] = (F32(loss) - F32(classification)) / images
+        means["total_loss"] = F32(loss) / images
+        return means
+
+    def _alexeyab_stats_line(self, means: dict) -> str:
+        """AlexeyAB's fprintf in forward_yolo_layer (diou and ciou print as "iou")."""
+        a = self.alexeyab
         name = a["iou_loss_used"] if a["iou_loss_used"] in ("mse", "giou") else "iou"
         head = ("v3 (%s loss, Normalizer: (iou: %.2f, obj: %.2f, cls: %.2f) Region %d Avg "
                 "(IOU: %f), count: %d, " % (name, F32(a["iou_normalizer"]),
                                             F32(a["obj_normalizer"]), F32(a["cls_normalizer"]),
-                                            self.index, F32(stats["iou"]) / F32(count), count))
+                                            self.index, means["Avg IOU"], means["count"]))
         if not a["show_details"]:
-            return head + "total_loss = %f " % (F32(loss) / images)
+            return head + "total_loss = %f " % means["total_loss"]
         return head + "class_loss = %f, iou_loss = %f, total_loss = %f " % (
-            F32(classification) / images, (F32(loss) - F32(classification)) / images,
-            F32(loss) / images)
+            means["class_loss"], means["iou_loss"], means["total_loss"])
 
     def nms_overlap(self):
         """The overlap detection's NMS compares with `--nms` for this head's nms_kind: None
