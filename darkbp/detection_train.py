@@ -28,6 +28,7 @@ from darkbp.detdata import DetectionAugment, DetectionList, load_list
 from darkbp.detector import NMS, check_detector, detected_arrays
 from darkbp.errors import DarkbpError
 from darkbp.imagedata import existing_file, read_data_file
+from darkbp.layers.head import summed_statistics
 from darkbp.mapeval import Scorer, ValidList, image_paths, read_truths, valid_list
 from darkbp.mnistdet import make_mnist_det
 from darkbp.ops.detection import Truth
@@ -168,14 +169,9 @@ class _MapEvaluation:
 RECENT = 10     # batches the progress display's head statistics are running means over
 
 
-def _summed(stats: list[dict]) -> dict:
-    """Statistics (dicts of sums and counts) added key by key."""
-    return {key: sum(each[key] for each in stats) for key in stats[0]}
-
-
 def _added(sums: list[dict] | None, more: list[dict]) -> list[dict]:
     """Per head, the statistics `sums` plus `more` (sums None: `more`)."""
-    return list(more) if sums is None else [_summed(pair) for pair in zip(sums, more)]
+    return list(more) if sums is None else [summed_statistics(pair) for pair in zip(sums, more)]
 
 
 class DetectionTrainer(Trainer):
@@ -256,7 +252,7 @@ class DetectionTrainer(Trainer):
         self._recent = (getattr(self, "_recent", []) + [stats])[-RECENT:]
         heads = []
         for k, head in enumerate(self.network.heads):
-            sums = _summed([batch[k] for batch in self._recent])
+            sums = summed_statistics([batch[k] for batch in self._recent])
             means = head.stats_means(sums)
             means["count"] = sums["count"] / len(self._recent)
             heads.append((f"[{head.header}] {head.index}", means))

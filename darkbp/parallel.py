@@ -64,6 +64,7 @@ import numpy as np
 
 from darkbp.errors import RunFailed
 from darkbp.layers.base import Layer, grad_name
+from darkbp.layers.head import summed_statistics
 from darkbp.network import Network
 from darkbp.passes import EVAL, PJREDDIE_EVAL, Noise, Pass
 from darkbp.threads import default_threads, set_threads
@@ -174,7 +175,7 @@ def head_numbers(network: Network, truth) -> list[tuple[float, dict]]:
 
 
 def _add_numbers(mine: list, theirs: list) -> list:
-    return [(cost + other_cost, {key: stats[key] + other[key] for key in stats})
+    return [(cost + other_cost, summed_statistics([stats, other]))
             for (cost, stats), (other_cost, other) in zip(mine, theirs)]
 
 

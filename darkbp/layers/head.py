@@ -16,6 +16,12 @@ from darkbp.layers.base import Layer
 from darkbp.ops.detection import Targets, Truth, sum32
 
 
+def summed_statistics(stats: list[dict]) -> dict:
+    """Heads' `statistics` (dicts of sums and counts) added key by key: those of several
+    shards or passes give the statistics of them all."""
+    return {key: sum(each[key] for each in stats) for key in stats[0]}
+
+
 class Head(Layer):
     """Base class of the detection heads (not a section of its own)."""
 
