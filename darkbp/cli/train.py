@@ -159,9 +159,9 @@ def _stopped(trainer: Trainer, signum: int, at_once: bool) -> None:
     sys.exit(128 + signum)
 
 
-class _TwoLineProgress(Progress):
-    """A progress bar whose task's numbers (its `stats` field) go on a line of their own
-    below it, so that on an 80-column terminal neither is cut short."""
+class _NumbersBelowProgress(Progress):
+    """A progress bar whose task's numbers (its `stats` field, one or more lines) go below
+    it, so that on an 80-column terminal neither is cut short."""
 
     def get_renderables(self):
         yield self.make_tasks_table(self.tasks)
@@ -199,7 +199,7 @@ class _ProgressListener(TrainListener):
     def __init__(self, console: Console):
         self.console = console
         self.decoding = DecodeBars(console)
-        self.progress = _TwoLineProgress(
+        self.progress = _NumbersBelowProgress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
         self.task = None
